@@ -1,0 +1,34 @@
+# aleph2alma — two commands matter: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test airflow stop lint bench-transform venv clean compose-check
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	@test -x $(BIN)/python || uv venv --quiet --python 3.11 $(VENV) || uv venv --quiet $(VENV)
+	uv pip install --quiet --python $(BIN)/python -r requirements.lock -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+airflow: $(STAMP)
+	$(BIN)/python scripts/stack.py serve
+
+test: $(STAMP)
+	$(BIN)/ruff check include dags plugins tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+compose-check: $(STAMP)
+	$(BIN)/python scripts/check_compose.py docker-compose.yaml
+
+clean:
+	rm -rf .airflow .stack demo-output demo-data

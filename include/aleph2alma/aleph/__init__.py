@@ -1,0 +1,1 @@
+"""Aleph side: ALEPHSEQ reader/writer, Z-table schema, extraction sources."""

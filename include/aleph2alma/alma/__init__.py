@@ -1,0 +1,1 @@
+"""Alma side: migration form, user XML, REST client."""
