@@ -268,7 +268,20 @@ Z76 = ZTable(
     ),
 )
 
-Z_TABLES: dict[str, ZTable] = {t.name: t for t in (Z30, Z303, Z304, Z305, Z308, Z36, Z37, Z31, Z68, Z70, Z76)}
+Z103 = ZTable(
+    "Z103",
+    "adm",
+    "links",
+    "Z103_REC_KEY",
+    (
+        _c("Z103_REC_KEY", 23),  # source library (5) + doc number (9) + sequence (9)
+        _c("Z103_LKR_TYPE", 5),  # ADM: this ADM record belongs to the BIB record below
+        _c("Z103_LKR_LIBRARY", 5),
+        _c("Z103_LKR_DOC_NUMBER", 9),
+    ),
+)
+
+Z_TABLES: dict[str, ZTable] = {t.name: t for t in (Z103, Z30, Z303, Z304, Z305, Z308, Z36, Z37, Z31, Z68, Z70, Z76)}
 
 
 def tables_for_entity(entity: str) -> list[ZTable]:
