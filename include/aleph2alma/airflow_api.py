@@ -1,0 +1,102 @@
+"""A small client of Airflow 3's public REST API: what the demo and the tests need.
+
+Triggers DAG runs, waits for them, and answers human-in-the-loop gates through the same
+endpoints the UI uses, so no gate is ever bypassed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+FINISHED = {"success", "failed"}
+
+
+class AirflowApiError(RuntimeError):
+    """Airflow answered with an error, or a run did not finish in time."""
+
+
+@dataclass
+class AirflowClient:
+    base_url: str
+    username: str
+    password: str
+    timeout: float = 30
+    _http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout)
+        response = self._http.post("/auth/token", json={"username": self.username, "password": self.password})
+        if response.status_code >= 300:
+            raise AirflowApiError(f"login to {self.base_url} failed: {response.status_code} {response.text[:200]}")
+        self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        if response.status_code >= 300:
+            raise AirflowApiError(f"{method} {path}: {response.status_code} {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Wait until the DAG processor has parsed the DAG and reports no import error."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self._http.get(f"/api/v2/dags/{dag_id}")
+            if response.status_code == 200:
+                return
+            time.sleep(1)
+        errors = self._call("GET", "/importErrors").get("import_errors", [])
+        raise AirflowApiError(f"DAG {dag_id} not parsed within {timeout:.0f} s; import errors: {errors}")
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        return dict(self._call("POST", f"/dags/{dag_id}/dagRuns", json=body))
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        return list(data["task_instances"])
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                          params={"map_index": map_index, "deserialize": True})
+        return data["value"]
+
+    def awaiting_input(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return [ti for ti in self.task_instances(dag_id, run_id) if ti["state"] == "awaiting_input"]
+
+    def hitl_details(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"))
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, chosen: list[str],
+               params_input: dict[str, Any] | None = None, map_index: int = -1) -> None:
+        self._call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+                   json={"chosen_options": chosen, "params_input": params_input or {}})
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 2,
+             on_gate: Any = None) -> str:
+        """Wait for the run to finish; ``on_gate(ti)`` answers each gate that waits for input."""
+        deadline = time.monotonic() + timeout
+        answered: set[tuple[str, int]] = set()
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in FINISHED:
+                return state
+            if on_gate is not None:
+                for ti in self.awaiting_input(dag_id, run_id):
+                    key = (ti["task_id"], ti.get("map_index", -1))
+                    if key not in answered:
+                        on_gate(ti)
+                        answered.add(key)
+            time.sleep(poll)
+        raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+    def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+        return [f"{ti['task_id']}[{ti.get('map_index', -1)}]" for ti in self.task_instances(dag_id, run_id)
+                if ti["state"] in ("failed", "upstream_failed")]

@@ -1,0 +1,66 @@
+"""Small pieces every DAG file shares: retry policy, assets, run scope, params → settings.
+
+Cheap to import at parse time: only ``airflow.sdk`` names at module level.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from airflow.sdk import Asset
+
+from aleph2alma.aleph.ztables import table_entities
+
+ALL_ENTITIES = ["bibs", "holdings", *table_entities()]
+LANDING_VARIABLE = "aleph2alma_alephseq_landing"
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "migration-team",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+T = TypeVar("T")
+
+
+def entity_asset(stage: str, entity: str) -> Asset:
+    """One Asset per stage and entity, e.g. ``aleph2alma.raw.items``."""
+    return Asset(name=f"aleph2alma.{stage}.{entity}", group="aleph2alma")
+
+
+def run_scope() -> Any:
+    """The running task's artifact scope: migration id (from params), DAG id, run id."""
+    from airflow.sdk import get_current_context
+
+    from aleph2alma.storage import RunScope
+
+    ctx = get_current_context()
+    return RunScope(ctx["params"]["migration_id"], ctx["dag"].dag_id, ctx["run_id"])
+
+
+def settings_from_params(params: Any) -> Any:
+    from aleph2alma import settings
+
+    return settings.load(params["migration_id"])
+
+
+def alephseq_landing(params: Any) -> Any:
+    """The landing location from the trigger form, or the Variable when the form left it empty."""
+    from airflow.sdk import Variable
+
+    from aleph2alma import wiring
+
+    uri = params.get("alephseq_landing") or Variable.get(LANDING_VARIABLE, default="")
+    return wiring.landing(uri)
+
+
+def skip_unless(value: T | None, reason: str) -> T:
+    """Skip the task (not fail it) when there is nothing for it to do in this run."""
+    if value is None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(reason)
+    return value

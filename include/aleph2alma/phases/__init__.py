@@ -1,0 +1,1 @@
+"""Phase steps: one function per DAG task, clients injected."""
