@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test airflow stop lint bench-transform venv clean compose-check
+.PHONY: demo test airflow venv clean bench
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-compose-check: $(STAMP)
-	$(BIN)/python scripts/check_compose.py docker-compose.yaml
+bench: $(STAMP)
+	$(BIN)/python bench/transform.py
 
 clean:
 	rm -rf .airflow .stack demo-output demo-data
