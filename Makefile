@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(ARGS)
 
 airflow: $(STAMP)
 	$(BIN)/python scripts/stack.py serve
