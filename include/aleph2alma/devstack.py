@@ -150,7 +150,7 @@ class EmbeddedStack:
         _wait_http(self.s3_endpoint, "the S3 endpoint (moto server)", log, 30, proc)
         self.s3_client().create_bucket(Bucket=BUCKET)
 
-    def start_airflow(self, timeout: float = 180) -> None:
+    def start_airflow(self, timeout: float = 420) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         airflow = str(Path(sys.executable).parent / "airflow")
         proc, log = self._spawn([airflow, "standalone"], "airflow.log")

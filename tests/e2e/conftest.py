@@ -1,0 +1,33 @@
+"""One embedded stack (S3 endpoint + airflow standalone) for all end-to-end DAG runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aleph2alma.airflow_api import AirflowClient
+from aleph2alma.demo.runner import stack_for
+from aleph2alma.devstack import BUCKET, EmbeddedStack, free_port
+from aleph2alma.storage import ArtifactStore
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tiny_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    stack = stack_for(tiny_library, state_dir=tmp_path_factory.mktemp("stack"), api_port=free_port())
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow(airflow_stack: EmbeddedStack) -> AirflowClient:
+    return AirflowClient(airflow_stack.api_url, "admin", airflow_stack.admin_password())
+
+
+@pytest.fixture(scope="session")
+def stack_store(airflow_stack: EmbeddedStack) -> ArtifactStore:
+    return ArtifactStore(airflow_stack.s3_client(), BUCKET)
