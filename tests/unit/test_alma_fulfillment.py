@@ -1,0 +1,245 @@
+"""Z36 loans, Z37 requests, Z31 fines → JSON lines for the Alma API loader."""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from aleph2alma.aleph.ztables import Z31, Z36, Z37, ZTable
+from aleph2alma.alma.fulfillment import (
+    FINE_KEYS,
+    LOAN_KEYS,
+    REQUEST_KEYS,
+    Stats,
+    fine_amount,
+    transform_fines,
+    transform_loans,
+    transform_requests,
+)
+from aleph2alma.rejects import RejectLog
+
+PATRONS = {"BNU000000001": "201911010001", "BNU000000002": "201911010002"}
+BARCODES = {"000012345000010": "31000123", "000012345000020": ""}
+ITEM = "000012345000010"
+
+
+def ztable(zt: ZTable, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as an Aleph extract holds them: CHAR values blank-padded, dates and numbers 0 unless given."""
+    cols = {}
+    for c in zt.columns:
+        values = [r.get(c.name, "" if c.kind == "char" else 0) for r in rows]
+        if c.kind == "char":
+            cols[c.name] = pa.array([None if v is None else v.ljust(c.width) for v in values], pa.string())
+        else:
+            cols[c.name] = pa.array(values, pa.int64())
+    return pa.table(cols)
+
+
+class StubForm:
+    libraries = {"BNUZG": "MAIN", "BNUZH": "ZHUHAI"}
+    defaults: dict[str, str] = {"default_library": "MAIN"}
+
+    def location_for(self, sub_library: str, collection: str) -> tuple[str, str] | None:
+        return None
+
+    def item_policy_for(self, item_status: str) -> str | None:
+        return None
+
+    def process_type_for(self, process_status: str) -> str | None:
+        return None
+
+    def material_type_for(self, material: str) -> str | None:
+        return None
+
+    def user_group_for(self, bor_status: str, bor_type: str) -> str | None:
+        return None
+
+    def library_for(self, sub_library: str) -> str | None:
+        return self.libraries.get(sub_library)
+
+    def default(self, key: str) -> str | None:
+        return self.defaults.get(key)
+
+
+def collect(fn: Any, table: pa.Table, *args: Any, excluded: dict[str, str] | None = None,
+            form: Any = None) -> tuple[list[dict[str, Any]], Stats, list[dict[str, Any]]]:
+    out, sink = io.StringIO(), io.StringIO()
+    stats = fn(table, *args, form or StubForm(), excluded or {}, RejectLog(sink), out)
+    assert stats.records_in == stats.records_out + stats.rejected
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    return records, stats, [json.loads(line) for line in sink.getvalue().splitlines()]
+
+
+# --- loans --------------------------------------------------------------------------------
+
+LOAN = {"Z36_REC_KEY": ITEM, "Z36_ID": "BNU000000001", "Z36_NUMBER": "000000001", "Z36_SUB_LIBRARY": "BNUZH",
+        "Z36_STATUS": "A", "Z36_LOAN_DATE": 20240301, "Z36_DUE_DATE": 20240331, "Z36_NOTE_1": "附光盘"}
+
+
+def loans(rows: list[dict[str, Any]], **kw: Any) -> tuple[list[dict[str, Any]], Stats, list[dict[str, Any]]]:
+    return collect(transform_loans, ztable(Z36, rows), PATRONS, BARCODES, **kw)
+
+
+def test_an_active_loan_has_every_field() -> None:
+    (loan,), stats, _ = loans([LOAN])
+    assert tuple(loan) == LOAN_KEYS
+    assert loan == {"aleph_key": ITEM, "user_primary_id": "201911010001", "item_barcode": "31000123",
+                    "library": "ZHUHAI", "circ_desk": "DEFAULT_CIRC_DESK", "loan_date": "2024-03-01T00:00:00+08:00",
+                    "due_date": "2024-03-31T23:59:00+08:00", "loan_status": "ACTIVE", "note": "附光盘"}
+    assert stats.entity == "loans"
+
+
+def test_circ_desk_and_unmapped_library_come_from_the_form() -> None:
+    form = StubForm()
+    form.defaults = {"default_library": "MAIN", "default_circulation_desk": "MAIN_DESK"}
+    (loan,), _, _ = loans([LOAN | {"Z36_SUB_LIBRARY": "BNUCP", "Z36_NOTE_1": "", "Z36_LOAN_DATE": 0}], form=form)
+    assert (loan["library"], loan["circ_desk"], loan["note"], loan["loan_date"]) == ("MAIN", "MAIN_DESK", None, None)
+
+
+LOAN_REJECTS = [
+    ("claimed returned is not active", {"Z36_STATUS": "C"}, "loan_not_active"),
+    ("lost is not active", {"Z36_STATUS": "L"}, "loan_not_active"),
+    ("patron not migrated", {"Z36_ID": "BNU000000404"}, "unknown_patron"),
+    ("item not migrated", {"Z36_REC_KEY": "000099999000010"}, "unknown_item"),
+    ("item without barcode", {"Z36_REC_KEY": "000012345000020"}, "item_without_barcode"),
+    ("no due date", {"Z36_DUE_DATE": 0}, "missing_due_date"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), [c[1:] for c in LOAN_REJECTS], ids=[c[0] for c in LOAN_REJECTS])
+def test_loan_rejects(change: dict[str, Any], reason: str) -> None:
+    records, stats, rejects = loans([LOAN, LOAN | change])
+    assert len(records) == 1 and stats.rejected_by_reason == {reason: 1}
+    assert rejects[0]["reason"] == reason and rejects[0]["entity"] == "loans"
+
+
+def test_only_active_loans_migrate_and_excluded_loans_keep_their_reason() -> None:
+    rows = [LOAN | {"Z36_STATUS": s} for s in "ACLA"]
+    rows[3]["Z36_ID"] = "BNU000000002"
+    records, stats, rejects = loans(rows, excluded={ITEM: "loan_missing_patron"})
+    assert records == []
+    assert stats.rejected_by_reason == {"loan_missing_patron": 4}  # validation's reason comes first
+    records, stats, _ = loans(rows)
+    assert [r["user_primary_id"] for r in records] == ["201911010001", "201911010002"]
+    assert (stats.records_in, stats.records_out, stats.rejected) == (4, 2, 2)
+
+
+# --- requests -----------------------------------------------------------------------------
+
+REQUEST = {"Z37_REC_KEY": ITEM + "0001", "Z37_ID": "BNU000000002", "Z37_STATUS": "A", "Z37_PRIORITY": "50",
+           "Z37_OPEN_DATE": 20240310, "Z37_END_REQUEST_DATE": 20240610, "Z37_END_HOLD_DATE": 0,
+           "Z37_PICKUP_LOCATION": "BNUZG", "Z37_REQUEST_NUMBER": "000000007"}
+
+
+def requests(rows: list[dict[str, Any]], **kw: Any) -> tuple[list[dict[str, Any]], Stats, list[dict[str, Any]]]:
+    return collect(transform_requests, ztable(Z37, rows), PATRONS, BARCODES, **kw)
+
+
+def test_a_request_has_every_field() -> None:
+    (request,), _, _ = requests([REQUEST])
+    assert tuple(request) == REQUEST_KEYS
+    assert request == {"aleph_key": ITEM + "0001", "user_primary_id": "201911010002", "item_barcode": "31000123",
+                       "request_type": "HOLD", "pickup_location_type": "LIBRARY", "pickup_location_library": "MAIN",
+                       "status": "NOT_STARTED", "request_date": "2024-03-10", "expiry_date": "2024-06-10",
+                       "hold_expiry_date": None}
+
+
+@pytest.mark.parametrize(("status", "expected"), [("S", "ON_HOLD_SHELF"), ("A", "NOT_STARTED"), ("W", "NOT_STARTED")],
+                         ids=["S on hold shelf", "A active", "W waiting"])
+def test_request_status(status: str, expected: str) -> None:
+    (request,), _, _ = requests([REQUEST | {"Z37_STATUS": status, "Z37_END_HOLD_DATE": 20240320}])
+    assert request["status"] == expected and request["hold_expiry_date"] == "2024-03-20"
+
+
+def test_request_item_key_is_sliced_before_stripping() -> None:
+    padded = "00001234500001 " + "0001"  # a 14-character item key blank-padded to 15
+    records, stats, rejects = requests([REQUEST | {"Z37_REC_KEY": padded}])
+    assert records == [] and rejects[0]["reason"] == "unknown_item"
+    assert rejects[0]["record_id"] == "00001234500001 0001"
+
+
+@pytest.mark.parametrize(("change", "excluded", "reason"), [
+    ({"Z37_ID": "BNU000000404"}, {}, "unknown_patron"),
+    ({"Z37_REC_KEY": "000099999000010" + "0001"}, {}, "unknown_item"),
+    ({}, {ITEM + "0001": "request_missing_item"}, "request_missing_item"),
+], ids=["patron not migrated", "item not migrated", "excluded by validation"])
+def test_request_rejects(change: dict[str, Any], excluded: dict[str, str], reason: str) -> None:
+    records, stats, _ = requests([REQUEST | change], excluded=excluded)
+    assert records == [] and stats.rejected_by_reason == {reason: 1}
+
+
+# --- fines --------------------------------------------------------------------------------
+
+FINE_KEY = "BNU000000001" + "2024031514301" + "0001"
+FINE = {"Z31_REC_KEY": FINE_KEY, "Z31_STATUS": "O", "Z31_CREDIT_DEBIT": "D", "Z31_SUM": "1250", "Z31_TYPE": "0001",
+        "Z31_SUB_LIBRARY": "BNUZG", "Z31_DESCRIPTION": "超期罚款", "Z31_REC_KEY_ITEM": ITEM, "Z31_DATE_X": 20240316}
+
+
+def fines(rows: list[dict[str, Any]], **kw: Any) -> tuple[list[dict[str, Any]], Stats, list[dict[str, Any]]]:
+    return collect(transform_fines, ztable(Z31, rows), PATRONS, **kw)
+
+
+def test_an_open_fine_has_every_field() -> None:
+    (fine,), _, _ = fines([FINE])
+    assert tuple(fine) == FINE_KEYS
+    assert fine == {"aleph_key": FINE_KEY, "user_primary_id": "201911010001", "type": "OVERDUEFINE",
+                    "amount": 12.5, "currency": "CNY", "owner": "MAIN", "comment": "超期罚款",
+                    "creation_date": "2024-03-16", "aleph_item_key": ITEM}
+
+
+AMOUNTS = [
+    ("minor units", "1250", Decimal("12.50")),
+    ("minor units, zero-padded", "00000000000150", Decimal("1.50")),
+    ("decimal point as written", "12.5", Decimal("12.50")),
+    ("thousands separator", "1,234.50", Decimal("1234.50")),
+    ("blank", "", None),
+    ("not a number", "abc", None),
+]
+
+
+@pytest.mark.parametrize(("raw", "amount"), [a[1:] for a in AMOUNTS], ids=[a[0] for a in AMOUNTS])
+def test_fine_amount(raw: str, amount: Decimal | None) -> None:
+    assert fine_amount(raw) == amount
+
+
+FINE_REJECTS = [
+    ("closed", {"Z31_STATUS": "C"}, "fine_not_open"),
+    ("a credit", {"Z31_CREDIT_DEBIT": "C"}, "fine_not_debit"),
+    ("patron not migrated", {"Z31_REC_KEY": "BNU000000404" + FINE_KEY[12:]}, "unknown_patron"),
+    ("zero", {"Z31_SUM": "0"}, "invalid_amount"),
+    ("negative", {"Z31_SUM": "-100"}, "invalid_amount"),
+    ("garbage", {"Z31_SUM": "12元"}, "invalid_amount"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), [c[1:] for c in FINE_REJECTS], ids=[c[0] for c in FINE_REJECTS])
+def test_fine_rejects(change: dict[str, Any], reason: str) -> None:
+    records, stats, rejects = fines([FINE, FINE | change])
+    assert len(records) == 1 and stats.rejected_by_reason == {reason: 1}
+    assert rejects[0]["entity"] == "fines"
+
+
+@pytest.mark.parametrize(("code", "alma"), [("0001", "OVERDUEFINE"), ("0002", "LOSTITEMREPLACEMENTFEE"),
+                                            ("0003", "DAMAGEDITEMFINE"), ("0004", "RECALLEDOVERDUEFINE"),
+                                            ("0099", "OTHER")],
+                         ids=["overdue", "lost item", "damaged", "recall overdue", "unlisted type"])
+def test_fine_type(code: str, alma: str) -> None:
+    (fine,), _, _ = fines([FINE | {"Z31_TYPE": code}])
+    assert fine["type"] == alma
+
+
+def test_fine_currency_from_the_form_and_date_from_the_key() -> None:
+    form = StubForm()
+    form.defaults = {"default_library": "MAIN", "currency": "USD"}
+    (fine,), _, _ = fines([FINE | {"Z31_DATE_X": 0, "Z31_REC_KEY_ITEM": ""}], form=form)
+    assert (fine["currency"], fine["creation_date"], fine["aleph_item_key"]) == ("USD", "2024-03-15", None)
+
+
+def test_padding_is_stripped_and_nulls_tolerated() -> None:
+    (fine,), _, _ = fines([FINE | {"Z31_DESCRIPTION": None, "Z31_SUB_LIBRARY": None}])
+    assert (fine["comment"], fine["owner"], fine["aleph_key"]) == (None, "MAIN", FINE_KEY)
