@@ -104,9 +104,13 @@ def migration_extract() -> None:
     @task(trigger_rule="none_failed")
     def summarise(stages: list[dict | None], inventory: dict | None) -> str:
         from aleph2alma import wiring
-        from aleph2alma.phases.extraction import write_run_summary
+        from aleph2alma.phases.extraction import record_latest, write_run_summary
 
-        return write_run_summary(wiring.artifact_store(), run_scope(), [*stages, inventory])
+        store, scope = wiring.artifact_store(), run_scope()
+        summary = write_run_summary(store, scope, [*stages, inventory])
+        if set(get_current_context()["params"]["entities"]) == set(ENTITIES):
+            record_latest(store, scope)  # only a full extract can feed the transform
+        return summary
 
     summarise(committed, inventory)
 

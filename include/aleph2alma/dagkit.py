@@ -64,3 +64,26 @@ def skip_unless(value: T | None, reason: str) -> T:
 
         raise AirflowSkipException(reason)
     return value
+
+
+def form_and_rules(migration_id: str) -> tuple[Any, Any]:
+    """The migration's form and validation rules, as a librarian last saved them."""
+    from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.validate.rules import rules_for_migration
+
+    return load_form(form_dir(migration_id)), rules_for_migration(migration_id)
+
+
+def as_of_date() -> Any:
+    """The as-of date of the run: the trigger form's, else the day the run was made for."""
+    from datetime import date
+
+    from airflow.sdk import get_current_context
+
+    ctx = get_current_context()
+    given = ctx["params"].get("as_of") or ""
+    if given:
+        return date.fromisoformat(given)
+    run = ctx["dag_run"]
+    when = run.logical_date or run.run_after
+    return when.date()

@@ -118,10 +118,20 @@ def profile_codes(store: ArtifactStore, scope: RunScope, items_manifest: str | N
             "inventory_csv": store.uri(files[0].key), "inventory_json": store.uri(files[1].key)}
 
 
-def write_run_summary(store: ArtifactStore, scope: RunScope, stages: Iterable[dict[str, Any] | None]) -> str:
+def write_run_summary(store: ArtifactStore, scope: RunScope, stages: Iterable[dict[str, Any] | None],
+                      extra: dict[str, Any] | None = None) -> str:
     """Per stage and entity: counts and manifest URIs, for operators and the demo summary."""
     entries = sorted((s for s in stages if s), key=lambda s: (s["stage"], s["entity"]))
-    body = {"migration_id": scope.migration_id, "dag_id": scope.dag_id, "run_id": scope.run_id, "stages": entries}
+    body = {"migration_id": scope.migration_id, "dag_id": scope.dag_id, "run_id": scope.run_id, "stages": entries,
+            **(extra or {})}
     key = scope.report_prefix() + "run_summary.json"
     store.put_bytes(key, json.dumps(body, indent=2, sort_keys=True).encode("utf-8"), content_type="application/json")
+    return store.uri(key)
+
+
+def record_latest(store: ArtifactStore, scope: RunScope) -> str:
+    """Point ``state/latest/<dag id>.json`` at this run: later phases read the latest good extract."""
+    key = f"{scope.migration_id}/state/latest/{scope.dag_id}.json"
+    body = {"run_id": scope.run_id, "dag_id": scope.dag_id}
+    store.put_bytes(key, json.dumps(body, sort_keys=True).encode("utf-8"), content_type="application/json")
     return store.uri(key)

@@ -1,0 +1,260 @@
+"""Steps of the transform phase: raw Aleph extracts → Alma-ready files, part by part.
+
+Reads the committed ``raw/`` manifests of a ``migration_extract`` run and writes, under its
+own run scope, ``alma/<entity>/`` (what Alma loads), ``index/<entity>/`` (small link tables
+the cross-record rules need), ``issues/<entity>/`` (validation issues found on the way) and
+the rejects of every record that could not go on, with id and reason. Every step returns
+references and counts only.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aleph2alma.rejects import RejectLog
+from aleph2alma.settings import MigrationSettings
+from aleph2alma.storage import ArtifactStore, Manifest, RunScope, StoredFile, part_name
+from aleph2alma.validate.issues import IssueLog
+
+EXTRACT_DAG = "migration_extract"
+ALMA = "alma"
+INDEX = "index"
+ISSUES = "issues"
+LATEST_EXTRACT_KEY = "{migration_id}/state/latest/migration_extract.json"
+
+
+class TransformInputError(RuntimeError):
+    """The extract run to transform is missing or not committed."""
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+def latest_extract_run(store: ArtifactStore, migration_id: str) -> str:
+    key = LATEST_EXTRACT_KEY.format(migration_id=migration_id)
+    if key not in store.list_keys(key):
+        raise TransformInputError(f"no successful migration_extract run recorded for {migration_id!r}; "
+                                  "run migration_extract first or give extract_run_id")
+    return str(json.loads(store.get_bytes(key))["run_id"])
+
+
+def raw_manifest(store: ArtifactStore, migration_id: str, extract_run_id: str, entity: str) -> Manifest:
+    scope = RunScope(migration_id, EXTRACT_DAG, extract_run_id)
+    return store.manifest(scope.prefix("raw", entity) + "_MANIFEST.json")
+
+
+def plan_transform(store: ArtifactStore, migration_id: str, extract_run_id: str) -> dict[str, Any]:
+    """The extract run to read and its parts, one list per mapped task."""
+    run_id = extract_run_id or latest_extract_run(store, migration_id)
+
+    def parts(entity: str, source: str | None = None) -> list[dict[str, Any]]:
+        manifest = raw_manifest(store, migration_id, run_id, entity)
+        return [{"entity": entity, "source": p.source, "key": p.key, "sha256": p.sha256,
+                 "index": i, "extract_run_id": run_id} for i, p in enumerate(manifest.parts(source))]
+
+    return {"extract_run_id": run_id, "bibs": parts("bibs"), "holdings": parts("holdings"),
+            "items": parts("items", "Z30")}
+
+
+def download_parts(store: ArtifactStore, manifest: Manifest, source: str, tmp: Path) -> list[Path]:
+    return [store.download(p.key, tmp / Path(p.key).name, p.sha256) for p in manifest.parts(source)]
+
+
+def read_table(store: ArtifactStore, manifest: Manifest, source: str, tmp: Path,
+               columns: list[str] | None = None) -> pa.Table:
+    paths = download_parts(store, manifest, source, tmp)
+    tables = [pq.read_table(p, columns=columns) for p in paths]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+@dataclass
+class PartOutput:
+    """Local files of one transformed part, uploaded together."""
+
+    tmp: Path
+    entity: str
+    source: str
+    index: int
+
+    def path(self, kind: str, ext: str) -> Path:
+        return self.tmp / f"{kind}.{ext}"
+
+    def upload(self, store: ArtifactStore, scope: RunScope, ext: str, records_in: int, records_out: int,
+               rejected: int, rejected_by_reason: Mapping[str, int]) -> dict[str, Any]:
+        name = part_name(self.source, self.index, ext)
+        files = [store.put_file(scope.prefix(ALMA, self.entity) + name, self.path("out", ext),
+                                records=records_out, rejected=rejected, source=self.source)]
+        for kind, stage, ext2 in (("rejects", ALMA, "jsonl"), ("issues", ISSUES, "jsonl"),
+                                  ("index", INDEX, "parquet")):
+            local = self.path(kind, ext2)
+            if local.exists() and local.stat().st_size:
+                key = scope.prefix(stage, self.entity) + part_name(self.source, self.index, ext2)
+                if kind == "rejects":
+                    key = scope.prefix(ALMA, self.entity) + "rejects/" + part_name(self.source, self.index, ext2)
+                files.append(store.put_file(key, local, source=self.source, kind=kind,
+                                            records=_lines(local) if ext2 == "jsonl" else 0))
+        return {"entity": self.entity, "source": self.source, "index": self.index, "records_in": records_in,
+                "rejected_by_reason": dict(rejected_by_reason), "files": [f.to_dict() for f in files]}
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def commit_alma(store: ArtifactStore, scope: RunScope, entity: str, results: Iterable[dict[str, Any]],
+                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The entity's ``alma/`` manifest: files, in/out/rejected and rejects by reason."""
+    mine = [r for r in results if r and r["entity"] == entity]
+    files = [StoredFile(**f) for r in mine for f in r["files"]]
+    by_reason: Counter[str] = Counter()
+    for r in mine:
+        by_reason.update(r["rejected_by_reason"])
+    records_in = sum(r["records_in"] for r in mine)
+    uri = store.commit(scope, ALMA, entity, files,
+                       extra={"records_in": records_in, "rejected_by_reason": dict(sorted(by_reason.items())),
+                              **(extra or {})})
+    manifest = store.manifest(uri)
+    if records_in != manifest.records + manifest.rejected:
+        raise RuntimeError(f"{entity}: {records_in} in ≠ {manifest.records} out + {manifest.rejected} rejected")
+    return {"entity": entity, "stage": ALMA, "manifest": uri, "records": manifest.records,
+            "records_in": records_in, "rejected": manifest.rejected}
+
+
+def index_table(store: ArtifactStore, manifest_uri: str, tmp: Path, schema: pa.Schema) -> pa.Table:
+    manifest = store.manifest(manifest_uri)
+    paths = [store.download(f.key, tmp / f"index-{i}.parquet", f.sha256)
+             for i, f in enumerate(manifest.files) if f.kind == "index"]
+    tables = [pq.read_table(p) for p in paths]
+    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+
+
+def issue_keys(store: ArtifactStore, manifest_uris: Iterable[str]) -> list[str]:
+    return [f.key for uri in manifest_uris for f in store.manifest(uri).files if f.kind == "issues"]
+
+
+# --- MARC parts ---------------------------------------------------------------------------
+
+def _library_flavour(settings: MigrationSettings, library: str) -> str:
+    for lib in settings.bib_libraries:
+        if lib.code == library:
+            return lib.flavour
+    raise TransformInputError(f"BIB library {library} is not in migration.toml; known: "
+                              f"{', '.join(lib.code for lib in settings.bib_libraries)}")
+
+
+def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: MigrationSettings,
+                        part: dict[str, Any]) -> dict[str, Any]:
+    """One raw ALEPHSEQ part → ISO 2709 (bibs or holdings), index, issues, rejects."""
+    from aleph2alma.aleph.alephseq import read_alephseq
+    from aleph2alma.marc import bibs, holdings
+
+    entity, source = part["entity"], part["source"]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        out = PartOutput(Path(tmp_dir), entity, source, part["index"])
+        raw = store.download(part["key"], out.tmp / "raw.seq", part["sha256"])
+        rows: list[dict[str, Any]] = []
+        with (open(out.path("out", "mrc"), "wb") as mrc, open(out.path("rejects", "jsonl"), "w") as rej,
+              open(out.path("issues", "jsonl"), "w") as iss):
+            rejects, issues = RejectLog(rej), IssueLog(iss)
+            # Malformed lines were reported at extraction; here only whole records count.
+            records = read_alephseq(raw, source_name=Path(part["key"]).name, entity=entity)
+            if entity == "bibs":
+                options = bibs.BibOptions(library=source, flavour=_library_flavour(settings, source))  # type: ignore[arg-type]
+                stats: Any = bibs.transform_bibs(records, options, mrc, rejects, issues, index=rows)
+                schema = bibs.BIB_INDEX_SCHEMA
+            else:
+                stats = holdings.transform_holdings(records, holdings.HoldingsOptions(library=source), mrc,
+                                                    rejects, index=rows, issues=issues)
+                schema = holdings.HOLDINGS_INDEX_SCHEMA
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), out.path("index", "parquet"))
+        return out.upload(store, scope, "mrc", stats.records_in, stats.records_out, stats.rejected, rejects.counts)
+
+
+# --- Z-table transforms -------------------------------------------------------------------
+
+def load_excluded(store: ArtifactStore, key: str) -> dict[str, dict[str, str]]:
+    return dict(json.loads(store.get_bytes(key)))
+
+
+def transform_items_part(store: ArtifactStore, scope: RunScope, part: dict[str, Any], form: Any,
+                         excluded_key: str, holdings_manifest: str) -> dict[str, Any]:
+    from aleph2alma.alma.items import transform_items, write_items_csv
+    from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        out = PartOutput(Path(tmp_dir), "items", "Z30", part["index"])
+        z30 = pq.read_table(store.download(part["key"], out.tmp / "z30.parquet", part["sha256"]))
+        links = index_table(store, holdings_manifest, out.tmp, HOLDINGS_INDEX_SCHEMA)
+        links = links.select(["sysno", "bib_library", "bib_sysno"])
+        excluded = load_excluded(store, excluded_key).get("items", {})
+        with open(out.path("rejects", "jsonl"), "w") as rej:
+            rejects = RejectLog(rej)
+            items, stats = transform_items(z30, form, excluded, rejects, hol_links=links)
+        write_items_csv(items, out.path("out", "csv"))
+        pq.write_table(items, out.path("index", "parquet"))
+        return out.upload(store, scope, "csv", stats.records_in, stats.records_out, stats.rejected, rejects.counts)
+
+
+def transform_patrons(store: ArtifactStore, scope: RunScope, migration_id: str, extract_run_id: str, form: Any,
+                      excluded_key: str, scrub_emails: bool, as_of: Any) -> dict[str, Any]:
+    from aleph2alma.alma.users import UserOptions, write_users_xml
+
+    manifest = raw_manifest(store, migration_id, extract_run_id, "patrons")
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        out = PartOutput(tmp, "patrons", "users", 0)
+        tables = {t: read_table(store, manifest, t, tmp / t.lower()) for t in ("Z303", "Z304", "Z305", "Z308")}
+        excluded = load_excluded(store, excluded_key).get("patrons", {})
+        with open(out.path("out", "xml"), "wb") as xml, open(out.path("rejects", "jsonl"), "w") as rej:
+            rejects = RejectLog(rej)
+            stats = write_users_xml(tables["Z303"], tables["Z304"], tables["Z305"], tables["Z308"], form, xml,
+                                    excluded, rejects, UserOptions(scrub_emails=scrub_emails, as_of=as_of))
+        result = out.upload(store, scope, "xml", stats.records_in, stats.records_out, stats.rejected, rejects.counts)
+    return commit_alma(store, scope, "patrons", [result], extra={"emails_scrubbed": stats.emails_scrubbed})
+
+
+def transform_fulfillment(store: ArtifactStore, scope: RunScope, migration_id: str, extract_run_id: str,
+                          form: Any, excluded_key: str, items_manifest: str) -> list[dict[str, Any]]:
+    """Active loans, requests and open fines → JSON lines for the Alma API loader."""
+    from aleph2alma.alma import fulfillment
+    from aleph2alma.alma.users import patron_primary_ids
+
+    excluded = load_excluded(store, excluded_key)
+    committed = []
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        patrons = raw_manifest(store, migration_id, extract_run_id, "patrons")
+        z303 = read_table(store, patrons, "Z303", tmp, ["Z303_REC_KEY", "Z303_PRIMARY_ID"])
+        patron_ids = patron_primary_ids(z303, excluded.get("patrons", {}))
+        staged = [store.download(f.key, tmp / f"items-{i}.parquet", f.sha256)
+                  for i, f in enumerate(store.manifest(items_manifest).files) if f.kind == "index"]
+        items = pa.concat_tables([pq.read_table(p, columns=["aleph_item_key", "barcode"]) for p in staged])
+        barcodes = dict(zip(items["aleph_item_key"].to_pylist(), items["barcode"].to_pylist(), strict=True))
+        for entity, table in (("loans", "Z36"), ("requests", "Z37"), ("fines", "Z31")):
+            data = read_table(store, raw_manifest(store, migration_id, extract_run_id, entity), table, tmp / entity)
+            out = PartOutput(tmp / f"out-{entity}", entity, entity, 0)
+            out.tmp.mkdir()
+            with open(out.path("out", "jsonl"), "w") as dst, open(out.path("rejects", "jsonl"), "w") as rej:
+                rejects = RejectLog(rej)
+                mine = excluded.get(entity, {})
+                if entity == "loans":
+                    stats = fulfillment.transform_loans(data, patron_ids, barcodes, form, mine, rejects, dst)
+                elif entity == "requests":
+                    stats = fulfillment.transform_requests(data, patron_ids, barcodes, form, mine, rejects, dst)
+                else:
+                    stats = fulfillment.transform_fines(data, patron_ids, form, mine, rejects, dst)
+            result = out.upload(store, scope, "jsonl", stats.records_in, stats.records_out, stats.rejected,
+                                rejects.counts)
+            committed.append(commit_alma(store, scope, entity, [result]))
+    return committed
