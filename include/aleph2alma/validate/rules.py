@@ -1,0 +1,350 @@
+"""The validation rule registry: what each rule means, how bad it is, when it blocks delivery.
+
+Every data problem the migration looks for is one ``Rule`` here. A rule has
+
+- an ``id`` (the name issues, worklists, reports and the demo ground truth use);
+- the ``entity`` whose records it judges (its percentages are of that entity's records;
+  ``also_entities`` for a rule that judges more than one, like the encoding rules);
+- a ``severity`` (``FIX`` / ``REVIEW`` / ``INFO``, see ``validate.issues``);
+- ``rejects_record``: whether a record with this issue is left out of the delivery (written
+  to the rejects with the rule id as reason) or delivered as it is;
+- a ``description`` a librarian can act on: what the rule means and how to fix it in Aleph;
+- a default ``threshold``.
+
+Three levels of error (STYLE.md 9): an issue alone is a field/record warning; a rejecting
+rule is a record failure; a ``FIX`` rule past its threshold is a process failure (it blocks
+delivery, see ``evaluate``). ``REVIEW`` and ``INFO`` rules never block, whatever their
+counts; a threshold on them only marks them "over threshold" in the report.
+
+Thresholds can be changed per migration in ``include/config/<migration_id>/rules.toml``::
+
+    [rules.duplicate_barcode]
+    severity = "FIX"        # FIX | REVIEW | INFO
+    max_count = 0           # at most this many records with the issue
+    max_percent = 0.5       # at most this share (in %) of the entity's records
+
+A rule section that gives ``max_count`` or ``max_percent`` replaces the rule's default
+threshold as a whole (a limit it leaves out is no limit); one that gives only ``severity``
+keeps the default threshold. Unknown rule ids and unknown keys are errors naming them.
+
+Adding a rule: one entry in ``RULES`` below and, for a rule over Z-tables, one check
+function in ``validate.checks`` (listed in ``checks.CHECKS``).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aleph2alma.settings import CONFIG_ROOT
+from aleph2alma.validate.issues import Severity
+
+
+class RulesConfigError(ValueError):
+    """A ``rules.toml`` names an unknown rule or key, or gives a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How many issues a rule tolerates before it is breached.
+
+    ``max_count``: at most this many records; ``max_percent``: at most this share (0-100)
+    of the entity's records. A count past either limit breaches the threshold. A threshold
+    with neither limit tolerates nothing: one issue breaches it.
+    """
+
+    max_count: int | None = None
+    max_percent: float | None = None
+
+    def breached_by(self, count: int, percent: float) -> bool:
+        if count == 0:
+            return False
+        if self.max_count is None and self.max_percent is None:
+            return True
+        over_count = self.max_count is not None and count > self.max_count
+        over_percent = self.max_percent is not None and percent > self.max_percent
+        return over_count or over_percent
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_count is not None:
+            parts.append(f"≤ {self.max_count}")
+        if self.max_percent is not None:
+            parts.append(f"≤ {self.max_percent:g}%")
+        return " and ".join(parts) if parts else "0"
+
+    def to_dict(self) -> dict[str, int | float | None]:
+        return {"max_count": self.max_count, "max_percent": self.max_percent}
+
+
+NONE_ALLOWED = Threshold(max_count=0)
+"""Any occurrence breaches: codes that must all be in the migration form."""
+SMALL_SHARE = Threshold(max_percent=0.5)
+"""Up to 0.5% of the entity's records: bad data a test load can live with."""
+REJECT_SHARE = Threshold(max_percent=1.0)
+"""Up to 1% of the entity's records rejected."""
+NO_LIMIT = Threshold(max_percent=100.0)
+"""Never breached (REVIEW/INFO rules: they are reported, not counted against delivery)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule. See the module docstring for the meaning of each field."""
+
+    id: str
+    entity: str
+    severity: Severity
+    rejects_record: bool
+    description: str
+    threshold: Threshold = SMALL_SHARE
+    also_entities: tuple[str, ...] = ()
+    """Other entities whose records the rule judges too (the encoding rules run over bibs and
+    holdings); issues keep their own entity, and percentages are of all these records."""
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        return (self.entity, *self.also_entities)
+
+    def total(self, totals: Mapping[str, int]) -> int:
+        """The records the rule judges: the sum of its entities' totals."""
+        return sum(int(totals.get(e, 0)) for e in self.entities)
+
+    @property
+    def blocks(self) -> bool:
+        """Whether passing the threshold blocks delivery (only ``FIX`` rules do)."""
+        return self.severity is Severity.FIX
+
+
+Rules = Mapping[str, Rule]
+
+
+def _r(id: str, entity: str, severity: Severity, rejects: bool, threshold: Threshold, description: str,
+       also: tuple[str, ...] = ()) -> Rule:
+    return Rule(id, entity, severity, rejects, " ".join(description.split()), threshold, also)
+
+
+FIX, REVIEW, INFO = Severity.FIX, Severity.REVIEW, Severity.INFO
+
+_DEFAULT_RULES: tuple[Rule, ...] = (
+    # bibs: emitted by the bib transform while it reads the ALEPHSEQ export
+    _r("invalid_leader", "bibs", FIX, True, REJECT_SHARE, """
+       The LDR field is not 24 characters or holds characters a leader cannot hold, so the
+       record cannot be loaded. Open the record in the Aleph cataloguing module, correct the
+       LDR with the leader editor (use ^ for blanks) and save."""),
+    _r("missing_title", "bibs", FIX, True, REJECT_SHARE, """
+       The record has no title field: no 245 in a MARC 21 library, no 200 in a CNMARC
+       library. Alma cannot load it. Add the title field in Aleph cataloguing, or delete
+       the record if it is a leftover stub with no holdings."""),
+    _r("invalid_indicators", "bibs", REVIEW, False, NO_LIMIT, """
+       A field has an indicator outside 0-9 and blank. The record loads with the
+       indicator blanked. Check the field in Aleph cataloguing and set the right
+       indicator (e.g. 245 second indicator = number of non-filing characters)."""),
+    _r("invalid_utf8", "bibs", FIX, False, SMALL_SHARE, """
+       A field of a bib or holdings record holds bytes that are neither UTF-8 nor GBK, so
+       some characters cannot be converted; the record loads with them replaced by U+FFFD.
+       Retype the affected text (the detail names the field) in Aleph cataloguing.""",
+       also=("holdings",)),
+    _r("legacy_gbk", "bibs", INFO, False, NO_LIMIT, """
+       A field of a bib or holdings record was encoded in GBK/GB2312 instead of UTF-8 and
+       was converted. Nothing to fix; listed for the reconciliation. Spot-check a few
+       records in Alma after the load.""", also=("holdings",)),
+    # holdings: the HOL records' LKR links against the bib index
+    _r("orphan_holdings", "holdings", FIX, True, REJECT_SHARE, """
+       The holdings record's LKR field points to a bib system number that does not exist
+       in the BIB library (the bib was deleted). The holdings record is not delivered.
+       In Aleph, relink the holdings (LKR $$b) to the right bib record, or delete the
+       holdings record and its items. (Holdings whose bib exists but was rejected by
+       another rule are not orphans: fix that bib's issue.)"""),
+    # items: Z30
+    _r("duplicate_barcode", "items", FIX, False, SMALL_SHARE, """
+       Several items share one barcode; Alma requires unique barcodes. Every item of the
+       group is listed. In Aleph's item form, check which physical copy carries the
+       barcode and give the others their own barcode."""),
+    _r("missing_barcode", "items", FIX, False, SMALL_SHARE, """
+       The item has no barcode (Z30_BARCODE blank). Alma loads it without one, and it
+       cannot circulate. Barcode the copy and enter the barcode in Aleph's item form."""),
+    _r("orphan_item", "items", FIX, True, REJECT_SHARE, """
+       The item's holdings link (Z30_HOL_DOC_NUMBER_X) names a HOL record that does not
+       exist, so the item has no holdings or bib in Alma and is not delivered. In Aleph's
+       item form, link the item to the right holdings record, or delete the item."""),
+    _r("unmapped_location", "items", FIX, False, NONE_ALLOWED, """
+       The item's sub-library and collection are not in the migration form's locations
+       tab (not even through a * fallback row). Add the pair to the locations tab
+       (or correct the item's sub-library/collection in Aleph if the code is a typo)."""),
+    _r("unmapped_item_status", "items", FIX, False, NONE_ALLOWED, """
+       The item status (Z30_ITEM_STATUS) is not in the migration form's item-policy tab.
+       Add the status to the tab, or change the items to a current status in Aleph
+       (global change of item status, e.g. with the item-update service)."""),
+    # patrons: Z303 global and Z305 local records
+    _r("duplicate_patron_id", "patrons", FIX, False, SMALL_SHARE, """
+       Several patron records share one primary id (Z303_PRIMARY_ID); Alma user ids
+       must be unique. Every patron of the group is listed. Merge the duplicates in Aleph
+       (move loans and fines to one record, delete the others) or correct the wrong id."""),
+    _r("unmapped_user_group", "patrons", FIX, False, NONE_ALLOWED, """
+       A local patron record (Z305) has a borrower status and type that the migration
+       form's user-group tab does not map (not even through a * fallback row). Add the
+       pair to the user-group tab, or update the patron's status in Aleph."""),
+    _r("expired_patron_with_loans", "patrons", REVIEW, False, NO_LIMIT, """
+       Every registration of the patron (Z305_EXPIRY_DATE) lapsed before the migration
+       date, but the patron still has active loans. Alma loads them as expired users
+       who hold items. Renew the registration in Aleph or have the items returned."""),
+    # loans: Z36
+    _r("loan_missing_item", "loans", FIX, True, REJECT_SHARE, """
+       The loan (Z36) is on an item key that has no item record (Z30), typically an ILL
+       or temporary item deleted after the loan. The loan is not delivered. Return the
+       loan in Aleph, or recreate the item and lend it again."""),
+    _r("loan_missing_patron", "loans", FIX, True, REJECT_SHARE, """
+       The loan's patron (Z36_ID) has no patron record (Z303), so the loan is not
+       delivered. Return the loan in Aleph or restore the patron record."""),
+    # requests: Z37
+    _r("request_missing_item", "requests", FIX, True, REJECT_SHARE, """
+       The request (Z37) is on an item key that has no item record (Z30), so it cannot be
+       placed in Alma and is not delivered. Cancel the request in Aleph and, if the
+       patron still wants the title, place it again on an existing copy."""),
+    _r("request_missing_patron", "requests", FIX, True, REJECT_SHARE, """
+       The request's patron (Z37_ID) has no patron record (Z303), so the request is not
+       delivered. Cancel the request in Aleph."""),
+    # fines: Z31
+    _r("fine_missing_patron", "fines", FIX, True, REJECT_SHARE, """
+       The cash transaction (Z31) belongs to a patron id that has no patron record (Z303),
+       so the fine is not delivered. Restore the patron record, or settle/waive the
+       transaction in Aleph's cash module."""),
+)
+
+RULES: dict[str, Rule] = {rule.id: rule for rule in _DEFAULT_RULES}
+"""The default registry: rule id → rule, in report order (by entity)."""
+
+
+# --- per-migration overrides --------------------------------------------------------------
+
+_OVERRIDE_KEYS = ("severity", "max_count", "max_percent")
+
+
+def apply_overrides(data: Mapping[str, Any], rules: Rules = RULES, source: str = "rules.toml") -> dict[str, Rule]:
+    """The registry with the overrides of a parsed ``rules.toml`` applied.
+
+    ``data`` is the whole file: ``{"rules": {rule_id: {key: value}}}``. Raises
+    ``RulesConfigError`` naming every unknown section, rule id or key, and bad values.
+    """
+    unknown_top = sorted(set(data) - {"rules"})
+    if unknown_top:
+        raise RulesConfigError(f"{source}: unknown section(s) {', '.join(unknown_top)}; the file holds only [rules.<rule_id>] tables")
+    sections = data.get("rules", {})
+    if not isinstance(sections, Mapping):
+        raise RulesConfigError(f"{source}: 'rules' must be a table of [rules.<rule_id>] tables")
+    unknown_ids = sorted(set(sections) - set(rules))
+    if unknown_ids:
+        raise RulesConfigError(f"{source}: unknown rule id(s) {', '.join(unknown_ids)}; known rule ids: {', '.join(rules)}")
+    out = dict(rules)
+    problems: list[str] = []
+    for rule_id, values in sections.items():
+        if not isinstance(values, Mapping):
+            problems.append(f"[rules.{rule_id}] must be a table")
+            continue
+        bad_keys = sorted(set(values) - set(_OVERRIDE_KEYS))
+        if bad_keys:
+            problems.append(f"[rules.{rule_id}] unknown key(s) {', '.join(bad_keys)}; known keys: {', '.join(_OVERRIDE_KEYS)}")
+            continue
+        try:
+            out[rule_id] = _override(out[rule_id], values)
+        except ValueError as exc:
+            problems.append(f"[rules.{rule_id}] {exc}")
+    if problems:
+        raise RulesConfigError(f"{source}: " + "; ".join(problems))
+    return out
+
+
+def _override(rule: Rule, values: Mapping[str, Any]) -> Rule:
+    severity = rule.severity
+    if "severity" in values:
+        try:
+            severity = Severity(values["severity"])
+        except ValueError:
+            raise ValueError(f"severity {values['severity']!r} is not one of {', '.join(Severity)}") from None
+    threshold = rule.threshold
+    if "max_count" in values or "max_percent" in values:
+        max_count = values.get("max_count")
+        max_percent = values.get("max_percent")
+        if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 0):
+            raise ValueError(f"max_count must be a whole number ≥ 0, not {max_count!r}")
+        if max_percent is not None:
+            if isinstance(max_percent, bool) or not isinstance(max_percent, int | float) \
+                    or not math.isfinite(max_percent) or not 0 <= max_percent <= 100:
+                raise ValueError(f"max_percent must be a number from 0 to 100, not {max_percent!r}")
+            max_percent = float(max_percent)
+        threshold = Threshold(max_count, max_percent)
+    return replace(rule, severity=severity, threshold=threshold)
+
+
+def load_rules(path: Path | None) -> dict[str, Rule]:
+    """The registry with the overrides in ``path`` (a ``rules.toml``); defaults if it is None or absent."""
+    if path is None or not path.exists():
+        return dict(RULES)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesConfigError(f"{path}: {exc}") from exc
+    return apply_overrides(data, RULES, source=str(path))
+
+
+def rules_for_migration(migration_id: str, root: Path | None = None) -> dict[str, Rule]:
+    """The rules of one migration: defaults + ``<config root>/<migration_id>/rules.toml`` if present."""
+    return load_rules((root or CONFIG_ROOT) / migration_id / "rules.toml")
+
+
+# --- thresholds ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A rule whose issues passed its threshold. ``blocking``: it stops delivery (FIX rules)."""
+
+    rule: str
+    entity: str
+    severity: Severity
+    count: int
+    total: int
+    percent: float
+    threshold: Threshold
+    blocking: bool
+
+    def describe(self) -> str:
+        return (f"{self.rule} ({self.severity}): {self.count} of {self.total} {self.entity} "
+                f"({self.percent:.2f}%), allowed {self.threshold.describe()}")
+
+
+def percent_of(count: int, total: int) -> float:
+    """``count`` as a share of ``total`` in %; 100 when there is no total to speak of."""
+    if total <= 0:
+        return 0.0 if count == 0 else 100.0
+    return 100.0 * count / total
+
+
+def evaluate(counts: Mapping[str, int], totals: Mapping[str, int], rules: Rules = RULES) -> list[Breach]:
+    """The rules whose issue counts pass their thresholds, in registry order.
+
+    ``counts``: rule id → number of records with the issue; ``totals``: entity → records
+    of the entity (a rule's percentage is of all the entities it judges). A breach of a ``FIX`` rule is ``blocking``; ``REVIEW``/``INFO`` never are.
+    Raises ``ValueError`` for a count of a rule that is not in ``rules``, or a rule
+    entity with no total.
+    """
+    unknown = sorted(set(counts) - set(rules))
+    if unknown:
+        raise ValueError(f"issue counts for unknown rule(s) {', '.join(unknown)}; known rule ids: {', '.join(rules)}")
+    breaches = []
+    for rule in rules.values():
+        count = int(counts.get(rule.id, 0))
+        if count == 0:
+            continue
+        if rule.entity not in totals:
+            raise ValueError(f"no record total for entity {rule.entity!r} (rule {rule.id}); totals given: {', '.join(totals)}")
+        total = rule.total(totals)
+        percent = percent_of(count, total)
+        if rule.threshold.breached_by(count, percent):
+            breaches.append(Breach(rule.id, rule.entity, rule.severity, count, total, percent, rule.threshold,
+                                   blocking=rule.blocks))
+    return breaches
