@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aleph2alma.airflow_api import AirflowClient
-from aleph2alma.demo.runner import stack_for
+from aleph2alma.demo.runner import run_dag, stack_for
 from aleph2alma.devstack import BUCKET, EmbeddedStack, free_port
 from aleph2alma.storage import ArtifactStore
 
@@ -31,3 +31,8 @@ def airflow(airflow_stack: EmbeddedStack) -> AirflowClient:
 @pytest.fixture(scope="session")
 def stack_store(airflow_stack: EmbeddedStack) -> ArtifactStore:
     return ArtifactStore(airflow_stack.s3_client(), BUCKET)
+
+
+@pytest.fixture(scope="session")
+def extract_run(airflow: AirflowClient, stack_store: ArtifactStore) -> dict:
+    return run_dag(airflow, stack_store, "migration_extract", {"migration_id": "demo"}, timeout=900)

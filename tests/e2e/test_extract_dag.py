@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aleph2alma.demo.runner import run_dag
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def extract_run(airflow, stack_store) -> dict:
-    return run_dag(airflow, stack_store, "migration_extract", {"migration_id": "demo"}, timeout=600)
 
 
 def test_run_succeeds(extract_run: dict) -> None:
