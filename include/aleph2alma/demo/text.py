@@ -169,7 +169,6 @@ WESTERN_PUBLISHERS: tuple[tuple[str, str, str], ...] = (
     ("Cambridge, MA", "MIT Press", "mau"), ("New York", "Guilford Press", "nyu"),
     ("Singapore", "Springer Nature", "si"), ("Berlin", "De Gruyter", "gw"),
 )
-WESTERN_LANGUAGES = (("eng", 90), ("ger", 3), ("fre", 3), ("jpn", 2), ("rus", 2))
 WESTERN_SUBDIVISIONS = ("Research", "Study and teaching", "China", "History", "Case studies", "Congresses")
 
 
@@ -178,9 +177,15 @@ def chinese_name(rng: random.Random) -> str:
     return rng.choice(ZH_SURNAMES) + given
 
 
-def western_name(rng: random.Random, inverted: bool = True) -> str:
-    surname, given = rng.choice(WESTERN_SURNAMES), rng.choice(WESTERN_GIVEN)
-    return f"{surname}, {given}" if inverted else f"{given} {surname}"
+def western_name_parts(rng: random.Random) -> tuple[str, str]:
+    """(surname, given name)."""
+    return rng.choice(WESTERN_SURNAMES), rng.choice(WESTERN_GIVEN)
+
+
+def western_name(rng: random.Random) -> str:
+    """Inverted, as headings and Aleph patron names have it: ``Surname, Given``."""
+    surname, given = western_name_parts(rng)
+    return f"{surname}, {given}"
 
 
 def chinese_title(rng: random.Random, cls: ClcClass) -> tuple[str, str]:
@@ -201,7 +206,8 @@ def western_title(rng: random.Random, cls: WesternClass) -> tuple[str, str]:
 
 def isbn13(prefix: str, number: int) -> str:
     """A valid ISBN-13: ``prefix`` (e.g. ``9787303``) + zero-padded number + check digit."""
-    body = f"{prefix}{number:0{12 - len(prefix)}d}"[:12]
+    digits = 12 - len(prefix)
+    body = f"{prefix}{number % 10**digits:0{digits}d}"
     total = sum((1 if i % 2 == 0 else 3) * int(d) for i, d in enumerate(body))
     return body + str((10 - total % 10) % 10)
 
