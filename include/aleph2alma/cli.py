@@ -18,6 +18,10 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aleph2alma.profile import CodeInventory
 
 EXIT_USAGE = 2
 EXIT_INPUT = 3
@@ -125,7 +129,7 @@ def _form_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inventory_from_library(args: argparse.Namespace) -> object:
+def _inventory_from_library(args: argparse.Namespace) -> CodeInventory:
     import tempfile
     from dataclasses import replace
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from aleph2alma.aleph import alephseq
+from aleph2alma.aleph.alephseq import check_line, iter_raw_records, split_ranges
 from aleph2alma.aleph.landing import Landing
 from aleph2alma.aleph.ztables import Z_TABLES, ZTable, table_entities
 from aleph2alma.rejects import Reject, RejectLog
@@ -93,7 +93,7 @@ def plan_alephseq(settings: MigrationSettings, landing: Landing, entity: str) ->
     for library, name in seq_sources(settings, entity):
         with tempfile.TemporaryDirectory() as tmp:
             local = landing.fetch(name, Path(tmp) / name)
-            ranges = alephseq.split_ranges(local, settings.part_bytes)
+            ranges = split_ranges(local, settings.part_bytes)
         specs += [PartSpec(entity, library, i, "alephseq", name, start, end) for i, (start, end) in enumerate(ranges)]
     return specs
 
@@ -185,10 +185,10 @@ def extract_alephseq_part(landing: Landing, spec: PartSpec, out: Path, rejects_o
     with open(out, "rb") as fh, open(rejects_out, "w", encoding="utf-8") as rej:
         log = RejectLog(rej)
         offset = spec.start
-        for sysno, _line_no, raw in alephseq.iter_raw_records(fh):
+        for sysno, _line_no, raw in iter_raw_records(fh):
             records += 1
             for line in raw.splitlines(keepends=True):
-                reason = alephseq.check_line(line) if line.strip() else None
+                reason = check_line(line) if line.strip() else None
                 if reason:
                     log.add(Reject(spec.entity, f"{spec.source}:{sysno}", reason,
                                    detail=f"byte offset {offset}", source=spec.file,
