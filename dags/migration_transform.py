@@ -25,8 +25,6 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_scope
 
-MARC_ENTITIES = ["bibs", "holdings"]
-
 
 @dag(
     dag_id="migration_transform",
@@ -60,13 +58,14 @@ def migration_transform() -> None:
         return list(plan[entity])
 
     @task(max_active_tis_per_dagrun=4)
-    def transform_marc(part: dict[str, Any]) -> dict[str, Any]:
+    def transform_marc(part: dict[str, Any], bibs: dict[str, Any] | None = None) -> dict[str, Any]:
         from aleph2alma import wiring
         from aleph2alma.dagkit import settings_from_params
         from aleph2alma.phases.transform import transform_marc_part
 
         params = get_current_context()["params"]
-        return transform_marc_part(wiring.artifact_store(), run_scope(), settings_from_params(params), part)
+        return transform_marc_part(wiring.artifact_store(), run_scope(), settings_from_params(params), part,
+                                   bibs["manifest"] if bibs else None)
 
     def commit_task(entity: str) -> Any:
         @task(task_id=f"commit_{entity}", outlets=[entity_asset("alma", entity)])
@@ -80,10 +79,13 @@ def migration_transform() -> None:
 
     the_plan = plan()
     committed_marc = {}
-    for entity in MARC_ENTITIES:
-        results = transform_marc.override(task_id=f"transform_{entity}").expand(part=parts_of.override(
-            task_id=f"{entity}_parts")(the_plan, entity))
-        committed_marc[entity] = commit_task(entity)(results)
+    bib_results = transform_marc.override(task_id="transform_bibs").expand(
+        part=parts_of.override(task_id="bibs_parts")(the_plan, "bibs"))
+    committed_marc["bibs"] = commit_task("bibs")(bib_results)
+    # Holdings follow the bibs: a holdings record whose bib does not exist is not delivered.
+    holdings_results = transform_marc.override(task_id="transform_holdings").partial(
+        bibs=committed_marc["bibs"]).expand(part=parts_of.override(task_id="holdings_parts")(the_plan, "holdings"))
+    committed_marc["holdings"] = commit_task("holdings")(holdings_results)
 
     @task
     def validate_tables(plan: dict[str, Any], bibs: dict[str, Any], holdings: dict[str, Any]) -> dict[str, Any]:

@@ -45,8 +45,10 @@ def phase(tiny_library: Path, s3_stack) -> dict:
     form, rules = load_form(form_dir("demo")), rules_for_migration("demo")
     as_of = date.fromisoformat(json.loads((tiny_library / "summary.json").read_text())["as_of"])
     todo = transform.plan_transform(store, "demo", "")
-    marc = {e: transform.commit_alma(store, SCOPE, e, [transform.transform_marc_part(store, SCOPE, settings, p)
-                                                       for p in todo[e]]) for e in ("bibs", "holdings")}
+    marc = {"bibs": transform.commit_alma(store, SCOPE, "bibs", [
+        transform.transform_marc_part(store, SCOPE, settings, p) for p in todo["bibs"]])}
+    marc["holdings"] = transform.commit_alma(store, SCOPE, "holdings", [
+        transform.transform_marc_part(store, SCOPE, settings, p, marc["bibs"]["manifest"]) for p in todo["holdings"]])
     validated = validation.validate_tables(store, SCOPE, "demo", todo["extract_run_id"], form, as_of, rules,
                                            marc["bibs"]["manifest"], marc["holdings"]["manifest"])
     items = transform.commit_alma(store, SCOPE, "items", [
@@ -105,6 +107,8 @@ def test_rejecting_rules_remove_their_records(phase: dict) -> None:
     by_reason = manifest.extra["rejected_by_reason"]
     assert by_reason.get("loan_missing_item", 0) == len(truth["loan_missing_item"])
     assert by_reason.get("loan_missing_patron", 0) == len(truth["loan_missing_patron"])
+    holdings = phase["store"].manifest(phase["stages"]["holdings"]["manifest"])
+    assert holdings.extra["rejected_by_reason"] == {"orphan_holdings": len(truth["orphan_holdings"])}
 
 
 def test_report_and_worklists_written(phase: dict) -> None:

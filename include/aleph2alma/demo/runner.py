@@ -52,9 +52,23 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         print(f"\n{run['dag_id']}  {run['run_id']}  → {run['state'].upper()}")
         if run.get("failed_tasks"):
             print(f"  failed tasks: {', '.join(run['failed_tasks'])}")
-        print(f"  {'stage':<10} {'entity':<10} {'records':>10}  manifest")
+        print(f"  {'stage':<8} {'entity':<9} {'in':>8} {'out':>8} {'rejected':>8}  manifest")
         for stage in run["stages"]:
-            print(f"  {stage['stage']:<10} {stage['entity']:<10} {stage['records']:>10,}  {stage['manifest']}")
+            records_in = stage.get("records_in", stage["records"])
+            print(f"  {stage['stage']:<8} {stage['entity']:<9} {records_in:>8,} {stage['records']:>8,} "
+                  f"{stage.get('rejected', 0):>8,}  {stage['manifest']}")
+        if "validation" in run:
+            validation = run["validation"]
+            print(f"  validation: {validation['status']}  " +
+                  ", ".join(f"{rule} {n}" for rule, n in sorted(validation["by_rule"].items())))
+
+
+def save_reports(store: ArtifactStore, runs: list[dict[str, Any]], out: Path) -> None:
+    """Copy each run's reports out of the embedded S3 (which keeps nothing once stopped)."""
+    for run in runs:
+        prefix = f"{MIGRATION_ID}/reports/{run['dag_id']}/{run['run_id']}/"
+        for key in store.list_keys(prefix):
+            store.download(key, out / "reports" / run["dag_id"] / key.removeprefix(prefix))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             # Patron expiry is judged as of the day the demo library was generated for.
             conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"]}
             runs.append(run_dag(client, store, "migration_transform", conf))
+        save_reports(store, runs, args.out)
     summary = {"migration_id": MIGRATION_ID, "generated": {k: generated[k] for k in ("scale", "seed", "counts")
                                                           if k in generated}, "runs": runs}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print_table(runs)
-    print(f"\nSummary written to {args.out / 'summary.json'}")
+    print(f"\nSummary written to {args.out / 'summary.json'}; reports copied to {args.out / 'reports'}/")
     return 0 if all(r["state"] == "success" for r in runs) else 1

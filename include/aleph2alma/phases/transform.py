@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aleph2alma.rejects import RejectLog
+from aleph2alma.rejects import Reject, RejectLog
 from aleph2alma.settings import MigrationSettings
 from aleph2alma.storage import ArtifactStore, Manifest, RunScope, StoredFile, part_name
-from aleph2alma.validate.issues import IssueLog
+from aleph2alma.validate.issues import Issue, IssueLog
 
 EXTRACT_DAG = "migration_extract"
 ALMA = "alma"
@@ -153,15 +153,44 @@ def _library_flavour(settings: MigrationSettings, library: str) -> str:
                               f"{', '.join(lib.code for lib in settings.bib_libraries)}")
 
 
+def existing_bibs(store: ArtifactStore, bibs_manifest: str, tmp: Path) -> set[tuple[str, str]]:
+    """(library, sysno) of every bib in the extract, delivered or not."""
+    from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
+
+    index = index_table(store, bibs_manifest, tmp, BIB_INDEX_SCHEMA)
+    return set(zip(index["library"].to_pylist(), index["sysno"].to_pylist(), strict=True))
+
+
+def _without_orphans(records: Iterator[Any], library: str, bibs: set[tuple[str, str]], rejects: RejectLog,
+                     issues: IssueLog, counted: list[int]) -> Iterator[Any]:
+    """Holdings whose LKR names a bib that does not exist are not delivered (rule orphan_holdings)."""
+    from aleph2alma.marc.holdings import bib_link
+
+    for rec in records:
+        link = bib_link(rec.record)
+        if link is not None and link not in bibs:
+            counted[0] += 1
+            record_id, detail = f"{library}:{rec.sysno}", f"LKR to {link[0]}:{link[1]}, which does not exist"
+            rejects.add(Reject("holdings", record_id, "orphan_holdings", detail=detail, source=rec.source,
+                               line_no=rec.line_no))
+            issues.add(Issue("orphan_holdings", "holdings", record_id, detail))
+            continue
+        yield rec
+
+
 def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: MigrationSettings,
-                        part: dict[str, Any]) -> dict[str, Any]:
-    """One raw ALEPHSEQ part → ISO 2709 (bibs or holdings), index, issues, rejects."""
+                        part: dict[str, Any], bibs_manifest: str | None = None) -> dict[str, Any]:
+    """One raw ALEPHSEQ part → ISO 2709 (bibs or holdings), index, issues, rejects.
+
+    Holdings need ``bibs_manifest``: a holdings record whose bib does not exist is rejected.
+    """
     from aleph2alma.aleph.alephseq import read_alephseq
     from aleph2alma.marc import bibs, holdings
 
     entity, source = part["entity"], part["source"]
     with tempfile.TemporaryDirectory() as tmp_dir:
         out = PartOutput(Path(tmp_dir), entity, source, part["index"])
+        orphans = [0]
         raw = store.download(part["key"], out.tmp / "raw.seq", part["sha256"])
         rows: list[dict[str, Any]] = []
         with (open(out.path("out", "mrc"), "wb") as mrc, open(out.path("rejects", "jsonl"), "w") as rej,
@@ -174,8 +203,14 @@ def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: Migrati
                 stats: Any = bibs.transform_bibs(records, options, mrc, rejects, issues, index=rows)
                 schema = bibs.BIB_INDEX_SCHEMA
             else:
-                stats = holdings.transform_holdings(records, holdings.HoldingsOptions(library=source), mrc,
+                if bibs_manifest is None:
+                    raise TransformInputError("holdings are transformed after bibs: give the bibs manifest")
+                known = existing_bibs(store, bibs_manifest, out.tmp / "bibs")
+                stats = holdings.transform_holdings(_without_orphans(records, source, known, rejects, issues, orphans),
+                                                    holdings.HoldingsOptions(library=source), mrc,
                                                     rejects, index=rows, issues=issues)
+                stats.records_in += orphans[0]
+                stats.rejected += orphans[0]
                 schema = holdings.HOLDINGS_INDEX_SCHEMA
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), out.path("index", "parquet"))
         return out.upload(store, scope, "mrc", stats.records_in, stats.records_out, stats.rejected, rejects.counts)
