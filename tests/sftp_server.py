@@ -1,0 +1,206 @@
+"""A real SFTP server on localhost for tests: asyncssh in a background thread, chrooted to a directory.
+
+It speaks the SSH/SFTP wire protocol, so clients are the real thing: paramiko's
+``SFTPClient`` (what Airflow's ``SFTPHook.get_conn()`` returns) connects with a password and
+checks the server's generated host key. Faults a migration file-transfer server can show are
+switches on :attr:`SftpTestServer.faults`:
+
+- ``flip_byte_at``: every write covering that file offset stores the byte flipped (corruption);
+- ``drop_after``: the first write reaching that file offset stores half of its data, then the
+  server drops the connection (an interrupted transfer);
+- ``exec_sha256sum``: accept ``sha256sum -- <path>`` over an exec channel (paths inside the
+  chroot), as an MFT server with a restricted shell might; otherwise every exec is refused;
+- ``exec_wrong_digest``: that command answers a wrong digest (a shell seeing other paths).
+
+Counters (``connections``, ``bytes_written``, ``written_per_connection``, ``execs``) let tests
+see what the client did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import shlex
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import paramiko
+import pytest
+
+USERNAME = "mft"
+
+
+@dataclass
+class Faults:
+    """Fault switches; see the module docstring. Tests flip them while the server runs."""
+
+    flip_byte_at: int | None = None
+    drop_after: int | None = None
+    exec_sha256sum: bool = False
+    exec_wrong_digest: bool = False
+
+
+class SftpTestServer:
+    """``start()`` listens on a free port of 127.0.0.1; ``connect()`` returns a paramiko SFTP client."""
+
+    def __init__(self, root: Path, *, username: str = USERNAME, password: str | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.username = username
+        self.password = password or secrets.token_urlsafe(16)
+        self.faults = Faults()
+        self.connections = 0
+        self.bytes_written = 0
+        self.written_per_connection: list[int] = []
+        self.execs: list[str] = []
+        self.port = 0
+        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sftp-test-server", daemon=True)
+        self._acceptor: Any = None
+        self._server_conns: list[asyncssh.SSHServerConnection] = []
+        self._clients: list[paramiko.Transport] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> SftpTestServer:
+        self._thread.start()
+        self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=30)
+        self.port = int(self._acceptor.get_port())
+        return self
+
+    def stop(self) -> None:
+        for transport in self._clients:
+            transport.close()
+        if self._acceptor is not None:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    async def _listen(self) -> Any:
+        return await asyncssh.listen(
+            "127.0.0.1", 0, server_host_keys=[self._host_key], server_factory=lambda: _Auth(self),
+            sftp_factory=lambda chan: _Sftp(chan, self), process_factory=self._process, allow_scp=False)
+
+    async def _close(self) -> None:
+        self._acceptor.close()
+        await self._acceptor.wait_closed()
+        for conn in self._server_conns:
+            conn.abort()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def count(self, written: int) -> None:
+        self.bytes_written += written
+        self.written_per_connection[-1] += written
+
+    # --- client side ------------------------------------------------------------------------
+
+    @property
+    def host_key(self) -> paramiko.PKey:
+        """The server's public host key, as paramiko checks it."""
+        key_type, data = self._host_key.export_public_key("openssh").split()[:2]
+        return paramiko.PKey.from_type_string(key_type.decode(), base64.b64decode(data))
+
+    def connect(self) -> paramiko.SFTPClient:
+        """A fresh paramiko connection (host key checked); closed by ``stop()`` if the test does not."""
+        transport = paramiko.Transport(("127.0.0.1", self.port))
+        self._clients.append(transport)
+        transport.connect(hostkey=self.host_key, username=self.username, password=self.password)
+        client = paramiko.SFTPClient.from_transport(transport)
+        assert client is not None
+        return client
+
+    def airflow_connection(self) -> dict[str, Any]:
+        """The Airflow connection (``AIRFLOW_CONN_<ID>`` JSON) of this server."""
+        return {"conn_type": "sftp", "host": "127.0.0.1", "port": self.port, "login": self.username,
+                "password": self.password, "extra": {"no_host_key_check": True}}
+
+    def local(self, remote_path: str) -> Path:
+        """Where a path inside the chroot is on this machine."""
+        path = (self.root / remote_path.lstrip("/")).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"{remote_path} escapes the chroot {self.root}")
+        return path
+
+    # --- exec channel -----------------------------------------------------------------------
+
+    def _process(self, process: asyncssh.SSHServerProcess) -> None:
+        command = process.command or ""
+        self.execs.append(command)
+        argv = shlex.split(command)
+        if not (self.faults.exec_sha256sum and len(argv) == 3 and argv[:2] == ["sha256sum", "--"]):
+            process.stderr.write("this server allows SFTP only\n")
+            process.exit(126)
+            return
+        try:
+            data = self.local(argv[2]).read_bytes()
+        except (OSError, ValueError) as exc:
+            process.stderr.write(f"sha256sum: {argv[2]}: {exc}\n")
+            process.exit(1)
+            return
+        digest = hashlib.sha256(data + (b"?" if self.faults.exec_wrong_digest else b"")).hexdigest()
+        process.stdout.write(f"{digest}  {argv[2]}\n")
+        process.exit(0)
+
+
+class _Auth(asyncssh.SSHServer):
+    def __init__(self, server: SftpTestServer) -> None:
+        self.server = server
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.server.connections += 1
+        self.server.written_per_connection.append(0)
+        self.server._server_conns.append(conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return username == self.server.username and secrets.compare_digest(password, self.server.password)
+
+
+class _Sftp(asyncssh.SFTPServer):
+    def __init__(self, chan: asyncssh.SSHServerChannel, server: SftpTestServer) -> None:
+        super().__init__(chan, chroot=str(server.root).encode())
+        self.server = server
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> Any:
+        faults = self.server.faults
+        if faults.drop_after is not None and offset + len(data) > faults.drop_after:
+            faults.drop_after = None  # once
+            half = data[: len(data) // 2]
+            super().write(file_obj, offset, half)
+            self.server.count(len(half))
+            self.connection.abort()
+            raise asyncssh.SFTPConnectionLost("connection dropped by the test server")
+        at = faults.flip_byte_at
+        if at is not None and offset <= at < offset + len(data):
+            flipped = bytearray(data)
+            flipped[at - offset] ^= 0xFF
+            data = bytes(flipped)
+        self.server.count(len(data))
+        return super().write(file_obj, offset, data)
+
+
+@pytest.fixture(name="sftp_server")
+def sftp_server_fixture(tmp_path: Path) -> Iterator[SftpTestServer]:
+    """A started SFTP server chrooted to ``<tmp_path>/mft`` with an ``incoming`` directory."""
+    root = tmp_path / "mft"
+    (root / "incoming").mkdir(parents=True)
+    server = SftpTestServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
