@@ -51,6 +51,15 @@ class AirflowClient:
         errors = self._call("GET", "/importErrors").get("import_errors", [])
         raise AirflowApiError(f"DAG {dag_id} not parsed within {timeout:.0f} s; import errors: {errors}")
 
+    def ensure_pool(self, name: str, slots: int, description: str = "") -> None:
+        """Create or resize a pool (as `airflow pools set` does)."""
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        response = self._http.get(f"/api/v2/pools/{name}")
+        if response.status_code == 200:
+            self._call("PATCH", f"/pools/{name}", json=body)
+        else:
+            self._call("POST", "/pools", json=body)
+
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}

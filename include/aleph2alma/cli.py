@@ -50,9 +50,9 @@ def _demo_form(args: argparse.Namespace) -> int:
 
 
 def _demo_alma(args: argparse.Namespace) -> int:
-    from aleph2alma.demo import alma_emulator
+    from aleph2alma.demo.alma_emulator import main as emulator_main
 
-    return int(alma_emulator.main(args.rest) or 0)
+    return int(emulator_main(args.rest) or 0)
 
 
 def _bibs_convert(args: argparse.Namespace) -> int:

@@ -76,6 +76,7 @@ class EmbeddedStack:
     state_dir: Path = PROJECT_ROOT / ".stack"
     api_port: int = 8080
     s3_port: int = 0
+    alma_port: int = 0
     parallelism: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -87,6 +88,11 @@ class EmbeddedStack:
     @property
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def alma_url(self) -> str:
+        """The Alma API emulator's base URL (what a real Alma's api-<region> URL is in production)."""
+        return f"http://127.0.0.1:{self.alma_port}"
 
     @property
     def api_url(self) -> str:
@@ -119,6 +125,10 @@ class EmbeddedStack:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW_CONN_AWS": json.dumps(aws),
+            "AIRFLOW_CONN_ALMA": json.dumps({"conn_type": "http", "password": "demo-api-key",
+                                             "extra": {"base_url": f"{self.alma_url}/almaws/v1",
+                                                       "per_second": 25}}),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW_VAR_ALEPH2ALMA_BUCKET": BUCKET,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -152,6 +162,15 @@ class EmbeddedStack:
         _wait_http(self.s3_endpoint, "the S3 endpoint (moto server)", log, 30, proc)
         self.s3_client().create_bucket(Bucket=BUCKET)
 
+    def start_alma_emulator(self) -> None:
+        """The Alma API emulator, standing in for the Alma test environment (an emulator, not Alma)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.alma_port = self.alma_port or free_port()
+        cli = str(Path(sys.executable).parent / "aleph2alma")
+        proc, log = self._spawn([cli, "demo", "alma", "--port", str(self.alma_port),
+                                 "--db", str(self.state_dir / "alma-emulator.sqlite")], "alma-emulator.log")
+        _wait_http(f"{self.alma_url}/_emulator/counts", "the Alma API emulator", log, 60, proc)
+
     def start_airflow(self, timeout: float = 420) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         airflow = str(Path(sys.executable).parent / "airflow")
@@ -160,6 +179,7 @@ class EmbeddedStack:
 
     def start(self) -> EmbeddedStack:
         self.start_s3()
+        self.start_alma_emulator()
         self.start_airflow()
         return self
 

@@ -60,3 +60,25 @@ def sftp_client(conn_id: str) -> Any:
 
 def landing(uri: str) -> Landing:
     return parse_landing(uri, s3_client=s3_client, sftp_client=sftp_client)
+
+
+ALMA_CONN_ID = "alma"
+ALMA_POOL = "alma_api"
+
+
+def alma_client(conn_id: str = ALMA_CONN_ID) -> Any:
+    """The Alma REST client: ``extra.base_url`` (or the host) and the API key as the password.
+
+    ``extra.per_second`` is the institution's limit (default 25). Tasks that call Alma also
+    run in the ``alma_api`` pool, so the workers together stay under it.
+    """
+    from airflow.sdk import BaseHook
+
+    from aleph2alma.alma.client import AlmaClient
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    base_url = extra.get("base_url") or conn.host or ""
+    if not base_url.startswith("http"):
+        base_url = f"https://{base_url}/almaws/v1"
+    return AlmaClient(base_url=base_url, api_key=conn.password or "", per_second=float(extra.get("per_second", 25)))

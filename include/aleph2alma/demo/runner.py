@@ -15,7 +15,7 @@ from typing import Any
 
 from aleph2alma.airflow_api import AirflowClient
 from aleph2alma.devstack import BUCKET, PROJECT_ROOT, EmbeddedStack
-from aleph2alma.storage import ArtifactStore
+from aleph2alma.storage import ArtifactStore, parse_s3_uri
 
 MIGRATION_ID = "demo"
 
@@ -30,21 +30,46 @@ def stack_for(data_dir: Path, **kwargs: Any) -> EmbeddedStack:
     return EmbeddedStack(extra_env=env, **kwargs)
 
 
-def run_dag(client: AirflowClient, store: ArtifactStore, dag_id: str, conf: dict[str, Any],
-            timeout: float = 1800, on_gate: Any = None) -> dict[str, Any]:
-    """Trigger one DAG run, wait for it, and return its summary (state, stages, manifests)."""
-    client.wait_for_dag(dag_id)
-    run_id = f"demo__{dag_id}__{time.strftime('%Y%m%dT%H%M%S')}"
-    client.trigger(dag_id, run_id, conf)
-    state = client.wait(dag_id, run_id, timeout=timeout, on_gate=on_gate)
+def run_summary(client: AirflowClient, store: ArtifactStore, dag_id: str, run_id: str,
+                migration_id: str = MIGRATION_ID) -> dict[str, Any]:
+    """A finished run's state and what it recorded in ``run_summary.json`` (stages, manifests, reports)."""
+    state = client.run_state(dag_id, run_id)
     summary: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "state": state, "stages": []}
-    key = f"{conf.get('migration_id', MIGRATION_ID)}/reports/{dag_id}/{run_id}/run_summary.json"
+    key = f"{migration_id}/reports/{dag_id}/{run_id}/run_summary.json"
     if key in store.list_keys(key):
         recorded = json.loads(store.get_bytes(key))
         summary.update({k: v for k, v in recorded.items() if k not in ("migration_id", "dag_id", "run_id")})
     if state != "success":
         summary["failed_tasks"] = client.failed_tasks(dag_id, run_id)
     return summary
+
+
+def run_dag(client: AirflowClient, store: ArtifactStore, dag_id: str, conf: dict[str, Any],
+            timeout: float = 1800, on_gate: Any = None) -> dict[str, Any]:
+    """Trigger one DAG run, wait for it (answering gates with ``on_gate``), and return its summary."""
+    client.wait_for_dag(dag_id)
+    run_id = f"demo__{dag_id}__{time.strftime('%Y%m%dT%H%M%S')}"
+    client.trigger(dag_id, run_id, conf)
+    client.wait(dag_id, run_id, timeout=timeout, on_gate=on_gate)
+    return run_summary(client, store, dag_id, run_id, conf.get("migration_id", MIGRATION_ID))
+
+
+def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack) -> Any:
+    """Answer "test environment loaded" as the operator does, once 'Ex Libris' (the emulator) has loaded."""
+    from aleph2alma.demo.exlibris import load_delivery
+
+    def on_gate(ti: dict[str, Any]) -> None:
+        dag_id, run_id, task_id = ti["dag_id"], ti["dag_run_id"], ti["task_id"]
+        delivered = client.xcom(dag_id, run_id, "deliver")
+        to_s3 = next(d for d in delivered if d["target"].startswith("s3://"))
+        package_uri = f"s3://{parse_s3_uri(to_s3['target'] + '/')[0]}/{to_s3['remote_path']}"
+        workbook = load_delivery(store, package_uri, stack.alma_url,
+                                 f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx")
+        print(f"  'Ex Libris' loaded {package_uri} into the Alma API emulator; statistics: {workbook}")
+        print(f"  answering {task_id}: Approve")
+        client.answer(dag_id, run_id, task_id, ["Approve"], {"statistics_workbook_uri": workbook})
+
+    return on_gate
 
 
 def print_table(runs: list[dict[str, Any]]) -> None:
@@ -57,6 +82,10 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             records_in = stage.get("records_in", stage["records"])
             print(f"  {stage['stage']:<8} {stage['entity']:<9} {records_in:>8,} {stage['records']:>8,} "
                   f"{stage.get('rejected', 0):>8,}  {stage['manifest']}")
+        if "reconciliation" in run:
+            rec = run["reconciliation"]
+            print(f"  reconciliation: {'every record accounted for' if rec['all_accounted'] else 'ATTENTION'}  "
+                  f"{json.dumps(rec['totals'], ensure_ascii=False)}")
         if "validation" in run:
             validation = run["validation"]
             print(f"  validation: {validation['status']}  " +
@@ -89,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     with stack_for(args.data) as stack:
         client = AirflowClient(stack.api_url, "admin", stack.admin_password())
         store = ArtifactStore(stack.s3_client(), BUCKET)
-        print("Running migration_extract …")
-        runs.append(run_dag(client, store, "migration_extract", {"migration_id": MIGRATION_ID}))
-        if runs[-1]["state"] == "success":
-            print("Running migration_transform …")
-            # Patron expiry is judged as of the day the demo library was generated for.
-            conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"]}
-            runs.append(run_dag(client, store, "migration_transform", conf))
+        client.ensure_pool("alma_api", 25, "Alma API calls per second (the institution's limit)")
+        print("Running migration_test_load (extract → transform → package → deliver → gate → reconcile) …")
+        # Patron expiry is judged as of the day the demo library was generated for.
+        conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"], "api_load": True}
+        test_load = run_dag(client, store, "migration_test_load", conf, on_gate=exlibris_gate(client, store, stack))
+        for child, suffix in (("migration_extract", "__extract"), ("migration_transform", "__transform")):
+            runs.append(run_summary(client, store, child, test_load["run_id"] + suffix))
+        runs.append(test_load)
         save_reports(store, runs, args.out)
     summary = {"migration_id": MIGRATION_ID, "generated": {k: generated[k] for k in ("scale", "seed", "counts")
                                                           if k in generated}, "runs": runs}

@@ -1,0 +1,442 @@
+"""Alma REST client: the same code talks to Ex Libris Alma and to the demo emulator.
+
+Endpoints (Alma's own paths under ``base_url``, e.g.
+``https://api-ap.hosted.exlibrisgroup.com/almaws/v1``): ``GET/POST /users``,
+``GET /users/{id}``, ``GET/POST /users/{id}/loans`` (``?item_barcode=``),
+``PUT /users/{id}/loans/{loan_id}`` (due date), ``GET/POST /users/{id}/requests``
+(``?item_pid=`` or ``?mms_id=``), ``GET/POST /users/{id}/fees``,
+``GET /items?item_barcode=`` (Alma answers with a redirect to
+``/bibs/{mms_id}/holdings/{holding_id}/items/{pid}``, followed here, throttled like any call) and
+``GET /bibs?other_system_id=``. The key travels in ``Authorization: apikey <key>``; bodies are JSON.
+
+**Errors.** A 429 ``PER_SECOND_THRESHOLD``, a 5xx, a timeout or a connection error is
+transient: retried up to ``max_retries`` times with exponential backoff and jitter
+(``Retry-After`` honoured), then :class:`AlmaUnavailable`. A 429 ``DAILY_THRESHOLD`` is
+:class:`AlmaQuotaExhausted`; so is ``X-Exl-Api-Remaining`` (tracked in ``remaining``, Alma's
+count for the whole institution) reaching ``quota_floor``: the client stops before the
+institution's other integrations run dry. A missing or refused key is :class:`AlmaAuthError`.
+Any other 4xx is :class:`AlmaApiError` with Alma's ``errorCode``, ``errorMessage`` and
+``trackingId``.
+
+**Idempotency.** Every create looks first (user by primary id, the user's loans for the item
+barcode, the user's requests and fees for the marker ``[aleph:<key>]`` the client writes into
+their ``comment``) and returns what is there. A write that may have reached Alma without an
+answer (timeout, 5xx) is never blindly repeated: the client looks again, then re-posts.
+Alma's own "already exists" answers (401851 user, 401136 request) also resolve to the existing
+record. Re-running a load after a failure therefore resumes it.
+
+**Rate.** Alma allows about 25 calls per second per institution. Each client paces itself
+(:mod:`aleph2alma.alma.throttle`: ``per_second`` × ``headroom``, at most ``per_second`` − 1
+calls per wall-clock second). In Airflow the Alma tasks share the pool ``alma_api`` of 25
+slots, one slot per call per second: a task whose client runs at ``per_second=N`` takes
+``pool_slots=N``, so the pool keeps the running tasks' rates summed under Alma's 25/s while
+each client's throttle keeps its own task at N.
+
+:meth:`AlmaClient.load` (:mod:`aleph2alma.alma.client_load`) loads the records of the
+transforms; a permanent error rejects the record (``alma_<errorCode>``) and the load goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from aleph2alma.alma.throttle import DEFAULT_HEADROOM, Throttle, tuned
+from aleph2alma.rejects import RejectLog
+
+if TYPE_CHECKING:
+    from aleph2alma.alma.client_load import LoadStats
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["users", "loans", "requests", "fees"]
+
+USER_NOT_FOUND = frozenset({"401861", "401890"})
+ITEM_NOT_FOUND = "401689"
+USER_EXISTS = "401851"
+REQUEST_EXISTS = "401136"
+AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY"})
+PAGE = 100  # Alma's largest page
+
+
+class AlmaApiError(Exception):
+    """An Alma API call failed for good: HTTP status, Alma's errorCode/errorMessage/trackingId."""
+
+    def __init__(self, status: int, code: str, message: str, tracking_id: str = "", where: str = "") -> None:
+        self.status, self.code, self.message, self.tracking_id = status, code, message, tracking_id
+        text = f"Alma API {where + ': ' if where else ''}HTTP {status} {code}: {message}"
+        super().__init__(text + (f" (tracking id {tracking_id})" if tracking_id else ""))
+
+
+class AlmaQuotaExhausted(AlmaApiError):
+    """The daily API quota is used up, or down to the floor: stop for today, do not retry."""
+
+
+class AlmaUnavailable(AlmaApiError):
+    """Transient failures (429 per second, 5xx, timeouts) outlasted every retry."""
+
+
+class AlmaAuthError(AlmaApiError):
+    """The API key is missing, unknown or lacks permission: nothing will work until it is fixed."""
+
+
+class _AmbiguousWrite(Exception):
+    """A write failed in a way that may still have reached Alma (timeout, 5xx).
+
+    ``in_flight``: Alma may still be working on it (our timeout, a gateway's 502/503/504).
+    """
+
+    def __init__(self, error: AlmaUnavailable, retry_after: float | None, in_flight: bool) -> None:
+        super().__init__(str(error))
+        self.error, self.retry_after, self.in_flight = error, retry_after, in_flight
+
+
+def parse_error(response: httpx.Response) -> tuple[str, str, str]:
+    """(errorCode, errorMessage, trackingId) of an Alma error body; ``HTTP_<status>`` when it has none."""
+    try:
+        errors = response.json()["errorList"]["error"]
+        first = errors[0] if isinstance(errors, list) else errors
+        return str(first.get("errorCode", "")), str(first.get("errorMessage", "")).strip(), \
+            str(first.get("trackingId", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return f"HTTP_{response.status_code}", response.text[:200].strip(), ""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def with_marker(comment: str | None, aleph_key: str) -> str:
+    """``comment`` carrying ``[aleph:<key>]``, the marker that makes requests and fees idempotent."""
+    marker = f"[aleph:{aleph_key}]"
+    comment = (comment or "").strip()
+    return comment if marker in comment else f"{comment} {marker}".strip()
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0  # HTTP requests sent (redirect hops included)
+    retries: int = 0
+    throttled: int = 0  # 429 PER_SECOND_THRESHOLD answers
+    server_errors: int = 0
+    transport_errors: int = 0  # timeouts and connection errors
+    ambiguous_writes: int = 0  # writes re-checked before being sent again
+
+
+@dataclass
+class AlmaClient:
+    """Alma REST client; ``session`` is injectable (an ``httpx.Client``), thread-safe."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    per_second: float = 25.0
+    session: httpx.Client | None = None
+    max_retries: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    timeout: float = 30
+    quota_floor: int = 1000  # calls left for the institution's other integrations
+    headroom: float = DEFAULT_HEADROOM
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+    remaining: int | None = field(default=None, init=False)
+    stats: ClientStats = field(default_factory=ClientStats, init=False)
+
+    def __post_init__(self) -> None:
+        self._own_session = self.session is None
+        self._http = self.session or httpx.Client(limits=httpx.Limits(max_connections=32))
+        self._throttle: Throttle = tuned(self.per_second, self.headroom)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._headers = {"Authorization": f"apikey {self.api_key}", "Accept": "application/json"}
+
+    def close(self) -> None:
+        if self._own_session:
+            self._http.close()
+
+    def __enter__(self) -> AlmaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+    def _send_once(self, method: str, url: str, params: dict[str, str] | None, body: Any) -> httpx.Response:
+        with self._lock:
+            if self.remaining is not None and self.remaining - self._in_flight <= self.quota_floor:
+                raise AlmaQuotaExhausted(
+                    0, "QUOTA_FLOOR",
+                    f"X-Exl-Api-Remaining is {self.remaining} with {self._in_flight} call(s) in flight, at the "
+                    f"floor of {self.quota_floor} calls kept for the institution's other integrations; stopped "
+                    "before the daily quota runs out. Alma resets it at midnight: re-run then (loads resume).")
+        self._throttle.acquire()
+        with self._lock:
+            self._in_flight += 1
+            self.stats.requests += 1
+        try:
+            response = self._http.request(method, url, params=params, json=body, headers=self._headers,
+                                          timeout=self.timeout, follow_redirects=False)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        left = response.headers.get("X-Exl-Api-Remaining", "")
+        if left.strip().isdigit():
+            with self._lock:
+                self.remaining = int(left)
+        return response
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter; a server's ``Retry-After`` wins (capped at ``backoff_max``)."""
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max)
+        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + self.rng.random() / 2)
+
+    def _request(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None,
+                 write: bool = False) -> httpx.Response:
+        """One call with retries; ``write``: a timeout or 5xx raises ``_AmbiguousWrite`` instead."""
+        url = path if path.startswith("http") else self.base_url.rstrip("/") + path
+        where = f"{method} {path}"
+        attempt = hops = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                response = self._send_once(method, url, params, body)
+            except httpx.TransportError as exc:
+                self._count(transport_errors=1)
+                failure = AlmaUnavailable(0, type(exc).__name__, str(exc) or "no answer", where=where)
+                if write and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+                    raise _AmbiguousWrite(failure, None, in_flight=True) from exc
+            else:
+                status = response.status_code
+                if status in (301, 302, 303, 307, 308) and method == "GET" and hops < 5:
+                    url, params, hops = str(response.url.join(response.headers["Location"])), None, hops + 1
+                    continue
+                if status < 300:
+                    return response
+                code, message, tracking = parse_error(response)
+                if status == 429 and code == "DAILY_THRESHOLD":
+                    raise AlmaQuotaExhausted(status, code, f"{message} Stopped for today; re-run after "
+                                             "Alma resets the quota at midnight (loads resume).", tracking, where)
+                if status in (401, 403) or code in AUTH_CODES:
+                    raise AlmaAuthError(status, code, message, tracking, where)
+                if status != 429 and status < 500:
+                    raise AlmaApiError(status, code, message, tracking, where)
+                self._count(**({"throttled": 1} if status == 429 else {"server_errors": 1}))
+                failure = AlmaUnavailable(status, code, message, tracking, where)
+                retry_after = _retry_after(response)
+                if write and status >= 500:
+                    raise _AmbiguousWrite(failure, retry_after, in_flight=status in (502, 503, 504))
+            if attempt >= self.max_retries:
+                raise AlmaUnavailable(failure.status, failure.code, f"{failure.message} (gave up after "
+                                      f"{attempt + 1} attempts)", failure.tracking_id, where)
+            attempt += 1
+            self._count(retries=1)
+            time.sleep(self._delay(attempt, retry_after))
+
+    def _json(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None,
+              write: bool = False) -> dict[str, Any]:
+        response = self._request(method, path, params, body, write)
+        if not response.content:
+            return {}
+        data = response.json()
+        return data if isinstance(data, dict) else {"value": data}
+
+    def _list(self, path: str, key: str, params: dict[str, str] | None = None, paged: bool = True) -> list[dict]:
+        out: list[dict] = []
+        while True:
+            query = {**(params or {}), **({"limit": str(PAGE), "offset": str(len(out))} if paged else {})}
+            page = self._json("GET", path, query)
+            rows = page.get(key) or []
+            out.extend(rows if isinstance(rows, list) else [rows])
+            if not paged or not rows or len(out) >= int(page.get("total_record_count") or 0):
+                return out
+
+    def _create_once(self, find: Callable[[], dict | None], post: Callable[[], dict],
+                     exists_codes: frozenset[str] = frozenset()) -> tuple[dict, bool]:
+        """Look, then write; after an ambiguous write look again before writing again.
+
+        A write Alma may still be processing (timeout, 502-504) is given ``timeout`` seconds to
+        land before the look. Alma refusing the write (an "exists" code, or any code after an
+        ambiguous attempt: an earlier attempt may have gone through) resolves to the record
+        when the look finds it.
+        """
+        last: AlmaUnavailable | None = None
+        for attempt in range(self.max_retries + 1):
+            found = find()
+            if found is not None:
+                return found, False
+            try:
+                return post(), True
+            except AlmaApiError as exc:
+                if (exc.code in exists_codes or last is not None) and (found := find()) is not None:
+                    return found, False
+                raise
+            except _AmbiguousWrite as exc:
+                last = exc.error
+                self._count(retries=1, ambiguous_writes=1)
+                delay = self._delay(attempt + 1, exc.retry_after)
+                time.sleep(max(delay, self.timeout) if exc.in_flight else delay)
+        assert last is not None
+        raise last
+
+    # -- entities ----------------------------------------------------------------------
+
+    @staticmethod
+    def _user_path(primary_id: str, tail: str = "") -> str:
+        return f"/users/{quote(primary_id, safe='')}{tail}"
+
+    def get_user(self, primary_id: str) -> dict | None:
+        try:
+            return self._json("GET", self._user_path(primary_id))
+        except AlmaApiError as exc:
+            if exc.code in USER_NOT_FOUND:
+                return None
+            raise
+
+    def ensure_user(self, user: dict) -> tuple[dict, bool]:
+        """The user with ``user['primary_id']``, created from ``user`` if Alma has none; (user, created)."""
+        primary_id = str(user.get("primary_id") or "")
+        return self._create_once(lambda: self.get_user(primary_id) if primary_id else None,
+                                 lambda: self._json("POST", "/users", body=user, write=True),
+                                 frozenset({USER_EXISTS}))
+
+    def create_user(self, user: dict) -> dict:
+        return self.ensure_user(user)[0]
+
+    def find_item_by_barcode(self, barcode: str) -> dict | None:
+        try:
+            return self._json("GET", "/items", {"item_barcode": barcode})
+        except AlmaApiError as exc:
+            if exc.code == ITEM_NOT_FOUND:
+                return None
+            raise
+
+    def find_bib_by_other_system_number(self, number: str) -> dict | None:
+        bibs = self._list("/bibs", "bib", {"other_system_id": number}, paged=False)
+        return bibs[0] if bibs else None
+
+    def user_loans(self, primary_id: str) -> list[dict]:
+        return self._list(self._user_path(primary_id, "/loans"), "item_loan")
+
+    def ensure_loan(self, primary_id: str, item_barcode: str, library: str, circ_desk: str, *,
+                    aleph_key: str, due_date: str | None = None) -> tuple[dict, bool, str | None]:
+        """(loan, created, warning): the user's active loan of the item, made if missing.
+
+        A loan has no field for the Aleph key; one active loan per item is its natural key.
+        Alma sets the due date by policy; a ``due_date`` from Aleph is then applied with
+        ``PUT`` (Alma refuses past dates, 401681: the warning, the loan stays).
+        """
+        def find() -> dict | None:
+            return next((loan for loan in self.user_loans(primary_id) if loan.get("item_barcode") == item_barcode),
+                        None)
+
+        body = {"circ_desk": {"value": circ_desk}, "library": {"value": library}}
+        loan, created = self._create_once(find, lambda: self._json(
+            "POST", self._user_path(primary_id, "/loans"), {"item_barcode": item_barcode}, body, write=True))
+        log.debug("loan %s (%s): %s", aleph_key, item_barcode, "created" if created else "exists")
+        warning = None
+        if due_date and loan.get("loan_id") and not _same_instant(loan.get("due_date"), due_date):
+            try:
+                loan = self._json("PUT", self._user_path(primary_id, f"/loans/{loan['loan_id']}"),
+                                  body={**loan, "due_date": _utc(due_date)})
+            except AlmaApiError as exc:
+                if isinstance(exc, AlmaQuotaExhausted | AlmaUnavailable | AlmaAuthError):
+                    raise
+                warning = f"due_date_not_set_alma_{exc.code}"
+        return loan, created, warning
+
+    def create_loan(self, primary_id: str, item_barcode: str, library: str, circ_desk: str, *,
+                    aleph_key: str, due_date: str | None = None) -> dict:
+        return self.ensure_loan(primary_id, item_barcode, library, circ_desk, aleph_key=aleph_key,
+                                due_date=due_date)[0]
+
+    def user_requests(self, primary_id: str) -> list[dict]:
+        return self._list(self._user_path(primary_id, "/requests"), "user_request")
+
+    def ensure_request(self, primary_id: str, body: dict, *, aleph_key: str, item_pid: str | None = None,
+                       mms_id: str | None = None) -> tuple[dict, bool]:
+        """(request, created): an item-level (``item_pid``) or title-level (``mms_id``) request."""
+        if not (item_pid or mms_id):
+            raise ValueError("a request needs item_pid (item level) or mms_id (title level)")
+        body = {**body, "comment": with_marker(body.get("comment"), aleph_key)}
+        marker = f"[aleph:{aleph_key}]"
+
+        def find() -> dict | None:
+            for request in self.user_requests(primary_id):
+                if marker in (request.get("comment") or "") or (item_pid and request.get("item_id") == item_pid):
+                    return request
+            return None
+
+        params = {"item_pid": item_pid} if item_pid else {"mms_id": str(mms_id)}
+        return self._create_once(find, lambda: self._json(
+            "POST", self._user_path(primary_id, "/requests"), params, body, write=True), frozenset({REQUEST_EXISTS}))
+
+    def create_request(self, primary_id: str, body: dict, *, aleph_key: str, item_pid: str | None = None,
+                       mms_id: str | None = None) -> dict:
+        return self.ensure_request(primary_id, body, aleph_key=aleph_key, item_pid=item_pid, mms_id=mms_id)[0]
+
+    def user_fees(self, primary_id: str) -> list[dict]:
+        return self._list(self._user_path(primary_id, "/fees"), "fee", paged=False)
+
+    def ensure_fee(self, primary_id: str, fee: dict, *, aleph_key: str) -> tuple[dict, bool]:
+        """(fee, created): Alma keeps no external id on a fee, so its comment carries the marker."""
+        fee = {**fee, "comment": with_marker(fee.get("comment"), aleph_key)}
+        marker = f"[aleph:{aleph_key}]"
+        return self._create_once(
+            lambda: next((f for f in self.user_fees(primary_id) if marker in (f.get("comment") or "")), None),
+            lambda: self._json("POST", self._user_path(primary_id, "/fees"), body=fee, write=True))
+
+    def create_fee(self, primary_id: str, fee: dict, *, aleph_key: str) -> dict:
+        return self.ensure_fee(primary_id, fee, aleph_key=aleph_key)[0]
+
+    # -- loads ----------------------------------------------------------------------
+
+    def load(self, kind: Kind, records: Iterable[dict], rejects: RejectLog, *, workers: int = 1) -> LoadStats:
+        """Load transform records of one kind (see :func:`aleph2alma.alma.client_load.load`)."""
+        from aleph2alma.alma.client_load import load
+
+        return load(self, kind, records, rejects, workers=workers)
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _same_instant(a: Any, b: Any) -> bool:
+    x, y = _instant(a), _instant(b)
+    return x is not None and y is not None and x.tzinfo is not None and y.tzinfo is not None and x == y
+
+
+def _utc(value: str) -> str:
+    """An ISO 8601 time with an offset as Alma writes it (UTC, ``Z``); other text unchanged."""
+    instant = _instant(value)
+    if instant is None or instant.tzinfo is None:
+        return value
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,301 @@
+"""The Alma API emulator's data: SQLite tables, Alma-shaped JSON, and the import profiles.
+
+EMULATOR, not Ex Libris Alma. One SQLite file holds bibs (with their 035 other-system
+numbers), holdings, items, users (with their unique identifiers), loans, requests and fees.
+Ids are shaped like Alma's: a type prefix (99 MMS, 22 holding, 23 item, 71 loan, 72 request,
+73 fee), a sequence, and a fake institution suffix ``8521``.
+
+Imports work like Alma import profiles, matching so that a re-import updates:
+
+- :func:`import_bibs`: ISO 2709 → one bib per record, matched on its 035 ``$a`` values
+  (``(ALEPH)<library><sysno>``, recorded as other-system numbers);
+- :func:`import_items`: the transform's items CSV → items attached to the bib whose 035 is
+  ``(ALEPH)<bib_library><bib_sysno>``, one holding per bib + library + location; matched on
+  barcode; an item whose bib is missing is rejected (``no_matching_bib``);
+- :func:`import_users`: the transform's ``users.xml`` → users, matched on primary id.
+
+Every method takes the store's lock: one connection serves all threads; SQLite calls are short.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import pymarc
+
+from aleph2alma.alma.client_load import read_users_xml
+
+INSTITUTION_SUFFIX = "8521"
+PREFIXES = {"mms": "99", "holding": "22", "item": "23", "loan": "71", "request": "72", "fee": "73"}
+
+SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS seq (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bibs (mms_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bib_ids (other_id TEXT PRIMARY KEY, mms_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS holdings (holding_id TEXT PRIMARY KEY, mms_id TEXT NOT NULL, library TEXT,
+    location TEXT, data TEXT NOT NULL, UNIQUE (mms_id, library, location));
+CREATE TABLE IF NOT EXISTS items (pid TEXT PRIMARY KEY, barcode TEXT UNIQUE, holding_id TEXT NOT NULL,
+    data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (primary_id TEXT PRIMARY KEY COLLATE NOCASE, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_ids (value TEXT PRIMARY KEY COLLATE NOCASE, id_type TEXT,
+    primary_id TEXT NOT NULL COLLATE NOCASE);
+CREATE TABLE IF NOT EXISTS loans (loan_id TEXT PRIMARY KEY, primary_id TEXT NOT NULL COLLATE NOCASE,
+    item_pid TEXT NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS loans_user ON loans (primary_id);
+CREATE UNIQUE INDEX IF NOT EXISTS loans_active_item ON loans (item_pid) WHERE status = 'ACTIVE';
+CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, primary_id TEXT NOT NULL COLLATE NOCASE,
+    item_pid TEXT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS requests_user ON requests (primary_id);
+CREATE TABLE IF NOT EXISTS fees (fee_id TEXT PRIMARY KEY, primary_id TEXT NOT NULL COLLATE NOCASE,
+    data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS fees_user ON fees (primary_id);
+"""
+
+COUNTED = ("bibs", "holdings", "items", "users", "loans", "requests", "fees")
+
+
+def now_z() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def today_z() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dZ")
+
+
+class Store:
+    """The emulator's SQLite database (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.executescript(SCHEMA)
+        self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the store's lock."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def new_id(self, kind: str) -> str:
+        with self.lock:
+            row = self.db.execute("INSERT INTO seq VALUES (?, 1) ON CONFLICT (kind) DO UPDATE SET n = n + 1 "
+                                  "RETURNING n", (kind,)).fetchone()
+        return f"{PREFIXES[kind]}{row[0]:011d}{INSTITUTION_SUFFIX}"
+
+    def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        with self.lock:
+            row = self.db.execute(sql, args).fetchone()
+        return json.loads(row["data"]) if row else None
+
+    def many(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = self.db.execute(sql, args).fetchall()
+        return [json.loads(r["data"]) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            out = {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COUNTED}  # noqa: S608
+            out["loans_active"] = self.db.execute("SELECT count(*) FROM loans WHERE status = 'ACTIVE'").fetchone()[0]
+        return out
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def user(self, identifier: str) -> dict[str, Any] | None:
+        """By primary id, else by any unique identifier (Alma's ``user_id_type=all_unique``)."""
+        return self.one("SELECT data FROM users WHERE primary_id = ?", identifier) or self.one(
+            "SELECT u.data FROM user_ids i JOIN users u ON u.primary_id = i.primary_id WHERE i.value = ?", identifier)
+
+    def bib(self, mms_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT data FROM bibs WHERE mms_id = ?", mms_id)
+
+    def bibs_by_other_id(self, other_id: str) -> list[dict[str, Any]]:
+        return self.many("SELECT b.data FROM bib_ids i JOIN bibs b ON b.mms_id = i.mms_id WHERE i.other_id = ?",
+                         other_id)
+
+    def item_row(self, *, pid: str | None = None, barcode: str | None = None) -> dict[str, Any] | None:
+        """The item's ``item_data`` plus ``_mms_id``/``_holding_id``."""
+        column, value = ("pid", pid) if pid is not None else ("barcode", barcode)
+        with self.lock:
+            row = self.db.execute(f"SELECT i.data, h.mms_id, h.holding_id FROM items i JOIN holdings h "  # noqa: S608
+                                  f"ON h.holding_id = i.holding_id WHERE i.{column} = ?", (value,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row["data"]), "_mms_id": row["mms_id"], "_holding_id": row["holding_id"]}
+
+    def item_json(self, row: dict[str, Any], base: str) -> dict[str, Any]:
+        """An Alma item object: ``bib_data``, ``holding_data``, ``item_data``, ``link``."""
+        mms_id, holding_id = row["_mms_id"], row["_holding_id"]
+        bib = self.bib(mms_id) or {}
+        holding = self.one("SELECT data FROM holdings WHERE holding_id = ?", holding_id) or {}
+        item_data = {k: v for k, v in row.items() if not k.startswith("_")}
+        link = f"{base}/bibs/{mms_id}/holdings/{holding_id}/items/{row['pid']}"
+        return {"bib_data": {k: bib.get(k) for k in ("mms_id", "title", "author", "network_number")}
+                | {"link": f"{base}/bibs/{mms_id}"},
+                "holding_data": {**holding, "link": f"{base}/bibs/{mms_id}/holdings/{holding_id}"},
+                "item_data": item_data, "link": link}
+
+    def set_item(self, db: sqlite3.Connection, pid: str, **changes: Any) -> None:
+        row = db.execute("SELECT data FROM items WHERE pid = ?", (pid,)).fetchone()
+        db.execute("UPDATE items SET data = ? WHERE pid = ?", (json.dumps({**json.loads(row["data"]), **changes}), pid))
+
+    # -- users -------------------------------------------------------------------------
+
+    def save_user(self, user: dict[str, Any], *, replace: bool) -> tuple[dict[str, Any], bool] | str:
+        """Insert (or, with ``replace``, update) a user; a conflicting identifier → its description."""
+        primary_id = str(user["primary_id"])
+        ids = [(str(i.get("value") or ""), str((i.get("id_type") or {}).get("value") or ""))
+               for i in user.get("user_identifier") or []]
+        user = {**user, "full_name": " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)}
+        with self.tx() as db:
+            exists = db.execute("SELECT 1 FROM users WHERE primary_id = ?", (primary_id,)).fetchone() is not None
+            if exists and not replace:
+                return f"User with identifier {primary_id} of type PRIMARYIDENTIFIER already exists."
+            for value, id_type in ids:
+                owner = db.execute("SELECT primary_id FROM user_ids WHERE value = ?", (value,)).fetchone()
+                if value and owner and owner[0].lower() != primary_id.lower():
+                    return f"User with identifier {value} of type {id_type} already exists."
+            db.execute("INSERT INTO users VALUES (?, ?) ON CONFLICT (primary_id) DO UPDATE SET data = excluded.data",
+                       (primary_id, json.dumps(user, ensure_ascii=False)))
+            db.execute("DELETE FROM user_ids WHERE primary_id = ?", (primary_id,))
+            db.executemany("INSERT INTO user_ids VALUES (?, ?, ?)", [(v, t, primary_id) for v, t in ids if v])
+        return user, not exists
+
+
+# -- import profiles ---------------------------------------------------------------------
+
+
+def _subfield(record: pymarc.Record, tag: str, code: str) -> str:
+    for fld in record.get_fields(tag):
+        for value in fld.get_subfields(code):
+            return str(value).strip(" /:;,.")
+    return ""
+
+
+def import_bibs(store: Store, source: str | Path | BinaryIO) -> dict[str, int]:
+    """ISO 2709 (UTF-8) → bibs, matched on 035 ``$a``; returns created/updated/rejected counts."""
+    counts = {"created": 0, "updated": 0, "rejected": 0}
+    fh: BinaryIO = open(source, "rb") if isinstance(source, str | Path) else source  # noqa: SIM115 - closed below
+    try:
+        for record in pymarc.MARCReader(fh, to_unicode=True, force_utf8=True, permissive=True):
+            if record is None:
+                counts["rejected"] += 1
+                continue
+            other_ids = [str(v).strip() for f in record.get_fields("035") for v in f.get_subfields("a") if v.strip()]
+            cnmarc = bool(record.get_fields("200")) and not record.get_fields("245")
+            bib: dict[str, Any] = {
+                "record_format": "cnmarc" if cnmarc else "marc21",
+                "title": _subfield(record, "200", "a") if cnmarc else _subfield(record, "245", "a"),
+                "author": _subfield(record, "200", "f") if cnmarc else _subfield(record, "100", "a"),
+                "network_number": other_ids,
+                "originating_system_id": (record["001"].data if record["001"] else ""),
+            }
+            with store.tx() as db:
+                found = next((r[0] for oid in other_ids for r in
+                              [db.execute("SELECT mms_id FROM bib_ids WHERE other_id = ?", (oid,)).fetchone()] if r),
+                             None)
+                mms_id = found or store.new_id("mms")
+                bib = {"mms_id": mms_id, **bib, "created_date": today_z()}
+                db.execute("INSERT INTO bibs VALUES (?, ?) ON CONFLICT (mms_id) DO UPDATE SET data = excluded.data",
+                           (mms_id, json.dumps(bib, ensure_ascii=False)))
+                db.executemany("INSERT OR REPLACE INTO bib_ids VALUES (?, ?)", [(o, mms_id) for o in other_ids])
+            counts["updated" if found else "created"] += 1
+    finally:
+        if fh is not source:
+            fh.close()
+    return counts
+
+
+_ITEM_TEXT = ("barcode", "description", "enumeration_a", "enumeration_b", "chronology_i", "chronology_j",
+              "public_note", "fulfillment_note", "internal_note_1", "inventory_number", "inventory_price",
+              "alternative_call_number", "creation_date", "modification_date")
+
+
+def import_items(store: Store, source: str | Path | IO[str]) -> dict[str, Any]:
+    """The items CSV (``ITEM_COLUMNS``) → items on the bibs their ``bib_library``+``bib_sysno`` name."""
+    counts: dict[str, Any] = {"created": 0, "updated": 0, "rejected": 0, "rejected_by_reason": {}}
+    fh = open(source, encoding="utf-8", newline="") if isinstance(source, str | Path) else source  # noqa: SIM115
+    try:
+        for row in csv.DictReader(fh):
+            sysno = (row.get("bib_sysno") or "").strip()
+            other_id = f"(ALEPH){(row.get('bib_library') or '').strip()}{sysno.zfill(9) if sysno.isdigit() else sysno}"
+            barcode = (row.get("barcode") or "").strip() or None
+            with store.tx() as db:
+                hit = db.execute("SELECT mms_id FROM bib_ids WHERE other_id = ?", (other_id,)).fetchone()
+                if hit is None:
+                    counts["rejected"] += 1
+                    counts["rejected_by_reason"]["no_matching_bib"] = \
+                        counts["rejected_by_reason"].get("no_matching_bib", 0) + 1
+                    continue
+                library, location = row.get("library") or "", row.get("location") or ""
+                holding = db.execute("SELECT holding_id FROM holdings WHERE mms_id = ? AND library = ? AND "
+                                     "location = ?", (hit[0], library, location)).fetchone()
+                holding_id = holding[0] if holding else store.new_id("holding")
+                if holding is None:
+                    data = {"holding_id": holding_id, "call_number": row.get("call_number") or "",
+                            "call_number_type": {"value": row.get("call_number_type") or ""}}
+                    db.execute("INSERT INTO holdings VALUES (?, ?, ?, ?, ?)",
+                               (holding_id, hit[0], library, location, json.dumps(data, ensure_ascii=False)))
+                old = db.execute("SELECT pid FROM items WHERE barcode = ?", (barcode,)).fetchone() if barcode else None
+                pid = old[0] if old else store.new_id("item")
+                item = {"pid": pid, **{k: (row.get(k) or "").strip() for k in _ITEM_TEXT}, "barcode": barcode or "",
+                        "base_status": {"value": "1", "desc": "Item in place"},
+                        "physical_material_type": {"value": row.get("material_type") or ""},
+                        "policy": {"value": row.get("item_policy") or ""},
+                        "process_type": {"value": row.get("process_type") or ""},
+                        "library": {"value": library}, "location": {"value": location}}
+                db.execute("INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET "
+                           "holding_id = excluded.holding_id, data = excluded.data",
+                           (pid, barcode, holding_id, json.dumps(item, ensure_ascii=False)))
+            counts["updated" if old else "created"] += 1
+    finally:
+        if fh is not source:
+            fh.close()
+    return counts
+
+
+def import_users(store: Store, source: str | Path | IO[bytes], external_id: str = "") -> dict[str, int]:
+    """The transform's ``users.xml`` → users (updated when the primary id exists)."""
+    counts = {"created": 0, "updated": 0, "rejected": 0}
+    for user in read_users_xml(str(source) if isinstance(source, Path) else source, external_id):
+        if not user.get("primary_id"):
+            counts["rejected"] += 1
+            continue
+        result = store.save_user(user, replace=True)
+        if isinstance(result, str):
+            counts["rejected"] += 1
+        else:
+            counts["created" if result[1] else "updated"] += 1
+    return counts
+
+
+def default_due_date(days: int) -> str:
+    """A policy due date: ``days`` from now at 23:59 UTC."""
+    due = (datetime.now(UTC) + timedelta(days=days)).replace(hour=23, minute=59, second=0, microsecond=0)
+    return due.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def text_stream(data: bytes) -> IO[str]:
+    return io.StringIO(data.decode("utf-8-sig"))

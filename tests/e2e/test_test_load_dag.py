@@ -1,0 +1,40 @@
+"""migration_test_load end to end: the gate answered through the REST API, as the UI does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aleph2alma.demo.runner import exlibris_gate, run_dag, run_summary
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def test_load(airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
+    airflow.ensure_pool("alma_api", 25, "Alma API calls per second")
+    as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
+    conf = {"migration_id": "demo", "as_of": as_of, "api_load": True, "sample_size": 5}
+    return run_dag(airflow, stack_store, "migration_test_load", conf, timeout=1500,
+                   on_gate=exlibris_gate(airflow, stack_store, airflow_stack))
+
+
+def test_run_succeeds_after_the_gate(test_load: dict) -> None:
+    assert test_load["state"] == "success", test_load.get("failed_tasks")
+
+
+def test_child_runs_succeeded(test_load: dict, airflow, stack_store) -> None:
+    for dag_id, suffix in (("migration_extract", "__extract"), ("migration_transform", "__transform")):
+        assert run_summary(airflow, stack_store, dag_id, test_load["run_id"] + suffix)["state"] == "success"
+
+
+def test_reconciliation_accounts_for_every_record(test_load: dict) -> None:
+    reconciliation = test_load["reconciliation"]
+    assert reconciliation["all_accounted"], reconciliation["totals"]
+
+
+def test_fulfillment_loaded_through_the_api(test_load: dict) -> None:
+    loaded = test_load["api_load"]
+    assert loaded["loans"]["records_out"] > 0

@@ -1,0 +1,279 @@
+"""The Alma API emulator: labelled, Alma's shapes and codes, limits, faults, imports, persistence."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pymarc
+import pytest
+from pymarc import Field, Indicators, Subfield
+
+from aleph2alma.demo.alma_emulator import API, HEADER, Faults, Limits, serve
+from aleph2alma.demo.alma_emulator_store import Store, import_bibs, import_items, import_users
+
+KEY = {"Authorization": "apikey test-key", "Accept": "application/json"}
+
+USERS_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<users>
+<user><record_type>PUBLIC</record_type><primary_id>201911010001</primary_id><first_name>修</first_name>\
+<last_name>欧阳</last_name><user_group>UG</user_group><expiry_date>2031-07-31Z</expiry_date>\
+<account_type>EXTERNAL</account_type><status>ACTIVE</status><contact_info><addresses>\
+<address preferred="true" segment_type="External"><line1>新街口外大街19号</line1><postal_code>100875</postal_code>\
+<address_types><address_type>home</address_type></address_types></address></addresses><emails>\
+<email preferred="true" segment_type="External"><email_address>201911010001@example.invalid</email_address>\
+<email_types><email_type>personal</email_type></email_types></email></emails></contact_info>\
+<user_identifiers><user_identifier segment_type="External"><id_type>BARCODE</id_type><value>B0001</value>\
+<status>ACTIVE</status></user_identifier></user_identifiers><user_notes><user_note segment_type="External">\
+<note_type>CIRCULATION</note_type><note_text>overdue 2019</note_text><user_viewable>false</user_viewable>\
+<popup_note>false</popup_note></user_note></user_notes></user>
+<user><record_type>PUBLIC</record_type><primary_id>201911010002</primary_id><first_name>Ann</first_name>\
+<last_name>Lee</last_name><user_group>STAFF</user_group><account_type>EXTERNAL</account_type>\
+<status>ACTIVE</status></user>
+</users>
+"""
+
+
+def marc_file(n: int, library: str = "BNU01") -> bytes:
+    out = io.BytesIO()
+    for i in range(n):
+        record = pymarc.Record(force_utf8=True, leader="00000nam a2200000 a 4500")
+        record.add_field(Field(tag="001", data=f"{i:09d}"),
+                         Field(tag="035", indicators=Indicators(" ", " "),
+                               subfields=[Subfield("a", f"(ALEPH){library}{i:09d}")]),
+                         Field(tag="245", indicators=Indicators("0", "0"), subfields=[Subfield("a", f"书名 {i} /")]))
+        out.write(record.as_marc())
+    return out.getvalue()
+
+
+def items_csv(rows: list[tuple[str, str, str]]) -> str:
+    """(barcode, bib_library, bib_sysno) rows in the items CSV's columns."""
+    lines = ["barcode,library,location,item_policy,material_type,call_number,bib_library,bib_sysno"]
+    lines += [f"{b},MAIN,STACK,01,BOOK,QA76 .P22,{lib},{sysno}" for b, lib, sysno in rows]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start emulators on free ports over ``tmp_path/alma.sqlite``; returns the root URL."""
+    servers = []
+
+    def start(limits: Limits | None = None, faults: Faults | None = None, db: Path | None = None) -> str:
+        server, _thread = serve(0, db or tmp_path / "alma.sqlite", faults, limits=limits)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    """Three bibs, three items (B0..B2), two users; then a loan of B0 and a request on B1 by the first user."""
+    db = tmp_path / "alma.sqlite"
+    store = Store(db)
+    import_bibs(store, io.BytesIO(marc_file(3)))
+    import_items(store, io.StringIO(items_csv([(f"B{i}", "BNU01", str(i)) for i in range(3)])))
+    import_users(store, io.BytesIO(USERS_XML.encode()), external_id="BNU_SIS")
+    store.close()
+    return db
+
+
+def test_every_response_says_it_is_an_emulator(emulator: Callable[..., str]) -> None:
+    root = emulator()
+    page = httpx.get(root + "/")
+    assert "emulator" in page.text.lower() and "not Ex Libris Alma" in page.text
+    for response in (page, httpx.get(f"{root}{API}/users/x"), httpx.get(f"{root}{API}/users/x", headers=KEY),
+                     httpx.get(f"{root}/_emulator/counts"), httpx.get(f"{root}{API}/no/such/path", headers=KEY)):
+        assert response.headers[HEADER] == "true"
+        assert "X-Exl-Api-Remaining" in response.headers
+
+
+def test_a_call_without_key_is_refused_and_uses_no_quota(emulator: Callable[..., str]) -> None:
+    root = emulator(Limits(daily_quota=10))
+    refused = httpx.get(f"{root}{API}/users/x")
+    assert refused.status_code == 400
+    assert refused.json()["errorList"]["error"][0]["errorCode"] == "UNAUTHORIZED"
+    assert refused.headers["X-Exl-Api-Remaining"] == "10"
+    assert httpx.get(f"{root}{API}/users/x", headers=KEY).headers["X-Exl-Api-Remaining"] == "9"
+
+
+def _code(response: httpx.Response) -> str:
+    return str(response.json()["errorList"]["error"][0]["errorCode"])
+
+
+def test_per_second_threshold_counts_whole_seconds(emulator: Callable[..., str]) -> None:
+    root = emulator(Limits(per_second=10))
+    with httpx.Client(base_url=root + API, headers=KEY) as http:
+        time.sleep(1.02 - time.time() % 1)  # start just after a second boundary
+        statuses = [http.get("/users/x") for _ in range(14)]
+    refused = [r for r in statuses if r.status_code == 429]
+    assert len(refused) == 4
+    assert {_code(r) for r in refused} == {"PER_SECOND_THRESHOLD"}
+
+
+def test_daily_quota_gives_daily_threshold(emulator: Callable[..., str]) -> None:
+    root = emulator(Limits(daily_quota=3))
+    with httpx.Client(base_url=root + API, headers=KEY) as http:
+        answers = [http.get("/users/x") for _ in range(4)]
+    assert [r.headers["X-Exl-Api-Remaining"] for r in answers] == ["2", "1", "0", "0"]
+    assert answers[3].status_code == 429 and _code(answers[3]) == "DAILY_THRESHOLD"
+
+
+def test_item_by_barcode_redirects_to_the_item_as_alma_does(emulator: Callable[..., str], seeded: Path) -> None:
+    root = emulator(db=seeded)
+    with httpx.Client(base_url=root + API, headers=KEY) as http:
+        hop = http.get("/items", params={"item_barcode": "B1"})
+        assert hop.status_code == 302
+        assert "/bibs/99" in hop.headers["Location"] and "/holdings/22" in hop.headers["Location"]
+        item = http.get(hop.headers["Location"]).json()
+    assert item["item_data"]["barcode"] == "B1"
+    assert item["item_data"]["library"] == {"value": "MAIN"} and item["item_data"]["location"] == {"value": "STACK"}
+    assert item["bib_data"]["network_number"] == ["(ALEPH)BNU01000000001"]
+    assert item["holding_data"]["holding_id"].startswith("22")
+    assert item["item_data"]["pid"].startswith("23") and item["bib_data"]["mms_id"].startswith("99")
+
+
+def _api(http: httpx.Client, method: str, path: str, params: dict[str, str] | None = None,
+         body: dict[str, Any] | None = None) -> httpx.Response:
+    return http.request(method, path, params=params, json=body)
+
+
+EXTERNAL_USER = {"record_type": {"value": "PUBLIC"}, "account_type": {"value": "EXTERNAL"}, "external_id": "SIS"}
+FEE = {"type": {"value": "OVERDUEFINE"}, "original_amount": 5.0, "owner": {"value": "MAIN"}}
+DESK = {"circ_desk": {"value": "DEFAULT_CIRC_DESK"}, "library": {"value": "MAIN"}}
+U1 = "201911010001"
+
+ERROR_CASES = [
+    ("user_not_found", "GET", "/users/nobody", None, None, "401861"),
+    ("loans_of_unknown_user", "GET", "/users/nobody/loans", None, None, "401890"),
+    ("fees_of_unknown_user", "POST", "/users/nobody/fees", None, FEE, "401861"),
+    ("no_item_for_barcode", "GET", "/items", {"item_barcode": "NOPE"}, None, "401689"),
+    ("loan_of_unknown_barcode", "POST", f"/users/{U1}/loans", {"item_barcode": "NOPE"}, DESK, "401689"),
+    ("loan_without_desk", "POST", f"/users/{U1}/loans", {"item_barcode": "B2"}, {}, "401664"),
+    ("item_already_on_loan", "POST", "/users/201911010002/loans", {"item_barcode": "B0"}, DESK, "401651"),
+    ("duplicate_primary_id", "POST", "/users", None, {**EXTERNAL_USER, "primary_id": U1}, "401851"),
+    ("duplicate_identifier", "POST", "/users", None,
+     {**EXTERNAL_USER, "primary_id": "new", "user_identifier": [{"id_type": {"value": "BARCODE"}, "value": "B0001"}]},
+     "401851"),
+    ("user_without_primary_id", "POST", "/users", None, EXTERNAL_USER, "401664"),
+    ("external_user_without_external_id", "POST", "/users", None,
+     {"record_type": {"value": "PUBLIC"}, "primary_id": "x", "account_type": {"value": "EXTERNAL"}}, "401854"),
+    ("fee_type_missing", "POST", f"/users/{U1}/fees", None, {"original_amount": 1, "owner": {"value": "M"}},
+     "4019991"),
+    ("fee_type_invalid", "POST", f"/users/{U1}/fees", None, {**FEE, "type": {"value": "PARKING"}}, "4019992"),
+    ("fee_without_amount", "POST", f"/users/{U1}/fees", None, {**FEE, "original_amount": None}, "4019994"),
+    ("fee_without_owner", "POST", f"/users/{U1}/fees", None, {**FEE, "owner": {"value": ""}}, "4019996"),
+    ("request_twice", "POST", f"/users/{U1}/requests", "B1", {"pickup_location_library": "MAIN"}, "401136"),
+    ("request_unknown_item", "POST", f"/users/{U1}/requests", {"item_pid": "23999"},
+     {"pickup_location_library": "MAIN"}, "401129"),
+    ("due_date_in_past", "PUT", "LOAN", None, {"due_date": "2001-01-01T00:00:00Z"}, "401681"),
+    ("unknown_loan", "PUT", f"/users/{U1}/loans/71000", None, {"due_date": "2099-01-01T00:00:00Z"}, "401823"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body", "code"), [c[1:] for c in ERROR_CASES],
+                         ids=[c[0] for c in ERROR_CASES])
+def test_alma_error_codes(emulator: Callable[..., str], seeded: Path, method: str, path: str,
+                          params: Any, body: dict[str, Any] | None, code: str) -> None:
+    root = emulator(db=seeded)
+    with httpx.Client(base_url=root + API, headers=KEY, follow_redirects=True) as http:
+        loan = _api(http, "POST", f"/users/{U1}/loans", {"item_barcode": "B0"}, DESK).json()
+        b1 = http.get("/items", params={"item_barcode": "B1"}).json()["item_data"]["pid"]
+        assert _api(http, "POST", f"/users/{U1}/requests", {"item_pid": b1}, {"pickup_location_library": "MAIN"})
+        if params == "B1":
+            params = {"item_pid": b1}
+        if path == "LOAN":
+            path = f"/users/{U1}/loans/{loan['loan_id']}"
+        response = _api(http, method, path, params, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["errorList"]["error"][0]
+    assert error["errorCode"] == code and error["errorMessage"] and error["trackingId"]
+
+
+def test_loan_request_and_fee_have_alma_shapes(emulator: Callable[..., str], seeded: Path) -> None:
+    root = emulator(db=seeded)
+    with httpx.Client(base_url=root + API, headers=KEY, follow_redirects=True) as http:
+        loan = _api(http, "POST", f"/users/{U1}/loans", {"item_barcode": "B0"}, DESK).json()
+        moved = _api(http, "PUT", f"/users/{U1}/loans/{loan['loan_id']}", None,
+                     {**loan, "due_date": "2099-06-30T15:59:00Z"}).json()
+        loans = http.get(f"/users/{U1}/loans").json()
+        fee = _api(http, "POST", f"/users/{U1}/fees", None, {**FEE, "comment": "late [aleph:K1]"}).json()
+        fees = http.get(f"/users/{U1}/fees").json()
+        item = http.get("/items", params={"item_barcode": "B0"}).json()["item_data"]
+        by_barcode = http.get("/users/B0001").json()  # a unique identifier finds the user too
+    assert loan["loan_status"] == "ACTIVE" and loan["item_barcode"] == "B0" and loan["due_date"].endswith("Z")
+    assert moved["due_date"] == "2099-06-30T15:59:00Z"
+    assert loans["total_record_count"] == 1 and loans["item_loan"][0]["loan_id"] == loan["loan_id"]
+    assert fee["status"]["value"] == "ACTIVE" and fee["balance"] == 5.0 and fee["id"].startswith("73")
+    assert fees["total_sum"] == 5.0 and fees["fee"][0]["comment"] == "late [aleph:K1]"
+    assert item["base_status"]["value"] == "0" and item["process_type"]["value"] == "LOAN"
+    assert by_barcode["primary_id"] == U1
+
+
+def test_empty_lists_leave_the_list_out_as_alma_does(emulator: Callable[..., str], seeded: Path) -> None:
+    root = emulator(db=seeded)
+    with httpx.Client(base_url=root + API, headers=KEY) as http:
+        assert http.get(f"/users/{U1}/requests").json() == {"total_record_count": 0}
+        assert http.get("/bibs", params={"other_system_id": "(ALEPH)BNU01999999999"}).json() == {
+            "total_record_count": 0}
+        hit = http.get("/bibs", params={"other_system_id": "(ALEPH)BNU01000000002"}).json()
+    assert hit["total_record_count"] == 1 and hit["bib"][0]["title"] == "书名 2"
+
+
+def test_imports_match_like_an_import_profile(tmp_path: Path) -> None:
+    store = Store(tmp_path / "alma.sqlite")
+    assert import_bibs(store, io.BytesIO(marc_file(4))) == {"created": 4, "updated": 0, "rejected": 0}
+    assert import_bibs(store, io.BytesIO(marc_file(4))) == {"created": 0, "updated": 4, "rejected": 0}
+    rows = [("B0", "BNU01", "0"), ("B1", "BNU01", "000000001"), ("B2", "BNU01", "1"), ("B9", "BNU02", "1")]
+    result = import_items(store, io.StringIO(items_csv(rows)))
+    assert result == {"created": 3, "updated": 0, "rejected": 1, "rejected_by_reason": {"no_matching_bib": 1}}
+    assert import_users(store, io.BytesIO(USERS_XML.encode()), "SIS") == {"created": 2, "updated": 0, "rejected": 0}
+    counts = store.counts()
+    assert (counts["bibs"], counts["items"], counts["holdings"], counts["users"]) == (4, 3, 2, 2)
+    user = store.user(U1)
+    assert user is not None and user["user_group"] == {"value": "UG"} and user["external_id"] == "SIS"
+    assert user["contact_info"]["address"][0]["address_type"] == [{"value": "home"}]
+    assert user["contact_info"]["address"][0]["preferred"] is True
+    assert user["user_note"][0]["user_viewable"] is False
+
+
+def test_admin_imports_and_counts_over_http(emulator: Callable[..., str]) -> None:
+    root = emulator()
+    assert httpx.post(f"{root}/_emulator/import/bibs", content=marc_file(2)).json()["bibs"]["created"] == 2
+    items = httpx.post(f"{root}/_emulator/import/items", content=items_csv([("B0", "BNU01", "0")]).encode())
+    users = httpx.post(f"{root}/_emulator/import/users", params={"external_id": "SIS"}, content=USERS_XML.encode())
+    assert items.json()["items"]["created"] == 1 and users.json()["users"]["created"] == 2
+    counts = httpx.get(f"{root}/_emulator/counts").json()
+    assert counts["emulator"] is True and (counts["bibs"], counts["items"], counts["users"]) == (2, 1, 2)
+    assert httpx.post(f"{root}/_emulator/import/orders", content=b"").status_code == 404
+
+
+def test_faults_are_seeded(emulator: Callable[..., str], tmp_path: Path) -> None:
+    faults = Faults(rate_429=0.1, burst_429=2, rate_500=0.1, seed=42)
+    runs = []
+    for name in ("a", "b"):
+        root = emulator(Limits(per_second=0), faults, db=tmp_path / f"{name}.sqlite")
+        with httpx.Client(base_url=root + API, headers=KEY) as http:
+            runs.append([http.get("/users/x").status_code for _ in range(60)])
+    assert runs[0] == runs[1]
+    assert {429, 500, 400} <= set(runs[0])
+
+
+def test_injected_429_can_carry_retry_after(emulator: Callable[..., str]) -> None:
+    root = emulator(Limits(per_second=0), Faults(rate_429=1.0, retry_after=1.5))
+    response = httpx.get(f"{root}{API}/users/x", headers=KEY)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1.5"
+
+
+def test_data_survive_a_restart(emulator: Callable[..., str], seeded: Path) -> None:
+    first = emulator(db=seeded)
+    httpx.post(f"{first}{API}/users/{U1}/fees", headers=KEY, json=FEE).raise_for_status()
+    second = emulator(db=seeded)
+    assert httpx.get(f"{second}/_emulator/counts").json()["fees"] == 1
