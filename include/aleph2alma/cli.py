@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["demo", "alma"]:  # the emulator parses its own options
+        return _demo_alma(argparse.Namespace(rest=argv[2:]))
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:

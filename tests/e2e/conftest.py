@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from aleph2alma.airflow_api import AirflowClient
-from aleph2alma.demo.runner import run_dag, stack_for
+from aleph2alma.demo.runner import exlibris_gate, run_dag, stack_for
 from aleph2alma.devstack import BUCKET, EmbeddedStack, free_port
 from aleph2alma.storage import ArtifactStore
 
@@ -36,3 +37,12 @@ def stack_store(airflow_stack: EmbeddedStack) -> ArtifactStore:
 @pytest.fixture(scope="session")
 def extract_run(airflow: AirflowClient, stack_store: ArtifactStore) -> dict:
     return run_dag(airflow, stack_store, "migration_extract", {"migration_id": "demo"}, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def test_load(airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
+    airflow.ensure_pool("alma_api", 25, "Alma API calls per second")
+    as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
+    conf = {"migration_id": "demo", "as_of": as_of, "api_load": True, "sample_size": 5}
+    return run_dag(airflow, stack_store, "migration_test_load", conf, timeout=1500,
+                   on_gate=exlibris_gate(airflow, stack_store, airflow_stack))

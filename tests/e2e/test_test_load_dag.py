@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from aleph2alma.demo.runner import exlibris_gate, run_dag, run_summary
+from aleph2alma.demo.runner import run_summary
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def test_load(airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
-    airflow.ensure_pool("alma_api", 25, "Alma API calls per second")
-    as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
-    conf = {"migration_id": "demo", "as_of": as_of, "api_load": True, "sample_size": 5}
-    return run_dag(airflow, stack_store, "migration_test_load", conf, timeout=1500,
-                   on_gate=exlibris_gate(airflow, stack_store, airflow_stack))
 
 
 def test_run_succeeds_after_the_gate(test_load: dict) -> None:

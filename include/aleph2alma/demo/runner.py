@@ -60,6 +60,10 @@ def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedSt
 
     def on_gate(ti: dict[str, Any]) -> None:
         dag_id, run_id, task_id = ti["dag_id"], ti["dag_run_id"], ti["task_id"]
+        if task_id != "test_environment_loaded":
+            print(f"  answering {dag_id}.{task_id}: Approve")
+            client.answer(dag_id, run_id, task_id, ["Approve"])
+            return
         delivered = client.xcom(dag_id, run_id, "deliver")
         to_s3 = next(d for d in delivered if d["target"].startswith("s3://"))
         package_uri = f"s3://{parse_s3_uri(to_s3['target'] + '/')[0]}/{to_s3['remote_path']}"
@@ -86,6 +90,8 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             rec = run["reconciliation"]
             print(f"  reconciliation: {'every record accounted for' if rec['all_accounted'] else 'ATTENTION'}  "
                   f"{json.dumps(rec['totals'], ensure_ascii=False)}")
+        if "diff" in run:
+            print(f"  iteration diff vs {run['diff']['previous_run_id']}: {json.dumps(run['diff']['totals'])}")
         if "validation" in run:
             validation = run["validation"]
             print(f"  validation: {validation['status']}  " +
@@ -126,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         for child, suffix in (("migration_extract", "__extract"), ("migration_transform", "__transform")):
             runs.append(run_summary(client, store, child, test_load["run_id"] + suffix))
         runs.append(test_load)
+        if test_load["state"] == "success":
+            print("Running migration_fix_cycle iteration 1 (fix rules → transform → diff → sign-off) …")
+            conf = {"migration_id": MIGRATION_ID, "iteration": 1, "as_of": generated["as_of"],
+                    "extract_run_id": test_load["run_id"] + "__extract",
+                    "previous_transform_run_id": test_load["run_id"] + "__transform"}
+            fix_cycle = run_dag(client, store, "migration_fix_cycle", conf, on_gate=exlibris_gate(client, store, stack))
+            runs.append(run_summary(client, store, "migration_transform", fix_cycle["run_id"] + "__transform"))
+            runs.append(fix_cycle)
         save_reports(store, runs, args.out)
     summary = {"migration_id": MIGRATION_ID, "generated": {k: generated[k] for k in ("scale", "seed", "counts")
                                                           if k in generated}, "runs": runs}

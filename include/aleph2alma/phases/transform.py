@@ -47,7 +47,10 @@ def latest_extract_run(store: ArtifactStore, migration_id: str) -> str:
 
 
 def raw_manifest(store: ArtifactStore, migration_id: str, extract_run_id: str, entity: str) -> Manifest:
-    scope = RunScope(migration_id, EXTRACT_DAG, extract_run_id)
+    """The committed raw manifest of an extract: ``<run id>`` of migration_extract, or
+    ``<dag id>/<run id>`` of another DAG that commits a raw stage (a fix-cycle iteration)."""
+    dag_id, _, run_id = extract_run_id.rpartition("/")
+    scope = RunScope(migration_id, dag_id or EXTRACT_DAG, run_id)
     return store.manifest(scope.prefix("raw", entity) + "_MANIFEST.json")
 
 
