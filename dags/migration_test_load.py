@@ -96,7 +96,7 @@ def migration_test_load() -> None:
         params={"statistics_workbook_uri": Param("", type="string", title="Statistics workbook (s3:// URI)")},
     )
 
-    @task(pool="alma_api")
+    @task(pool="alma_api", pool_slots=25)  # the whole pool: this task alone uses the 25 calls/s
     def api_load() -> dict[str, Any]:
         from aleph2alma import wiring
         from aleph2alma.phases.test_load import api_load_step
@@ -108,7 +108,7 @@ def migration_test_load() -> None:
             return api_load_step(wiring.artifact_store(), run_scope(), ctx["params"]["migration_id"],
                                  f"{ctx['run_id']}__transform", client)
 
-    @task(pool="alma_api")
+    @task(pool="alma_api", pool_slots=25)  # the whole pool: this task alone uses the 25 calls/s
     def reconcile(answer: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
         from aleph2alma import wiring
         from aleph2alma.phases.extraction import write_run_summary

@@ -146,16 +146,17 @@ class ClientStats:
 class AlmaClient:
     """Alma REST client; ``session`` is injectable (an ``httpx.Client``), thread-safe."""
 
-    base_url: str
+    base_url: str  # e.g. https://api-ap.hosted.exlibrisgroup.com/almaws/v1, or the emulator's
     api_key: str = field(repr=False)
-    per_second: float = 25.0
-    session: httpx.Client | None = None
-    max_retries: int = 6
-    backoff_base: float = 0.5
+    per_second: float = 25.0  # the rate this client must stay under (its share of 25/s); <= 0: no pacing
+    session: httpx.Client | None = None  # injectable; default: one made (and closed) by the client
+    max_retries: int = 6  # per call, for 429 per second, 5xx, timeouts, connection errors
+    backoff_base: float = 0.5  # seconds before the first retry; doubles each time, with jitter
     backoff_max: float = 30.0
-    timeout: float = 30
+    timeout: float = 30  # seconds per HTTP request
     quota_floor: int = 1000  # calls left for the institution's other integrations
     headroom: float = DEFAULT_HEADROOM
+    throttle: Throttle | None = None  # injectable (e.g. one shared by several clients); default tuned()
     rng: random.Random = field(default_factory=random.Random, repr=False)
     remaining: int | None = field(default=None, init=False)
     stats: ClientStats = field(default_factory=ClientStats, init=False)
@@ -163,7 +164,7 @@ class AlmaClient:
     def __post_init__(self) -> None:
         self._own_session = self.session is None
         self._http = self.session or httpx.Client(limits=httpx.Limits(max_connections=32))
-        self._throttle: Throttle = tuned(self.per_second, self.headroom)
+        self._throttle: Throttle = self.throttle or tuned(self.per_second, self.headroom)
         self._lock = threading.Lock()
         self._in_flight = 0
         self._headers = {"Authorization": f"apikey {self.api_key}", "Accept": "application/json"}

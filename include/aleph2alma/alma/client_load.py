@@ -45,7 +45,10 @@ FATAL = (AlmaQuotaExhausted, AlmaUnavailable, AlmaAuthError)
 
 @dataclass
 class LoadStats:
-    """One load: ``records_in == created + existing + rejected`` when it ran to the end."""
+    """One load: ``records_in == records_out + rejected`` when it ran to the end.
+
+    ``records_out`` (in Alma after the load) = ``created`` + ``existing``.
+    """
 
     kind: str
     records_in: int = 0
@@ -58,11 +61,15 @@ class LoadStats:
     retries: int = 0
 
     @property
+    def records_out(self) -> int:
+        return self.created + self.existing
+
+    @property
     def balanced(self) -> bool:
-        return self.records_in == self.created + self.existing + self.rejected
+        return self.records_in == self.records_out + self.rejected
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "balanced": self.balanced}
+        return {**asdict(self), "records_out": self.records_out, "balanced": self.balanced}
 
 
 class _Invalid(Exception):

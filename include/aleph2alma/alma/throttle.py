@@ -34,12 +34,14 @@ DEFAULT_HEADROOM = 0.96
 class Throttle:
     """Paces calls at ``rate`` per second, at most ``cap`` per wall-clock second (``None``: no cap).
 
-    ``rate`` of ``inf`` (or ≤ 0) disables pacing. ``clock``/``wall``/``sleep`` are injectable
-    so that the arithmetic can be checked without waiting.
+    ``burst`` lets that many calls through at once after a pause (a token bucket of that
+    depth; 1 = even spacing). ``rate`` of ``inf`` (or ≤ 0) disables pacing.
+    ``clock``/``wall``/``sleep`` are injectable so that the arithmetic can be checked without waiting.
     """
 
     rate: float
     cap: int | None = None
+    burst: int = 1
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -59,7 +61,8 @@ class Throttle:
         interval = 1.0 / self.rate
         with self._lock:
             now = self.clock()
-            slot = max(now, self._tat)
+            tat = max(self._tat, now)
+            slot = max(now, tat - (self.burst - 1) * interval)
             if self.cap is not None:
                 offset = self.wall() - now  # wall-clock time = monotonic time + offset
                 second = math.floor(slot + offset)
@@ -69,7 +72,7 @@ class Throttle:
                 if second != self._second:
                     self._second, self._count = second, 0
                 self._count += 1
-            self._tat = slot + interval
+            self._tat = max(tat, slot) + interval
         delay = slot - self.clock()
         if delay > 0:
             self.sleep(delay)

@@ -10,11 +10,12 @@ endpoint                                  errors (HTTP 400 unless noted; Alma's 
 GET  /users/{id}                          401861 user not found
 POST /users                               401664 mandatory field missing, 401857 bad account
                                           type, 401854 external user without external_id,
-                                          401851 user (or an identifier) already exists
+                                          401853 internal user with one, 401851 user (or one
+                                          of its identifiers) already exists
 GET  /users/{id}/loans                    401890 user not found
-POST /users/{id}/loans?item_barcode=      401890, 401689 no item with the barcode, 401664
-                                          circ_desk/library missing, 401651 item not loanable
-                                          (already on loan)
+POST /users/{id}/loans?item_barcode=      401890, 401672 no barcode/pid, 401689* no item
+                                          with the barcode, 401664 circ_desk/library missing,
+                                          401651* item not loanable (already on loan)
 PUT  /users/{id}/loans/{loan_id}          401823 no such loan, 401824 no due date, 401681
                                           due date in the past
 GET  /users/{id}/requests                 401890
@@ -28,6 +29,10 @@ GET  /items?item_barcode=                 302 to /bibs/{mms}/holdings/{hid}/item
 GET  /bibs/{mms}/holdings/{hid}/items/{pid}  401652
 GET  /bibs?other_system_id=|mms_id=       (an empty list when nothing matches)
 ========================================  ====================================================
+
+Codes and messages are those of Alma's API documentation for each endpoint, except the
+starred ones, where the documentation lists none for the case: 401689 is what Alma answers
+for an unknown barcode on ``GET /items``, 401651 is its generic "Item is not loanable".
 
 Every Alma call needs ``Authorization: apikey <key>`` (or ``?apikey=``; ``--api-key`` pins
 one) else 400 ``UNAUTHORIZED``; it counts against a daily quota (``--daily-quota``; past it
@@ -249,6 +254,7 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    server_version = "aleph2alma-alma-emulator"  # not Ex Libris Alma
     timeout = 60  # idle keep-alive connections are closed after this
     disable_nagle_algorithm = True  # headers and body go out at once (no 40 ms delayed-ACK stall)
     app: Any = None
@@ -303,7 +309,7 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _run
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
         logging.getLogger("alma_emulator").debug(format, *args)
 
 

@@ -1,0 +1,362 @@
+"""Transform throughput and peak RSS per DAG task, beside pymarc and pyarrow baselines (see README.md).
+
+    .venv/bin/python bench/transform.py [--scales small,bnu] [--seed 1] [--repeat 1]
+
+Setup (cached under ``bench/out/<scale>-seed<N>/``, not measured): generate the demo library,
+extract its Z-tables to Parquet, cut the ALEPHSEQ files into DAG-sized parts. Then each stage
+and baseline runs in a child process (``--child STAGE --library DIR``) that prints one JSON
+line: records, wall and CPU seconds of the measured work, peak RSS. Rates "per core" are
+records / CPU seconds of the child (user + system, all threads): they hold under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+OUT = Path(__file__).resolve().parent / "out"
+MIGRATION = "demo"
+PART_ROWS = 250_000  # MigrationSettings defaults, what the DAGs run with: Z-table rows per part,
+PART_BYTES = 64 * 2**20  # ALEPHSEQ bytes per part,
+DB_CHUNK_ROWS = 50_000  # rows per database round trip (= Parquet row group).
+TABLES = ("Z30", "Z303", "Z304", "Z305", "Z308", "Z36", "Z37", "Z31")
+PATRON_TABLES = ("Z303", "Z304", "Z305", "Z308")
+RSS_LIMIT_MB = 1500.0  # "peak RSS of any task < 1.5 GB at bnu scale"; MB = 2**20 bytes
+
+
+# --- setup (not measured) -----------------------------------------------------------------
+
+def prepare(scale: str, seed: int) -> Path:
+    """The cached library of ``scale``: generated, Z-tables extracted, ALEPHSEQ cut in parts."""
+    from aleph2alma import settings as settings_module
+    from aleph2alma.aleph.alephseq import split_ranges
+    from aleph2alma.aleph.db import create_engine
+    from aleph2alma.aleph.extract import PartSpec, extract_table_part, plan_table
+    from aleph2alma.aleph.ztables import Z_TABLES
+    from aleph2alma.demo.generator import generate
+
+    lib = OUT / f"{scale}-seed{seed}"
+    if not (lib / "summary.json").exists():
+        print(f"generating the {scale} library (seed {seed}) under {lib} …", flush=True)
+        generate(lib, scale=scale, seed=seed)
+    parts = lib / "parts"
+    if (parts / ".done").exists():
+        return lib
+    print(f"extracting Z-tables and cutting ALEPHSEQ parts under {parts} …", flush=True)
+    parts.mkdir(exist_ok=True)
+    settings = replace(settings_module.load(MIGRATION), part_rows=10**12, part_bytes=PART_BYTES,
+                       db_chunk_rows=DB_CHUNK_ROWS)
+    engine = create_engine(f"sqlite:///{lib / 'replica.sqlite'}")
+    for name in TABLES:  # Z30 in the DAG's parts (keyset ranges of PART_ROWS), the others whole
+        specs = (plan_table(engine, replace(settings, part_rows=PART_ROWS), Z_TABLES[name]) if name == "Z30"
+                 else [PartSpec(Z_TABLES[name].entity, name, 0, "table")])
+        for spec in specs:
+            extract_table_part(engine, settings, spec, parts / f"{name}-{spec.index:04d}.parquet")
+    seq = [(b.code, b.file or f"{b.code}.seq") for b in settings.bib_libraries]
+    for code, name in [*seq, (settings.hol_library, settings.hol_file)]:
+        with open(lib / "alephseq" / name, "rb") as src:
+            for i, (start, end) in enumerate(split_ranges(lib / "alephseq" / name, PART_BYTES)):
+                src.seek(start)
+                (parts / f"{code}-{i:04d}.seq").write_bytes(src.read(end - start))
+    (parts / ".done").touch()
+    return lib
+
+
+# --- stages (one per child process) -------------------------------------------------------
+
+class Meter:
+    """Wall and CPU seconds of the ``with`` block."""
+
+    wall = cpu = 0.0
+
+    def __enter__(self) -> Meter:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+@dataclass
+class Ctx:
+    lib: Path
+    meter: Meter
+
+    @property
+    def parts(self) -> Path:
+        return self.lib / "parts"
+
+    def work(self, name: str) -> Path:
+        path = self.lib / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def as_of(self) -> date:
+        return date.fromisoformat(json.loads((self.lib / "summary.json").read_text())["as_of"])
+
+    def index(self, entity: str, schema: pa.Schema) -> pa.Table:
+        """The concatenated index of the ``bibs`` or ``holdings`` stage, as the DAG reads it."""
+        return pa.concat_tables([pq.read_table(p) for p in sorted(self.work(entity).glob("*.parquet"))]).cast(schema)
+
+
+def stage_marc(ctx: Ctx, entity: str) -> dict[str, Any]:
+    """Every ALEPHSEQ part of ``entity`` → ISO 2709 + index Parquet, as ``transform_marc_part``."""
+    from aleph2alma import settings as settings_module
+    from aleph2alma.aleph.alephseq import read_alephseq
+    from aleph2alma.marc import bibs, holdings
+    from aleph2alma.rejects import RejectLog
+    from aleph2alma.validate.issues import IssueLog
+
+    settings = settings_module.load(MIGRATION)
+    libraries = ([(b.code, b.flavour) for b in settings.bib_libraries] if entity == "bibs"
+                 else [(settings.hol_library, "")])
+    records = rejected = 0
+    with ctx.meter:
+        for code, flavour in libraries:
+            for part in sorted(ctx.parts.glob(f"{code}-*.seq")):
+                rows: list[dict[str, Any]] = []
+                with open(ctx.work(entity) / f"{part.stem}.mrc", "wb") as out:
+                    seq = read_alephseq(part, entity=entity)
+                    if entity == "bibs":
+                        stats: Any = bibs.transform_bibs(seq, bibs.BibOptions(code, flavour),  # type: ignore[arg-type]
+                                                         out, RejectLog(), IssueLog(), index=rows)
+                        schema = bibs.BIB_INDEX_SCHEMA
+                    else:
+                        stats = holdings.transform_holdings(seq, holdings.HoldingsOptions(code), out, RejectLog(),
+                                                            index=rows, issues=IssueLog())
+                        schema = holdings.HOLDINGS_INDEX_SCHEMA
+                pq.write_table(pa.Table.from_pylist(rows, schema=schema), ctx.work(entity) / f"{part.stem}.parquet")
+                records, rejected = records + stats.records_in, rejected + stats.rejected
+    return {"records": records, "rejected": rejected}
+
+
+def baseline_pymarc(ctx: Ctx, entity: str) -> dict[str, Any]:
+    """pymarc ``MARCReader`` + ``as_marc()`` over the ISO 2709 the ``entity`` stage wrote."""
+    from pymarc import MARCReader
+
+    records = 0
+    with ctx.meter:
+        for path in sorted(ctx.work(entity).glob("*.mrc")):
+            with open(path, "rb") as src, open(ctx.work(f"pymarc-{entity}") / path.name, "wb") as out:
+                for record in MARCReader(src, to_unicode=True, force_utf8=True):
+                    if record is not None:
+                        out.write(record.as_marc())
+                        records += 1
+    return {"records": records}
+
+
+def stage_items(ctx: Ctx) -> dict[str, Any]:
+    """Each Z30 part, as ``transform_items_part``: read it and the full holdings links, write CSV + Parquet."""
+    from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.alma.items import transform_items, write_items_csv
+    from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
+    from aleph2alma.rejects import RejectLog
+
+    form = load_form(form_dir(MIGRATION))
+    records = rejected = 0
+    with ctx.meter:
+        for part in sorted(ctx.parts.glob("Z30-*.parquet")):
+            z30 = pq.read_table(part)
+            links = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA).select(["sysno", "bib_library", "bib_sysno"])
+            items, stats = transform_items(z30, form, {}, RejectLog(), hol_links=links)
+            write_items_csv(items, ctx.work("items") / f"{part.stem}.csv")
+            pq.write_table(items, ctx.work("items") / part.name)
+            records, rejected = records + stats.records_in, rejected + stats.rejected
+    return {"records": records, "rejected": rejected}
+
+
+def baseline_pyarrow(ctx: Ctx, tables: tuple[str, ...]) -> dict[str, Any]:
+    """pyarrow read + write of the Parquet parts of ``tables``; records = rows of the first table."""
+    records = 0
+    with ctx.meter:
+        for name in tables:
+            for part in sorted(ctx.parts.glob(f"{name}-*.parquet")):
+                table = pq.read_table(part)
+                pq.write_table(table, ctx.work("pyarrow") / part.name)
+                records += table.num_rows if name == tables[0] else 0
+    return {"records": records}
+
+
+def stage_patrons(ctx: Ctx) -> dict[str, Any]:
+    """Z303/Z304/Z305/Z308 → users XML, as ``transform_patrons``; records = patrons (Z303 rows)."""
+    from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.alma.users import UserOptions, write_users_xml
+    from aleph2alma.rejects import RejectLog
+
+    form, as_of = load_form(form_dir(MIGRATION)), ctx.as_of()
+    with ctx.meter:
+        z = {t: pa.concat_tables([pq.read_table(p) for p in sorted(ctx.parts.glob(f"{t}-*.parquet"))])
+             for t in PATRON_TABLES}
+        with open(ctx.work("patrons") / "users.xml", "wb") as xml:
+            stats = write_users_xml(z["Z303"], z["Z304"], z["Z305"], z["Z308"], form, xml, excluded={},
+                                    rejects=RejectLog(), options=UserOptions(scrub_emails=True, as_of=as_of))
+    return {"records": stats.records_in, "rejected": stats.rejected,
+            "input_rows": sum(t.num_rows for t in z.values())}
+
+
+def stage_validate(ctx: Ctx) -> dict[str, Any]:
+    """``check_tables`` over the needed Z-table columns (``read_parts``) and both indexes."""
+    from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
+    from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
+    from aleph2alma.validate.checks import NEEDED_COLUMNS, TableInputs, check_tables, read_parts
+    from aleph2alma.validate.issues import IssueLog
+    from aleph2alma.validate.rules import rules_for_migration
+
+    form, rules, as_of = load_form(form_dir(MIGRATION)), rules_for_migration(MIGRATION), ctx.as_of()
+    with ctx.meter:
+        z = {t: read_parts(sorted(ctx.parts.glob(f"{t}-*.parquet")), t) for t in NEEDED_COLUMNS}
+        inputs = TableInputs(z30=z["Z30"], z303=z["Z303"], z305=z["Z305"], z36=z["Z36"], z37=z["Z37"],
+                             z31=z["Z31"], bib_index=ctx.index("bibs", BIB_INDEX_SCHEMA),
+                             holdings_index=ctx.index("holdings", HOLDINGS_INDEX_SCHEMA))
+        with open(ctx.work("validate") / "tables.jsonl", "w", encoding="utf-8") as sink:
+            log = IssueLog(sink)
+            log.extend(check_tables(inputs, form, as_of, rules))
+    return {"records": sum(inputs.totals().values()), "issues": sum(log.counts.values())}
+
+
+CHILDREN: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+    "bibs": lambda ctx: stage_marc(ctx, "bibs"),
+    "pymarc-bibs": lambda ctx: baseline_pymarc(ctx, "bibs"),
+    "holdings": lambda ctx: stage_marc(ctx, "holdings"),
+    "pymarc-holdings": lambda ctx: baseline_pymarc(ctx, "holdings"),
+    "items": stage_items,
+    "pyarrow-z30": lambda ctx: baseline_pyarrow(ctx, ("Z30",)),
+    "patrons": stage_patrons,
+    "pyarrow-z303-z308": lambda ctx: baseline_pyarrow(ctx, PATRON_TABLES),
+    "validate_tables": stage_validate,
+}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux carries ``ru_maxrss`` over ``exec`` (a child would report
+    its parent's peak if that were higher), so read the high-water mark of this image first."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def child(stage: str, lib: Path) -> None:
+    import pyarrow.dataset  # noqa: F401  # pq.read_table imports it (and pandas) on first use: not per record
+
+    ctx = Ctx(lib, Meter())
+    result = CHILDREN[stage](ctx)
+    rss_mb = peak_rss_mb()
+    print(json.dumps({"stage": stage, **result, "wall": ctx.meter.wall, "cpu": ctx.meter.cpu, "rss_mb": rss_mb}))
+
+
+# --- parent: run the children, print the table --------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    stage: str
+    baseline: str | None = None
+    min_ratio: float | None = None  # of the baseline's CPU rate
+    min_rate: float | None = None  # records per CPU second
+
+
+PLAN = (Row("bibs", "pymarc-bibs", min_ratio=0.5), Row("holdings", "pymarc-holdings"),
+        Row("items", "pyarrow-z30", min_rate=500_000), Row("patrons", "pyarrow-z303-z308", min_rate=500_000),
+        Row("validate_tables"))
+
+
+def run_child(stage: str, lib: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", stage, "--library", str(lib)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{stage} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best of N: the least CPU (and least wall), the highest peak RSS."""
+    top = min(runs, key=lambda r: r["cpu"])
+    return {**top, "wall": min(r["wall"] for r in runs), "rss_mb": max(r["rss_mb"] for r in runs)}
+
+
+def rate(r: dict[str, Any], key: str) -> float:
+    return float(r["records"] / r[key]) if r[key] else float("inf")
+
+
+def fmt(x: float) -> str:
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.0f}k" if x >= 1e4 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+def measure(lib: Path, repeat: int, scale: str) -> dict[str, dict[str, Any]]:
+    """Best of ``repeat`` per child; stage and baseline alternate, so that load changes hit both."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for row in PLAN:
+        for _ in range(repeat):
+            for name in filter(None, (row.stage, row.baseline)):
+                runs.setdefault(name, []).append(run_child(name, lib))
+                print(f"  {scale}: {json.dumps(runs[name][-1])}", file=sys.stderr, flush=True)
+    return {name: best(r) for name, r in runs.items()}
+
+
+def table_row(row: Row, results: dict[str, dict[str, Any]]) -> list[str]:
+    r, b = results[row.stage], results.get(row.baseline or "")
+    ratio = rate(r, "cpu") / rate(b, "cpu") if b else None
+    targets, misses = [f"RSS < {RSS_LIMIT_MB:.0f} MB"], ["RSS"] if r["rss_mb"] >= RSS_LIMIT_MB else []
+    if row.min_ratio is not None and ratio is not None:
+        targets.insert(0, f"≥ {row.min_ratio:.0%} of baseline")
+        misses += [f"ratio {ratio:.0%}"] if ratio < row.min_ratio else []
+    if row.min_rate is not None:
+        targets.insert(0, f"≥ {fmt(row.min_rate)}/s/core")
+        misses += [f"{rate(r, 'cpu') / row.min_rate:.1%} of rate"] if rate(r, "cpu") < row.min_rate else []
+    return [row.stage, f"{r['records']:,}", fmt(rate(r, "cpu")), fmt(rate(r, "wall")), f"{r['rss_mb']:.0f}",
+            row.baseline or "—", fmt(rate(b, "cpu")) if b else "—", f"{ratio:.2f}" if ratio is not None else "—",
+            "; ".join(targets), "NO: " + ", ".join(misses) if misses else "yes"]
+
+
+def report(scale: str, lib: Path, repeat: int) -> None:
+    load_before = os.getloadavg()[0]
+    results = measure(lib, repeat, scale)
+    counts = json.loads((lib / "summary.json").read_text())["counts"]
+    print(f"\n## {scale} ({lib.name}): {', '.join(f'{k} {v:,}' for k, v in counts.items())}")
+    print(f"best of {repeat}; {os.cpu_count()} CPUs, load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} "
+          "after; rec/s = records per second of the child's CPU time (per core) and of wall time\n")
+    lines = [["stage", "records", "rec/s (CPU)", "rec/s (wall)", "peak RSS MB", "baseline", "baseline rec/s (CPU)",
+              "ratio", "target", "met?"], *(table_row(row, results) for row in PLAN)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    patrons = results["patrons"]
+    print(f"\npatrons: {patrons['input_rows']:,} Z303-Z308 rows in, {fmt(patrons['input_rows'] / patrons['cpu'])} "
+          "input rows/s (CPU). CPU/wall s: " + ", ".join(f"{k} {v['cpu']:.1f}/{v['wall']:.1f}" for k, v in results.items()),
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", default="small", help="comma-separated demo scales (bnu takes ~10 min to generate)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per stage; CPU rates are the best of N")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--library", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.library)
+        return
+    for scale in args.scales.split(","):
+        report(scale, prepare(scale, args.seed), max(1, args.repeat))
+
+
+if __name__ == "__main__":
+    main()
