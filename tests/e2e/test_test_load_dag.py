@@ -18,9 +18,14 @@ def test_child_runs_succeeded(test_load: dict, airflow, stack_store) -> None:
         assert run_summary(airflow, stack_store, dag_id, test_load["run_id"] + suffix)["state"] == "success"
 
 
-def test_reconciliation_accounts_for_every_record(test_load: dict) -> None:
-    reconciliation = test_load["reconciliation"]
-    assert reconciliation["all_accounted"], reconciliation["totals"]
+def test_reconciliation_accounts_for_every_record_alma_reports(test_load: dict) -> None:
+    entities = test_load["reconciliation"]["entities"]
+    assert all(e["source_balanced"] for e in entities.values()), entities
+    # The emulator, like an items import profile, builds holdings from items: Alma reports no
+    # count of the Aleph HOL records, so holdings are shown as unreported, not as accounted.
+    assert entities["holdings"]["in_alma"] is None
+    unaccounted = {name: e for name, e in entities.items() if name != "holdings" and not e["accounted"]}
+    assert unaccounted == {}
 
 
 def test_fulfillment_loaded_through_the_api(test_load: dict) -> None:

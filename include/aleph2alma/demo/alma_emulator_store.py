@@ -235,7 +235,8 @@ _ITEM_TEXT = ("barcode", "description", "enumeration_a", "enumeration_b", "chron
 
 def import_items(store: Store, source: str | Path | IO[str]) -> dict[str, Any]:
     """The items CSV (``ITEM_COLUMNS``) → items on the bibs their ``bib_library``+``bib_sysno`` name."""
-    counts: dict[str, Any] = {"created": 0, "updated": 0, "rejected": 0, "rejected_by_reason": {}}
+    counts: dict[str, Any] = {"created": 0, "updated": 0, "rejected": 0, "rejected_by_reason": {},
+                              "rejected_records": []}
     fh = open(source, encoding="utf-8", newline="") if isinstance(source, str | Path) else source  # closed below
     try:
         for row in csv.DictReader(fh):
@@ -248,6 +249,8 @@ def import_items(store: Store, source: str | Path | IO[str]) -> dict[str, Any]:
                     counts["rejected"] += 1
                     counts["rejected_by_reason"]["no_matching_bib"] = \
                         counts["rejected_by_reason"].get("no_matching_bib", 0) + 1
+                    counts["rejected_records"].append([barcode or row.get("aleph_item_key", ""),
+                                                       f"no bib with 035 {other_id}"])
                     continue
                 library, location = row.get("library") or "", row.get("location") or ""
                 holding = db.execute("SELECT holding_id FROM holdings WHERE mms_id = ? AND library = ? AND "

@@ -37,6 +37,7 @@ def load_delivery(store: ArtifactStore, package_uri: str, emulator_url: str, wor
     bucket, key = parse_s3_uri(package_uri)
     archive = zipfile.ZipFile(io.BytesIO(store.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
     totals: dict[str, dict[str, int]] = {}
+    rejected_records: dict[str, list[tuple[str, str]]] = {}
     with httpx.Client(base_url=emulator_url, timeout=600) as http:
         for prefix, kind, area in IMPORTS:
             for name in sorted(n for n in archive.namelist() if n.startswith(prefix)):
@@ -48,7 +49,10 @@ def load_delivery(store: ArtifactStore, package_uri: str, emulator_url: str, wor
                 counts["total"] += _records(name, data)
                 counts["loaded"] += int(result.get("created", 0)) + int(result.get("updated", 0))
                 counts["rejected"] += int(result.get("rejected", 0))
-    stats = {area: AreaStatistics(area, c["total"], c["loaded"], c["rejected"]) for area, c in totals.items()}
+                rejected_records.setdefault(area, []).extend(
+                    (str(i), str(reason)) for i, reason in result.get("rejected_records", []))
+    stats = {area: AreaStatistics(area, c["total"], c["loaded"], c["rejected"], rejected_records.get(area, []))
+             for area, c in totals.items()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "statistics.xlsx"
         write_statistics_workbook(stats, path)

@@ -150,6 +150,9 @@ def reconcile_step(store: ArtifactStore, scope: RunScope, migration_id: str, ext
             store.client.download_file(bucket, key, str(local))
             workbook = read_statistics_workbook(local)
     alma_counts = {e: int(s["records_out"]) for e, s in api_loaded.items()}
+    # Records Alma's API refused are named, with Alma's error code, in the load's rejects.
+    refused = {e: [r["record_id"] for r in _jsonl_key(store, scope.prefix("load", e) + "rejects.jsonl")]
+               for e in api_loaded}
     users = _users(store, alma["patrons"])
     all_barcodes = [b for b in _items(store, alma["items"], None)["barcode"].to_pylist() if b]
     sample_ids = {"patrons": draw_sample("patrons", sorted(users), sample_size, seed),
@@ -164,8 +167,17 @@ def reconcile_step(store: ArtifactStore, scope: RunScope, migration_id: str, ext
     run = {"migration_id": migration_id, "dag_id": scope.dag_id, "run_id": scope.run_id,
            "extract_run_id": extract_run_id, "transform_run_id": transform_run_id}
     result = reconcile(sources, delivered, rejected, alma_counts, workbook, sample_ids, _fetcher(client),
-                       expected, sample_size=sample_size, seed=seed, fields=fields, run=run)
+                       expected, sample_size=sample_size, seed=seed, fields=fields, missing_ids=refused, run=run)
     prefix = scope.report_prefix() + "reconciliation/"
     html = store.put_bytes(prefix + "reconciliation.html", result.to_html().encode("utf-8"), content_type="text/html")
     store.put_bytes(prefix + "reconciliation.json", result.to_json().encode("utf-8"), content_type="application/json")
-    return {"report_html": store.uri(html.key), "all_accounted": result.all_accounted, "totals": result.totals}
+    return {"report_html": store.uri(html.key), "all_accounted": result.all_accounted, "totals": result.totals,
+            "entities": {e.entity: {"accounted": e.accounted, "in_alma": e.in_alma, "in_alma_from": e.in_alma_from,
+                                    "source_balanced": e.source_balanced} for e in result.entities}}
+
+
+def _jsonl_key(store: ArtifactStore, key: str) -> Iterator[dict[str, Any]]:
+    if key in store.list_keys(key):
+        for line in store.iter_lines(key):
+            if line.strip():
+                yield json.loads(line)
