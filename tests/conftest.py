@@ -14,6 +14,7 @@ os.environ.setdefault("AIRFLOW_HOME", str(Path(__file__).resolve().parents[1] / 
 
 from aleph2alma.devstack import EmbeddedStack  # noqa: E402
 from aleph2alma.storage import ArtifactStore  # noqa: E402
+from sftp_server import sftp_server_fixture  # noqa: E402, F401  (registers the sftp_server fixture)
 
 PG_ADMIN_URL = os.environ.get("ALEPH2ALMA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
