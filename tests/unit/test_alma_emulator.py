@@ -234,7 +234,8 @@ def test_imports_match_like_an_import_profile(tmp_path: Path) -> None:
     assert import_bibs(store, io.BytesIO(marc_file(4))) == {"created": 0, "updated": 4, "rejected": 0}
     rows = [("B0", "BNU01", "0"), ("B1", "BNU01", "000000001"), ("B2", "BNU01", "1"), ("B9", "BNU02", "1")]
     result = import_items(store, io.StringIO(items_csv(rows)))
-    assert result == {"created": 3, "updated": 0, "rejected": 1, "rejected_by_reason": {"no_matching_bib": 1}}
+    assert result == {"created": 3, "updated": 0, "rejected": 1, "rejected_by_reason": {"no_matching_bib": 1},
+                      "rejected_records": [["B9", "no bib with 035 (ALEPH)BNU02000000001"]]}
     assert import_users(store, io.BytesIO(USERS_XML.encode()), "SIS") == {"created": 2, "updated": 0, "rejected": 0}
     counts = store.counts()
     assert (counts["bibs"], counts["items"], counts["holdings"], counts["users"]) == (4, 3, 2, 2)
