@@ -166,28 +166,30 @@ def stage_items(ctx: Ctx) -> dict[str, Any]:
     from aleph2alma.rejects import RejectLog
 
     form = load_form(form_dir(MIGRATION))
-    records = rejected = 0
+
+    def one(part: Path) -> tuple[int, int]:  # a function, so that a part is freed before the next is read
+        z30 = pq.read_table(part)
+        links = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA).select(["sysno", "bib_library", "bib_sysno"])
+        items, stats = transform_items(z30, form, {}, RejectLog(), hol_links=links)
+        write_items_csv(items, ctx.work("items") / f"{part.stem}.csv")
+        pq.write_table(items, ctx.work("items") / part.name)
+        return stats.records_in, stats.rejected
+
     with ctx.meter:
-        for part in sorted(ctx.parts.glob("Z30-*.parquet")):
-            z30 = pq.read_table(part)
-            links = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA).select(["sysno", "bib_library", "bib_sysno"])
-            items, stats = transform_items(z30, form, {}, RejectLog(), hol_links=links)
-            write_items_csv(items, ctx.work("items") / f"{part.stem}.csv")
-            pq.write_table(items, ctx.work("items") / part.name)
-            records, rejected = records + stats.records_in, rejected + stats.rejected
-    return {"records": records, "rejected": rejected}
+        counts = [one(part) for part in sorted(ctx.parts.glob("Z30-*.parquet"))]
+    return {"records": sum(c[0] for c in counts), "rejected": sum(c[1] for c in counts)}
 
 
 def baseline_pyarrow(ctx: Ctx, tables: tuple[str, ...]) -> dict[str, Any]:
     """pyarrow read + write of the Parquet parts of ``tables``; records = rows of the first table."""
-    records = 0
+    def one(part: Path) -> int:
+        table = pq.read_table(part)
+        pq.write_table(table, ctx.work("pyarrow") / part.name)
+        return table.num_rows
+
     with ctx.meter:
-        for name in tables:
-            for part in sorted(ctx.parts.glob(f"{name}-*.parquet")):
-                table = pq.read_table(part)
-                pq.write_table(table, ctx.work("pyarrow") / part.name)
-                records += table.num_rows if name == tables[0] else 0
-    return {"records": records}
+        rows = {name: sum(one(part) for part in sorted(ctx.parts.glob(f"{name}-*.parquet"))) for name in tables}
+    return {"records": rows[tables[0]]}
 
 
 def stage_patrons(ctx: Ctx) -> dict[str, Any]:
