@@ -108,7 +108,7 @@ def save_reports(store: ArtifactStore, runs: list[dict[str, Any]], out: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="small", choices=["tiny", "small", "bnu"])
+    parser.add_argument("--scale", default="tiny", choices=["tiny", "small", "bnu"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "demo-output")
     parser.add_argument("--data", type=Path, default=PROJECT_ROOT / "demo-data")
