@@ -26,6 +26,15 @@ class LandingError(ValueError):
     """A landing URI is malformed, or a file is missing from the landing location."""
 
 
+def _span(fh: Any, start: int, end: int) -> Iterator[bytes]:
+    """Bytes [start, end) of a seekable file, in chunks."""
+    fh.seek(start)
+    remaining = end - start
+    while remaining > 0 and (block := fh.read(min(CHUNK, remaining))):
+        remaining -= len(block)
+        yield block
+
+
 class Landing(Protocol):
     @property
     def uri(self) -> str: ...
@@ -54,11 +63,7 @@ class LocalLanding:
 
     def read_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         with open(self._path(name), "rb") as fh:
-            fh.seek(start)
-            remaining = end - start
-            while remaining > 0 and (block := fh.read(min(CHUNK, remaining))):
-                remaining -= len(block)
-                yield block
+            yield from _span(fh, start, end)
 
     def fetch(self, name: str, dest: Path) -> Path:
         # Already local: no copy needed to split or read it.
@@ -121,11 +126,7 @@ class SftpLanding:
 
     def read_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         with self.open_sftp().open(self._path(name), "rb") as fh:
-            fh.seek(start)
-            remaining = end - start
-            while remaining > 0 and (block := fh.read(min(CHUNK, remaining))):
-                remaining -= len(block)
-                yield block
+            yield from _span(fh, start, end)
 
     def fetch(self, name: str, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
