@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from aleph2alma.phases.transform import ISSUES, index_table, issue_keys, raw_manifest, read_table
+from aleph2alma.phases.transform import ISSUES, download_parts, index_table, issue_keys, raw_manifest
 from aleph2alma.storage import ArtifactStore, RunScope
 from aleph2alma.validate.issues import Issue, IssueLog, read_issues
 
@@ -25,14 +25,16 @@ def validate_tables(store: ArtifactStore, scope: RunScope, migration_id: str, ex
     """Cross-record rules over the raw Z-tables and the MARC indexes → issues + records to exclude."""
     from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
     from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
-    from aleph2alma.validate.checks import NEEDED_COLUMNS, TableInputs, check_tables, rejected_ids
+    from aleph2alma.validate.checks import TableInputs, check_tables, read_parts, rejected_ids
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
 
         def table(entity: str, name: str) -> Any:
+            # Only the needed columns, code columns dictionary-encoded: the largest task's memory.
             manifest = raw_manifest(store, migration_id, extract_run_id, entity)
-            return read_table(store, manifest, name, tmp / name, list(NEEDED_COLUMNS[name]))
+            (tmp / name).mkdir()
+            return read_parts(download_parts(store, manifest, name, tmp / name), name)
 
         inputs = TableInputs(
             z30=table("items", "Z30"), z303=table("patrons", "Z303"), z305=table("patrons", "Z305"),
