@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from aleph2alma.aleph.ztables import Z31, Z36, Z37, ZTable
+from aleph2alma.aleph.ztables import Z31, Z36, Z37
 from aleph2alma.alma.fulfillment import (
     FINE_KEYS,
     LOAN_KEYS,
@@ -22,22 +22,11 @@ from aleph2alma.alma.fulfillment import (
     transform_requests,
 )
 from aleph2alma.rejects import RejectLog
+from zrows import ztable
 
 PATRONS = {"BNU000000001": "201911010001", "BNU000000002": "201911010002"}
 BARCODES = {"000012345000010": "31000123", "000012345000020": ""}
 ITEM = "000012345000010"
-
-
-def ztable(zt: ZTable, rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows as an Aleph extract holds them: CHAR values blank-padded, dates and numbers 0 unless given."""
-    cols = {}
-    for c in zt.columns:
-        values = [r.get(c.name, "" if c.kind == "char" else 0) for r in rows]
-        if c.kind == "char":
-            cols[c.name] = pa.array([None if v is None else v.ljust(c.width) for v in values], pa.string())
-        else:
-            cols[c.name] = pa.array(values, pa.int64())
-    return pa.table(cols)
 
 
 class StubForm:

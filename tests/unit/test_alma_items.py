@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from aleph2alma.aleph.ztables import Z30, ZTable
+from aleph2alma.aleph.ztables import Z30
 from aleph2alma.alma.items import (
     ITEM_COLUMNS,
     ITEMS_BY_BIB_KEYS,
@@ -20,18 +20,7 @@ from aleph2alma.alma.items import (
     write_items_csv,
 )
 from aleph2alma.rejects import RejectLog
-
-
-def ztable(zt: ZTable, rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows as an Aleph extract holds them: CHAR values blank-padded, dates and numbers 0 unless given."""
-    cols = {}
-    for c in zt.columns:
-        values = [r.get(c.name, "" if c.kind == "char" else 0) for r in rows]
-        if c.kind == "char":
-            cols[c.name] = pa.array([None if v is None else v.ljust(c.width) for v in values], pa.string())
-        else:
-            cols[c.name] = pa.array(values, pa.int64())
-    return pa.table(cols)
+from zrows import ztable
 
 
 class StubForm:

@@ -10,12 +10,12 @@ import xml.etree.ElementTree as ET
 from datetime import date
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
-from aleph2alma.aleph.ztables import Z303, Z304, Z305, Z308, ZTable
+from aleph2alma.aleph.ztables import Z303, Z304, Z305, Z308
 from aleph2alma.alma.users import UserOptions, UserStats, patron_primary_ids, split_name, write_users_xml
 from aleph2alma.rejects import RejectLog
+from zrows import ztable
 
 # Element names of Alma's REST user object (rest_user.xsd) that a migrated user may carry.
 ALMA_USER_ELEMENTS = {
@@ -31,18 +31,6 @@ USER_ORDER = ["record_type", "primary_id", "first_name", "last_name", "user_grou
               "purge_date", "account_type", "external_id", "status", "contact_info", "user_identifiers",
               "user_notes"]
 PIN = "739146"
-
-
-def ztable(zt: ZTable, rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows as an Aleph extract holds them: CHAR values blank-padded, dates and numbers 0 unless given."""
-    cols = {}
-    for c in zt.columns:
-        values = [r.get(c.name, "" if c.kind == "char" else 0) for r in rows]
-        if c.kind == "char":
-            cols[c.name] = pa.array([None if v is None else v.ljust(c.width) for v in values], pa.string())
-        else:
-            cols[c.name] = pa.array(values, pa.int64())
-    return pa.table(cols)
 
 
 def pid(patron: str) -> str:
