@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 FINISHED = {"success", "failed"}
+GATE_SETTLE_SECONDS = 5.0
 
 
 class AirflowApiError(RuntimeError):
@@ -25,10 +26,11 @@ class AirflowClient:
     username: str
     password: str
     timeout: float = 30
+    transport: httpx.BaseTransport | None = None  # tests pass an httpx.MockTransport
     _http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout, transport=self.transport)
         response = self._http.post("/auth/token", json={"username": self.username, "password": self.password})
         if response.status_code >= 300:
             raise AirflowApiError(f"login to {self.base_url} failed: {response.status_code} {response.text[:200]}")
@@ -89,18 +91,27 @@ class AirflowClient:
                    json={"chosen_options": chosen, "params_input": params_input or {}})
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 2,
-             on_gate: Any = None) -> str:
-        """Wait for the run to finish; ``on_gate(ti)`` answers each gate that waits for input."""
+             on_gate: Any = None, settle: float = GATE_SETTLE_SECONDS) -> str:
+        """Wait for the run to finish; ``on_gate(ti)`` answers each gate that waits for input.
+
+        A gate is answered once it has waited ``settle`` seconds: Airflow 3.3 races an
+        answer given within a second of the gate opening against the executor's report that
+        the paused task exited, sees the state "changed externally" and retries the gate.
+        A gate asked again on a later try is answered again.
+        """
         deadline = time.monotonic() + timeout
-        answered: set[tuple[str, int]] = set()
+        first_seen: dict[tuple[str, int, int], float] = {}
+        answered: set[tuple[str, int, int]] = set()
         while time.monotonic() < deadline:
             state = self.run_state(dag_id, run_id)
             if state in FINISHED:
                 return state
             if on_gate is not None:
+                now = time.monotonic()
                 for ti in self.awaiting_input(dag_id, run_id):
-                    key = (ti["task_id"], ti.get("map_index", -1))
-                    if key not in answered:
+                    key = (ti["task_id"], ti.get("map_index", -1), ti.get("try_number", 0))
+                    seen = first_seen.setdefault(key, now)
+                    if key not in answered and now - seen >= settle:
                         on_gate(ti)
                         answered.add(key)
             time.sleep(poll)

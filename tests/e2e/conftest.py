@@ -13,6 +13,17 @@ from aleph2alma.demo.runner import exlibris_gate, run_dag, stack_for
 from aleph2alma.devstack import BUCKET, EmbeddedStack, free_port
 from aleph2alma.storage import ArtifactStore
 
+# The first test of a module also waits for the session's DAG runs its fixtures start
+# (test load: extract + transform + gate + API load), so the suite's 600 s is too short.
+E2E_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.timeout(E2E_TEST_TIMEOUT))
+
 
 @pytest.fixture(scope="session")
 def airflow_stack(tiny_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:

@@ -1,0 +1,67 @@
+"""AirflowClient.wait: gates are answered once settled, and again when Airflow asks again."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from aleph2alma.airflow_api import AirflowApiError, AirflowClient
+
+
+class FakeAirflow:
+    """Serves a scripted run: each poll of the run advances one step of ``steps``.
+
+    A step is (run state, [(task_id, try_number), ...] awaiting input).
+    """
+
+    def __init__(self, steps: list[tuple[str, list[tuple[str, int]]]]) -> None:
+        self.steps = steps
+        self.at = -1
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        if path.endswith("/taskInstances"):
+            _, gates = self.steps[self.at]
+            return httpx.Response(200, json={"task_instances": [
+                {"task_id": task, "map_index": -1, "try_number": tries, "state": "awaiting_input"}
+                for task, tries in gates]})
+        if "/dagRuns/" in path:
+            self.at = min(self.at + 1, len(self.steps) - 1)
+            return httpx.Response(200, json={"state": self.steps[self.at][0]})
+        return httpx.Response(404, json={"detail": path})
+
+
+def client(fake: FakeAirflow) -> AirflowClient:
+    return AirflowClient("http://airflow", "admin", "pw", transport=httpx.MockTransport(fake))
+
+
+def test_a_gate_is_answered_once_it_has_settled() -> None:
+    fake = FakeAirflow([("running", [("sign_off", 1)])] * 6 + [("success", [])])
+    answered: list[tuple[str, int]] = []
+    state = client(fake).wait("d", "r", poll=0.01, settle=0.03,
+                              on_gate=lambda ti: answered.append((ti["task_id"], ti["try_number"])))
+    assert state == "success"
+    assert answered == [("sign_off", 1)]
+
+
+def test_a_gate_not_yet_settled_is_left_alone() -> None:
+    fake = FakeAirflow([("running", [("sign_off", 1)]), ("success", [])])
+    answered: list[dict] = []
+    assert client(fake).wait("d", "r", poll=0.001, settle=60, on_gate=answered.append) == "success"
+    assert answered == []
+
+
+def test_a_gate_asked_again_on_a_later_try_is_answered_again() -> None:
+    fake = FakeAirflow([("running", [("sign_off", 1)])] * 4 + [("running", [("sign_off", 2)])] * 4
+                       + [("success", [])])
+    answered: list[int] = []
+    client(fake).wait("d", "r", poll=0.01, settle=0.0, on_gate=lambda ti: answered.append(ti["try_number"]))
+    assert answered == [1, 2]
+
+
+def test_a_run_that_never_finishes_times_out_with_its_name() -> None:
+    fake = FakeAirflow([("running", [])])
+    with pytest.raises(AirflowApiError, match="d run r did not finish"):
+        client(fake).wait("d", "r", timeout=0.05, poll=0.01)
