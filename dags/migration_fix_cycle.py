@@ -8,7 +8,8 @@ the previous iteration.
 
 1. **apply_fixes**: the extract's raw Z-tables with the fix rules applied, committed under
    this run (what each rule changed, with record ids, is in the manifests).
-2. **transform_and_validate**: `migration_transform` on the fixed extract.
+2. **transform_and_validate**: `migration_transform` on the fixed extract (if it fails, fix
+   the cause and *clear* this step: the transform runs again).
 3. **diff**: per rule, issues fixed, new and still open against the previous iteration
    (the form's *previous transform run*, else the signed-off baseline), with worklists —
    `reports/migration_fix_cycle/<run id>/iteration_diff/`.
@@ -21,10 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_scope
+from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_phase, run_scope
 
 
 @dag(
@@ -55,9 +55,8 @@ def migration_fix_cycle() -> None:
         params = get_current_context()["params"]
         return apply_fixes_step(wiring.artifact_store(), run_scope(), params["migration_id"], params["extract_run_id"])
 
-    transform_and_validate = TriggerDagRunOperator(
-        task_id="transform_and_validate", trigger_dag_id="migration_transform",
-        trigger_run_id="{{ run_id }}__transform", wait_for_completion=True, poke_interval=10,
+    transform_and_validate = run_phase(
+        "transform_and_validate", "migration_transform", "transform",
         conf={"migration_id": "{{ params.migration_id }}",
               "extract_run_id": "{{ ti.xcom_pull(task_ids='apply_fixes')['extract_ref'] }}",
               "as_of": "{{ params.as_of }}", "scrub_emails": True},

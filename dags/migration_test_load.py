@@ -5,7 +5,8 @@ extract → transform + validate → package → deliver → **[test environment
 load fulfillment through the API (optional) → reconcile.
 
 1. Runs `migration_extract` and `migration_transform` (waits for both; the transform
-   stops the load when a FIX rule passes its threshold, with the report linked).
+   stops the load when a FIX rule passes its threshold, with the report linked). If a
+   child run fails, fix the cause and *clear* the step here: the child run runs again.
 2. **package**: the delivery zip (bib and holdings MARC, items, user XML, loans, requests,
    fees, P2E, the filled migration form, `MANIFEST.json` with counts and sha256).
 3. **deliver**: to every target of the form — `sftp://<connection id>/dir` (the migration
@@ -25,10 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_scope
+from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_phase, run_scope
 
 
 @dag(
@@ -51,13 +51,9 @@ from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_scope
     },
 )
 def migration_test_load() -> None:
-    extract = TriggerDagRunOperator(
-        task_id="extract", trigger_dag_id="migration_extract", trigger_run_id="{{ run_id }}__extract",
-        conf={"migration_id": "{{ params.migration_id }}"}, wait_for_completion=True, poke_interval=10,
-    )
-    transform_and_validate = TriggerDagRunOperator(
-        task_id="transform_and_validate", trigger_dag_id="migration_transform",
-        trigger_run_id="{{ run_id }}__transform", wait_for_completion=True, poke_interval=10,
+    extract = run_phase("extract", "migration_extract", "extract", conf={"migration_id": "{{ params.migration_id }}"})
+    transform_and_validate = run_phase(
+        "transform_and_validate", "migration_transform", "transform",
         conf={"migration_id": "{{ params.migration_id }}", "extract_run_id": "{{ run_id }}__extract",
               "as_of": "{{ params.as_of }}", "scrub_emails": True},
     )

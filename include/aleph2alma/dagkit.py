@@ -87,3 +87,24 @@ def as_of_date() -> Any:
     run = ctx["dag_run"]
     when = run.logical_date or run.run_after
     return when.date()
+
+
+def run_phase(task_id: str, dag_id: str, phase: str, conf: dict[str, Any]) -> Any:
+    """A step that runs another migration DAG as ``<this run id>__<phase>`` and waits for it.
+
+    The wait is deferred to the triggerer, so a long transform holds no worker slot. A
+    failed child run fails the step at once: the child's own tasks have retried already,
+    and re-running a whole transform by itself would only repeat the failure. Once the
+    cause is fixed, *clear* the step: the child run is cleared and runs again.
+    """
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    child_failed = RetryRule(exception="airflow.sdk.exceptions.AirflowException", action=RetryAction.FAIL,
+                             match_subclasses=False,
+                             reason=f"the {dag_id} run failed: fix its failed task, then clear this step")
+    return TriggerDagRunOperator(
+        task_id=task_id, trigger_dag_id=dag_id, trigger_run_id=f"{{{{ run_id }}}}__{phase}", conf=conf,
+        wait_for_completion=True, deferrable=True, poke_interval=10, reset_dag_run=True,
+        retry_policy=ExceptionRetryPolicy(rules=[child_failed]),
+    )

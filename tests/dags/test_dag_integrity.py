@@ -56,3 +56,17 @@ def test_tags_from_the_allow_list(dagbag) -> None:
 
 def test_every_dag_is_documented(dagbag) -> None:
     assert [d for d, dag in dagbag.dags.items() if not (dag.doc_md or "").strip()] == []
+
+
+def test_phase_steps_wait_deferred_and_fail_fast_on_a_failed_child(dagbag) -> None:
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import RetryAction
+    from airflow.sdk.exceptions import AirflowException
+
+    steps = [t for dag in dagbag.dags.values() for t in dag.tasks if isinstance(t, TriggerDagRunOperator)]
+    assert steps, "no DAG runs another phase"
+    for step in steps:
+        assert step.deferrable and step.wait_for_completion and step.reset_dag_run, step.task_id
+        decision = step.retry_policy.evaluate(AirflowException("migration_transform failed"), 1, 3)
+        assert decision.action is RetryAction.FAIL, step.task_id
+        assert step.retry_policy.evaluate(ConnectionError("api down"), 1, 3).action is RetryAction.DEFAULT
