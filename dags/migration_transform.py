@@ -9,7 +9,9 @@ another) and turns it into what Alma loads, driven by the **migration form** in
 - **holdings** → MARC 21 holdings linked to their bib (004);
 - **items** → Alma item fields (CSV), **patrons** → SIS user XML (no PINs; e-mails scrubbed
   for test loads), **loans / requests / fines** → JSON lines for the API loader;
-- the **P2E** file.
+- the **P2E** file;
+- when `items_in_bib_field` is set in `migration.toml` (e.g. `949`), the bibs again with one
+  such field per item (`alma/bibs_with_items/`), for an import-profile load.
 
 Every record ends delivered or rejected with its id and reason. Validation rules (FIX /
 REVIEW / INFO) write the **validation report** (HTML + JSON) and one **worklist TSV per
@@ -113,6 +115,36 @@ def migration_transform() -> None:
     item_results = transform_items.partial(validated=validated, holdings=committed_marc["holdings"]).expand(
         part=parts_of.override(task_id="items_parts")(the_plan, "items"))
     committed_items = commit_task("items")(item_results)
+
+    @task
+    def bib_parts_to_embed_items_in(bibs: dict[str, Any]) -> list[dict[str, Any]]:
+        from aleph2alma import wiring
+        from aleph2alma.dagkit import settings_from_params, skip_unless
+        from aleph2alma.phases.transform import bib_parts
+
+        settings = settings_from_params(get_current_context()["params"])
+        skip_unless(settings.items_in_bib_field or None,
+                    "items_in_bib_field is not set in migration.toml: items are delivered as their own file only")
+        return bib_parts(wiring.artifact_store(), bibs["manifest"])
+
+    @task(max_active_tis_per_dagrun=4)
+    def embed_items(part: dict[str, Any], items: dict[str, Any]) -> dict[str, Any]:
+        from aleph2alma import wiring
+        from aleph2alma.dagkit import settings_from_params
+        from aleph2alma.phases.transform import embed_items_part
+
+        tag = settings_from_params(get_current_context()["params"]).items_in_bib_field
+        return embed_items_part(wiring.artifact_store(), run_scope(), part, tag, items["manifest"])
+
+    @task(outlets=[entity_asset("alma", "bibs_with_items")])
+    def commit_bibs_with_items(results: list[dict[str, Any]]) -> dict[str, Any]:
+        from aleph2alma import wiring
+        from aleph2alma.phases.transform import commit_bibs_with_items as commit
+
+        return commit(wiring.artifact_store(), run_scope(), results)
+
+    commit_bibs_with_items(embed_items.partial(items=committed_items).expand(
+        part=bib_parts_to_embed_items_in(committed_marc["bibs"])))
 
     @task(outlets=[entity_asset("alma", "patrons")])
     def transform_patrons(plan: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:

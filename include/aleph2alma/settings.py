@@ -46,6 +46,9 @@ class MigrationSettings:
     part_rows: int = field(default=250_000, metadata={"doc": "Z-table rows per extracted part"})
     part_bytes: int = field(default=64 * 1024 * 1024, metadata={"doc": "ALEPHSEQ bytes per extracted part"})
     db_chunk_rows: int = field(default=50_000, metadata={"doc": "Rows fetched per database round trip"})
+    items_in_bib_field: str = field(default="", metadata={
+        "doc": "Also deliver the bibs with their items embedded in this field (e.g. 949, a tag the records "
+               "do not use), for an import-profile load; '' = items only as their own file"})
 
     @property
     def adm_library_lower(self) -> str:
@@ -76,6 +79,12 @@ def from_mapping(data: dict[str, Any]) -> MigrationSettings:
                 raise SettingsError(f"bib library {lib.get('code')!r}: flavour must be MARC21 or CNMARC, not {lib['flavour']!r}")
             libs.append(BibLibrary(**lib))
         values["bib_libraries"] = tuple(libs)
+    tag = values.get("items_in_bib_field", "")
+    if tag:
+        from aleph2alma.marc.bibs import is_data_field_tag
+
+        if not is_data_field_tag(str(tag)):
+            raise SettingsError(f"items_in_bib_field must be a data-field tag such as 949, or '', not {tag!r}")
     if "schemas" in values:
         values["schemas"] = {k: (v or None) for k, v in values["schemas"].items()}
     return MigrationSettings(**values)

@@ -17,6 +17,7 @@ from aleph2alma.aleph.alephseq import AlephSeqRecord, read_alephseq
 from aleph2alma.marc.bibs import (
     BIB_INDEX_SCHEMA,
     BibOptions,
+    embed_items,
     leader_faults,
     transform_bib,
     transform_bibs,
@@ -235,6 +236,40 @@ def test_items_field_must_be_a_data_field_tag() -> None:
         BibOptions("BNU02", "MARC21", items_field="9490")
     with pytest.raises(ValueError, match="flavour"):
         BibOptions("BNU02", "UNIMARC")  # type: ignore[arg-type]
+
+
+def _delivered(name: str) -> pymarc.Record:
+    out = io.BytesIO()
+    transform_bibs(read_alephseq(FIXTURES / name), MARC21, out, RejectLog(), IssueLog())
+    return next(pymarc.MARCReader(io.BytesIO(out.getvalue()), to_unicode=True, force_utf8=True))
+
+
+def test_items_are_embedded_in_delivered_bibs() -> None:
+    record = _delivered("clean_marc21.seq")
+    sysno = record["001"].data
+    items = {sysno: [{"barcode": "B001", "library": "MAIN", "location": "STACKS"}, {"barcode": "", "library": ""}]}
+    other = _delivered("electronic.seq")
+    other["001"].data = "000000999"
+    out = io.BytesIO()
+    stats = embed_items([record, other], "BNU02", "949",
+                        lambda s: items.get(s, []), out)
+    first, second = pymarc.MARCReader(io.BytesIO(out.getvalue()), to_unicode=True, force_utf8=True)
+    assert (stats.records, stats.items_embedded, stats.not_embedded) == (2, 1, [])
+    assert [[(s.code, s.value) for s in f.subfields] for f in first.get_fields("949")] == [
+        [("b", "B001"), ("l", "MAIN"), ("k", "STACKS")]]
+    assert second.get_fields("949") == []
+
+
+def test_a_bib_too_long_with_its_items_is_written_without_them() -> None:
+    record = _delivered("clean_marc21.seq")
+    sysno = record["001"].data
+    many = [{"barcode": f"B{i:06d}", "library": "MAIN", "location": "STACKS", "public_note": "x" * 200}
+            for i in range(500)]
+    out = io.BytesIO()
+    stats = embed_items([record], "BNU02", "949", lambda s: many if s == sysno else [], out)
+    [written] = pymarc.MARCReader(io.BytesIO(out.getvalue()), to_unicode=True, force_utf8=True)
+    assert (stats.records, stats.items_embedded, stats.not_embedded) == (1, 0, [f"BNU02:{sysno}"])
+    assert written.get_fields("949") == [] and written["245"] is not None
 
 
 def test_has_856_needs_a_url() -> None:

@@ -136,3 +136,39 @@ def test_patron_file_has_no_pins_and_scrubbed_emails(phase: dict) -> None:
         pins = {p.strip() for (p,) in conn.exec_driver_sql("select z308_verification from z308") if p and p.strip()}
     assert pins
     assert not [pin for pin in pins if f">{pin}<" in xml]
+
+
+def test_items_embedded_in_the_delivered_bibs(phase: dict, tmp_path: Path) -> None:
+    import pyarrow.compute as pc
+    import pymarc
+
+    from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
+
+    store: ArtifactStore = phase["store"]
+    bibs_manifest, items_manifest = phase["marc"]["bibs"]["manifest"], phase["stages"]["items"]["manifest"]
+    parts = transform.bib_parts(store, bibs_manifest)
+    result = transform.commit_bibs_with_items(store, SCOPE, [
+        transform.embed_items_part(store, SCOPE, p, "949", items_manifest) for p in parts])
+
+    bibs = transform.index_table(store, bibs_manifest, tmp_path, BIB_INDEX_SCHEMA)
+    delivered = {(lib, sysno) for lib, sysno, rejected in zip(
+        bibs["library"].to_pylist(), bibs["sysno"].to_pylist(), bibs["rejected"].to_pylist(), strict=True)
+        if not rejected}
+    items = _items(store, items_manifest, tmp_path)
+    linked = pc.not_equal(items["bib_sysno"], "")
+    expected = sum(1 for lib, sysno in zip(items.filter(linked)["bib_library"].to_pylist(),
+                                            items.filter(linked)["bib_sysno"].to_pylist(), strict=True)
+                   if (lib, sysno) in delivered)
+    assert result["records"] == phase["marc"]["bibs"]["records"]
+    assert result["items_embedded"] == expected > 0
+    embedded = 0
+    for part in store.manifest(result["manifest"]).parts():
+        data = store.get_bytes(part.key)
+        embedded += sum(len(r.get_fields("949")) for r in pymarc.MARCReader(data, to_unicode=True, force_utf8=True))
+    assert embedded == expected
+
+
+def _items(store: ArtifactStore, manifest_uri: str, tmp: Path):
+    from aleph2alma.alma.items import ITEM_SCHEMA
+
+    return transform.index_table(store, manifest_uri, tmp, ITEM_SCHEMA)

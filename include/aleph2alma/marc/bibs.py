@@ -171,8 +171,7 @@ class BibOptions:
             raise ValueError("BibOptions.library must be an Aleph library code such as BNU01")
         if self.flavour not in LEADER_RULES:
             raise ValueError(f"BibOptions.flavour must be MARC21 or CNMARC, not {self.flavour!r}")
-        if self.items_field and not (len(self.items_field) == 3 and self.items_field.isdigit()
-                                     and self.items_field >= "010"):
+        if self.items_field and not is_data_field_tag(self.items_field):
             raise ValueError(f"BibOptions.items_field must be a data-field tag such as 949 or '', "
                              f"not {self.items_field!r}")
         object.__setattr__(self, "keep_local_tags", tuple(self.keep_local_tags))
@@ -252,6 +251,11 @@ def _set_charset(fld: Field | None) -> Field:
             return fld
     fld.subfields.insert(0, Subfield("a", " " * 26 + CNMARC_CHARSET + " " * 6))
     return fld
+
+
+def is_data_field_tag(tag: str) -> bool:
+    """A MARC data-field tag (``010``–``999``): one that can hold subfields."""
+    return len(tag) == 3 and tag.isdigit() and tag >= "010"
 
 
 def item_field(tag: str, item: dict[str, str]) -> Field | None:
@@ -406,4 +410,38 @@ def transform_bibs(records: Iterable[AlephSeqRecord], options: BibOptions, out: 
         if index is not None:
             index.append({"library": options.library, "sysno": rec.sysno, "has_856": result.has_856,
                           "rejected": reject is not None})
+    return stats
+
+
+@dataclass
+class EmbedStats:
+    records: int = 0
+    items_embedded: int = 0
+    not_embedded: list[str] = field(default_factory=list)  # bib ids too long for ISO 2709 with their items
+
+
+def embed_items(records: Iterable[pymarc.Record], library: str, tag: str,
+                items_for: Callable[[str], list[dict[str, str]]], out: BinaryIO) -> EmbedStats:
+    """Add one ``tag`` field per item to delivered bib records (import-profile loads).
+
+    Every record is written: one that would pass ISO 2709's size limit with its items is
+    written without them (its id in ``not_embedded``); its items stay in the items file.
+    """
+    stats = EmbedStats()
+    for record in records:
+        stats.records += 1
+        control = record.get("001")
+        sysno = (control.data or "") if control is not None else ""
+        fields_ = [f for f in (item_field(tag, item) for item in items_for(sysno)) if f is not None]
+        if fields_:
+            for fld in fields_:
+                record.add_ordered_field(fld)
+            data, _, _ = marc_bytes(record)
+            if data:
+                out.write(data)
+                stats.items_embedded += len(fields_)
+                continue
+            stats.not_embedded.append(f"{library}:{sysno}")
+            record.remove_field(*fields_)
+        out.write(record.as_marc())
     return stats

@@ -219,6 +219,67 @@ def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: Migrati
         return out.upload(store, scope, "mrc", stats.records_in, stats.records_out, stats.rejected, rejects.counts)
 
 
+
+# --- items embedded in the bibs (import-profile loads) -----------------------------------
+
+BIBS_WITH_ITEMS = "bibs_with_items"
+
+
+def bib_parts(store: ArtifactStore, bibs_manifest: str) -> list[dict[str, Any]]:
+    """The delivered bib parts of a committed ``alma/bibs`` manifest, numbered per library."""
+    parts: list[dict[str, Any]] = []
+    seen: Counter[str] = Counter()
+    for f in sorted(store.manifest(bibs_manifest).files, key=lambda f: f.key):
+        if f.kind == "part":
+            parts.append({"key": f.key, "sha256": f.sha256, "source": f.source, "index": seen[f.source],
+                          "records": f.records})
+            seen[f.source] += 1
+    return parts
+
+
+def _items_of_library(store: ArtifactStore, items_manifest: str, library: str, tmp: Path) -> pa.Table:
+    """The library's items (the embedded-item columns) from the committed items index."""
+    from aleph2alma.alma.items import ITEM_SCHEMA, ITEMS_BY_BIB_KEYS
+
+    columns = ["bib_library", "bib_sysno", *("internal_note_1" if k == "internal_note" else k
+                                             for k in ITEMS_BY_BIB_KEYS)]
+    manifest = store.manifest(items_manifest)
+    tables = [pq.read_table(store.download(f.key, tmp / f"items-{i}.parquet", f.sha256), columns=columns,
+                            filters=[("bib_library", "=", library)])
+              for i, f in enumerate(manifest.files) if f.kind == "index"]
+    schema = pa.schema([ITEM_SCHEMA.field(c) for c in columns])
+    return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+
+
+def embed_items_part(store: ArtifactStore, scope: RunScope, part: dict[str, Any], tag: str,
+                     items_manifest: str) -> dict[str, Any]:
+    """One delivered bib part → the same bibs with one ``tag`` field per item."""
+    import pymarc
+
+    from aleph2alma.alma.items import items_by_bib
+    from aleph2alma.marc.bibs import embed_items
+
+    library = part["source"]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        out = PartOutput(Path(tmp_dir), BIBS_WITH_ITEMS, library, part["index"])
+        bibs_file = store.download(part["key"], out.tmp / "bibs.mrc", part["sha256"])
+        by_bib = items_by_bib(_items_of_library(store, items_manifest, library, out.tmp))
+        with open(bibs_file, "rb") as src, open(out.path("out", "mrc"), "wb") as mrc:
+            reader = pymarc.MARCReader(src, to_unicode=True, force_utf8=True)
+            stats = embed_items((r for r in reader if r is not None), library, tag,
+                                lambda sysno: by_bib.get((library, sysno), []), mrc)
+        result = out.upload(store, scope, "mrc", stats.records, stats.records, 0, {})
+        result |= {"items_embedded": stats.items_embedded, "not_embedded": stats.not_embedded}
+        return result
+
+
+def commit_bibs_with_items(store: ArtifactStore, scope: RunScope, results: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The ``alma/bibs_with_items`` manifest, with how many items were embedded and which bibs could not take theirs."""
+    parts = [r for r in results if r]
+    extra = {"items_embedded": sum(r["items_embedded"] for r in parts),
+             "not_embedded": sorted(i for r in parts for i in r["not_embedded"])}
+    return commit_alma(store, scope, BIBS_WITH_ITEMS, parts, extra=extra) | extra
+
 # --- Z-table transforms -------------------------------------------------------------------
 
 def load_excluded(store: ArtifactStore, key: str) -> dict[str, dict[str, str]]:
