@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from aleph2alma.dagkit import ALL_ENTITIES, DEFAULT_ARGS, entity_asset, run_scope
+from aleph2alma.dagkit import ALL_ENTITIES, DEFAULT_ARGS, entity_asset, migration_id_param, run_scope
 
 ENTITIES = ALL_ENTITIES
 
@@ -37,8 +37,7 @@ ENTITIES = ALL_ENTITIES
     tags=["aleph2alma", "extraction"],
     max_active_runs=1,
     params={
-        "migration_id": Param("demo", type="string", title="Migration id",
-                              description="Folder under include/config/ with migration.toml and the form."),
+        "migration_id": migration_id_param(),
         "entities": Param(ENTITIES, type="array", title="Entities", examples=ENTITIES,
                           description="What to extract. All by default."),
         "alephseq_landing": Param("", type="string", title="ALEPHSEQ landing location",

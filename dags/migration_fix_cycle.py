@@ -24,7 +24,15 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_phase, run_scope
+from aleph2alma.dagkit import (
+    DEFAULT_ARGS,
+    as_of_param,
+    entity_asset,
+    extract_run_param,
+    migration_id_param,
+    run_phase,
+    run_scope,
+)
 
 
 @dag(
@@ -36,14 +44,13 @@ from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_phase, run_scope
     tags=["aleph2alma", "fix-cycle"],
     max_active_runs=1,
     params={
-        "migration_id": Param("demo", type="string", title="Migration id"),
+        "migration_id": migration_id_param(),
         "iteration": Param(1, type="integer", minimum=1, title="Iteration number"),
-        "extract_run_id": Param("", type="string", title="Extract run",
-                                description="migration_extract run to fix; empty = the latest successful one."),
+        "extract_run_id": extract_run_param(),
         "previous_transform_run_id": Param("", type="string", title="Previous iteration's transform run",
                                            description="Compare with this migration_transform run; "
                                                        "empty = the signed-off baseline."),
-        "as_of": Param("", type="string", title="As-of date (YYYY-MM-DD)"),
+        "as_of": as_of_param(),
     },
 )
 def migration_fix_cycle() -> None:

@@ -28,7 +28,14 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_phase, run_scope
+from aleph2alma.dagkit import (
+    DEFAULT_ARGS,
+    as_of_param,
+    entity_asset,
+    migration_id_param,
+    run_phase,
+    run_scope,
+)
 
 
 @dag(
@@ -40,13 +47,13 @@ from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_phase, run_scope
     tags=["aleph2alma", "test-load"],
     max_active_runs=1,
     params={
-        "migration_id": Param("demo", type="string", title="Migration id"),
+        "migration_id": migration_id_param(),
         "delivery_targets": Param([], type="array", title="Delivery targets",
                                   description="sftp://<connection id>/dir and/or s3://bucket/prefix. "
                                               "Empty: s3://<artifact bucket>/<migration id>/delivery/"),
         "api_load": Param(False, type="boolean", title="Load fulfillment through the API",
                           description="Create active loans, requests and fees through the Alma REST API."),
-        "as_of": Param("", type="string", title="As-of date (YYYY-MM-DD)"),
+        "as_of": as_of_param(),
         "sample_size": Param(10, type="integer", minimum=0, title="Records per entity read back from Alma"),
     },
 )

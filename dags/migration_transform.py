@@ -25,7 +25,14 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_scope
+from aleph2alma.dagkit import (
+    DEFAULT_ARGS,
+    as_of_param,
+    entity_asset,
+    extract_run_param,
+    migration_id_param,
+    run_scope,
+)
 
 
 @dag(
@@ -37,13 +44,11 @@ from aleph2alma.dagkit import DEFAULT_ARGS, entity_asset, run_scope
     tags=["aleph2alma", "test-load"],
     max_active_runs=1,
     params={
-        "migration_id": Param("demo", type="string", title="Migration id"),
-        "extract_run_id": Param("", type="string", title="Extract run",
-                                description="Run id of the migration_extract run to transform; empty = the latest successful one."),
+        "migration_id": migration_id_param(),
+        "extract_run_id": extract_run_param(),
         "scrub_emails": Param(True, type="boolean", title="Scrub patron e-mails",
                               description="Replace every e-mail with <primary id>@example.invalid (keep on until go-live)."),
-        "as_of": Param("", type="string", title="As-of date (YYYY-MM-DD)",
-                       description="Date patron expiry is judged against; empty = the run's date."),
+        "as_of": as_of_param(),
     },
 )
 def migration_transform() -> None:

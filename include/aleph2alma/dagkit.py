@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 from aleph2alma.aleph.ztables import table_entities
 
@@ -24,6 +24,21 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 T = TypeVar("T")
+
+
+def migration_id_param() -> Param:
+    return Param("demo", type="string", pattern=r"^[A-Za-z0-9_-]+$", title="Migration id",
+                 description="Folder under include/config/ with migration.toml, the form and the rules.")
+
+
+def as_of_param() -> Param:
+    return Param("", type="string", pattern=r"^(\d{4}-\d{2}-\d{2})?$", title="As-of date (YYYY-MM-DD)",
+                 description="Date patron expiry and overdue loans are judged against; empty = the run's date.")
+
+
+def extract_run_param() -> Param:
+    return Param("", type="string", title="Extract run",
+                 description="Run id of the migration_extract run to use; empty = the latest successful one.")
 
 
 def entity_asset(stage: str, entity: str) -> Asset:

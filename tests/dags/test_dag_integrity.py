@@ -70,3 +70,14 @@ def test_phase_steps_wait_deferred_and_fail_fast_on_a_failed_child(dagbag) -> No
         decision = step.retry_policy.evaluate(AirflowException("migration_transform failed"), 1, 3)
         assert decision.action is RetryAction.FAIL, step.task_id
         assert step.retry_policy.evaluate(ConnectionError("api down"), 1, 3).action is RetryAction.DEFAULT
+
+
+def test_trigger_forms_reject_a_malformed_as_of_date(dagbag) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    forms = [dag.params.get_param("as_of") for dag in dagbag.dags.values() if "as_of" in dag.params]
+    assert forms
+    for param in forms:
+        assert param.resolve("") == "" and param.resolve("2026-01-31") == "2026-01-31"
+        with pytest.raises(ParamValidationError, match="does not match"):
+            param.resolve("31/01/2026")
