@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test airflow venv clean bench
+.PHONY: demo test airflow airflow-distributed venv clean bench
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 airflow: $(STAMP)
 	$(BIN)/python scripts/stack.py serve
+
+# The same, distributed: CeleryExecutor + PostgreSQL (throw-away DB) + Redis, one process per component.
+airflow-distributed: $(STAMP)
+	$(BIN)/python scripts/stack.py serve --executor celery $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check include dags plugins tests bench scripts

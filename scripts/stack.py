@@ -1,24 +1,53 @@
-"""`make airflow`: the embedded stack with the Airflow UI on localhost:8080, until Ctrl-C."""
+"""`make airflow`: the embedded stack with the Airflow UI on localhost:8080, until Ctrl-C.
 
+`make airflow-distributed` (``--executor celery``): the same, in docker-compose.yaml's shape:
+CeleryExecutor with one worker, a throw-away PostgreSQL metadata database (dropped on Ctrl-C)
+and a Redis database as broker, each Airflow component its own process, logs in ``.stack/``.
+"""
+
+import argparse
 import signal
 import sys
 from pathlib import Path
 
 from aleph2alma.demo.runner import stack_for
-from aleph2alma.devstack import PROJECT_ROOT
+from aleph2alma.devstack import EXECUTORS, PG_ADMIN_URL, PROJECT_ROOT, REDIS_URL, distributed_problems
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/stack.py", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.add_argument("--executor", default="local", choices=EXECUTORS,
+                        help="local: airflow standalone (SQLite); celery: the distributed mode")
+    parser.add_argument("--port", type=int, default=8080, help="the Airflow UI/API port")
+    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL,
+                        help="celery: where the throw-away metadata database is created")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="celery: the Redis server (an empty DB is used)")
+    parser.add_argument("--concurrency", type=int, default=2, help="celery: the worker's concurrency")
+    args = parser.parse_args(argv)
+
+    kwargs: dict = {"api_port": args.port}
+    if args.executor == "celery":
+        problems = distributed_problems(args.pg_admin_url, args.redis_url)
+        if problems:
+            print("The distributed mode needs PostgreSQL and Redis:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 2
+        kwargs.update(executor="celery", pg_admin_url=args.pg_admin_url, redis_url=args.redis_url,
+                      worker_concurrency=args.concurrency)
     data = PROJECT_ROOT / "demo-data"
     if not (data / "replica.sqlite").exists():
         from aleph2alma.demo.generator import generate
 
         generate(data, scale="tiny", seed=1)
-    stack = stack_for(Path(data), api_port=8080)
-    stack.start()
-    print(f"Airflow UI: {stack.api_url}  user: admin  password: {stack.admin_password()}")
-    print(f"S3 endpoint: {stack.s3_endpoint}  bucket: aleph2alma-artifacts   (Ctrl-C stops everything)")
+    stack = stack_for(Path(data), **kwargs)
     try:
+        stack.start()
+        print(f"Airflow UI: {stack.api_url}  user: admin  password: {stack.admin_password()}")
+        print(f"S3 endpoint: {stack.s3_endpoint}  bucket: aleph2alma-artifacts   (Ctrl-C stops everything)")
+        if stack.distributed:
+            print(f"Executor: CeleryExecutor, worker {stack.worker_name}@<host> (concurrency {stack.worker_concurrency})")
+            print(f"Metadata DB + result backend: {stack.sql_alchemy_conn} (dropped on stop)")
+            print(f"Broker: {stack.broker_url} (flushed on stop)   logs: {stack.state_dir}/*.log")
         signal.pause()
     except KeyboardInterrupt:
         pass

@@ -61,3 +61,23 @@ def test_connections_match_the_wiring(compose: dict) -> None:
     assert f"AIRFLOW_CONN_{wiring.S3_CONN_ID.upper()}" in env
     assert f"AIRFLOW_VAR_{wiring.BUCKET_VARIABLE.upper()}" in env
     assert f"AIRFLOW_CONN_{wiring.ALEPH_DB_CONN_ID.upper()}" in (ROOT / ".env.example").read_text()
+
+
+def test_celery_executor_is_installed_by_the_pinned_requirements() -> None:
+    """The image installs requirements.lock; CeleryExecutor lives in the Celery provider."""
+    pinned = re.search(r"^apache-airflow-providers-celery==([\d.]+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    assert pinned
+    assert f"\napache-airflow-providers-celery=={pinned.group(1)}\n" in (ROOT / "requirements.lock").read_text()
+    assert "requirements.lock" in (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("service", AIRFLOW_SERVICES)
+def test_components_share_the_jwt_secret_and_the_pinned_db_driver(compose: dict, service: str) -> None:
+    """Workers' task tokens are checked by the api-server: all components must sign with one key."""
+    env = compose["services"][service]["environment"]
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET")
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert re.search(r"^psycopg\[binary\]==", (ROOT / "requirements.txt").read_text(), re.M)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"].startswith("postgresql+psycopg_async://")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg://")

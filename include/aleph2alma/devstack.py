@@ -4,6 +4,11 @@ Starts, in a project-local folder, an S3-compatible endpoint (moto's server mode
 artifact bucket, and ``airflow standalone`` (SQLite metadata DB, LocalExecutor, examples
 off) wired to it through the same connections a production deployment uses. Nothing here
 is used by DAGs or tasks; production differs only in the connections' contents.
+
+``executor="celery"`` runs the distributed mode of docker-compose.yaml instead: a throw-away
+PostgreSQL database as metadata DB and Celery result backend, a dedicated Redis database as
+broker, and api-server, scheduler, dag-processor, triggerer and ``airflow celery worker`` as
+separate processes (each its own process group and log in the state dir).
 """
 
 from __future__ import annotations
@@ -22,10 +27,17 @@ from typing import Any
 
 import boto3
 import httpx
+from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "aleph2alma-artifacts"
 ADMIN_USER = "admin"
+EXECUTORS = ("local", "celery")
+# The distributed mode's backing services (the machine's own, not started by the stack).
+PG_ADMIN_URL = os.environ.get("ALEPH2ALMA_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("ALEPH2ALMA_REDIS_URL", "redis://127.0.0.1:6379")
+# Marks a Redis database as taken by a running stack (see claim_redis_db).
+REDIS_CLAIM_KEY = "aleph2alma:embedded-stack"
 
 
 class StackError(RuntimeError):
@@ -69,9 +81,82 @@ def _wait_group_gone(proc: subprocess.Popen[bytes], timeout: float) -> None:
     proc.wait(timeout=10)
 
 
+def distributed_problems(pg_admin_url: str = PG_ADMIN_URL, redis_url: str = REDIS_URL) -> list[str]:
+    """Why the distributed mode cannot start here (PostgreSQL or Redis unreachable); empty if it can."""
+    import psycopg
+    import redis
+
+    problems = []
+    try:
+        psycopg.connect(pg_admin_url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        problems.append(f"PostgreSQL unreachable at {pg_admin_url}: {str(exc).strip()}")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        problems.append(f"Redis unreachable at {redis_url}: {exc}")
+    return problems
+
+
+def create_database(pg_admin_url: str, prefix: str = "aleph2alma_af_") -> tuple[str, str]:
+    """A new, empty PostgreSQL database: its name and SQLAlchemy URL (psycopg 3 driver)."""
+    import psycopg
+
+    name = f"{prefix}{secrets.token_hex(5)}"
+    with psycopg.connect(pg_admin_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(pg_admin_url).set(drivername="postgresql+psycopg", database=name)
+    return name, url.render_as_string(hide_password=False)
+
+
+def drop_database(pg_admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_admin_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def claim_redis_db(redis_url: str, owner: str) -> str:
+    """The URL of an empty Redis database (1-15; 0 is left to others), claimed for ``owner``."""
+    import redis
+
+    base = redis_url.rstrip("/")
+    for db in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{base}/{db}", socket_connect_timeout=3)
+        # Two stacks starting at once may both see the database empty: only one sets the claim.
+        if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, owner, nx=True):
+            return f"{base}/{db}"
+    raise StackError(f"no empty Redis database (1-15) at {redis_url} for the Celery broker")
+
+
+def release_redis_db(url: str, owner: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    if client.get(REDIS_CLAIM_KEY) == owner.encode():
+        client.flushdb()
+
+
+def _wait_log(log: Path, marker: str, what: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
+        if log.exists() and marker in log.read_text(errors="replace"):
+            return
+        time.sleep(0.5)
+    raise StackError(f"{what} did not log {marker!r} within {timeout:.0f} s; see {log}")
+
+
 @dataclass
 class EmbeddedStack:
-    """S3 endpoint + Airflow standalone under ``state_dir`` (default ``.stack/``)."""
+    """S3 endpoint + Airflow (standalone, or distributed with Celery) under ``state_dir`` (default ``.stack/``).
+
+    With ``executor="celery"``, empty ``sql_alchemy_conn``/``broker_url``/``result_backend``
+    mean: a throw-away database ``aleph2alma_af_<random>`` created through ``pg_admin_url``
+    (dropped on stop), an empty Redis database at ``redis_url`` (flushed on stop), and that
+    PostgreSQL database as result backend. Given ones are used as they are and kept.
+    """
 
     state_dir: Path = PROJECT_ROOT / ".stack"
     api_port: int = 8080
@@ -79,7 +164,30 @@ class EmbeddedStack:
     alma_port: int = 0
     parallelism: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
+    executor: str = "local"
+    sql_alchemy_conn: str = ""
+    broker_url: str = ""
+    result_backend: str = ""
+    pg_admin_url: str = PG_ADMIN_URL
+    redis_url: str = REDIS_URL
+    worker_concurrency: int = 2
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _created_db: str = ""
+    _claimed_broker: str = ""
+    _log_ports: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, not {self.executor!r}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.executor == "celery"
+
+    @property
+    def worker_name(self) -> str:
+        """The Celery worker's node name prefix (``<worker_name>@<host>``)."""
+        return f"aleph2alma-{self.api_port}"
 
     @property
     def airflow_home(self) -> Path:
@@ -135,7 +243,31 @@ class EmbeddedStack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "NO_PROXY": "127.0.0.1,localhost",
         }
+        if self.distributed:
+            env.update(self._distributed_env())
         env.update(self.extra_env)
+        return env
+
+    def _distributed_env(self) -> dict[str, str]:
+        env = {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+            # Two stacks (or a stack and a standalone) on one machine must not share log-server ports.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._log_ports[0]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._log_ports[1]),
+        }
+        if self.sql_alchemy_conn:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.sql_alchemy_conn
+            url = make_url(self.sql_alchemy_conn)
+            if url.drivername == "postgresql+psycopg":
+                # Airflow derives its async URL as postgresql+asyncpg, a driver this project does
+                # not install; psycopg 3 is async-capable under SQLAlchemy's psycopg_async dialect.
+                async_url = url.set(drivername="postgresql+psycopg_async").render_as_string(hide_password=False)
+                env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = async_url
+        if self.broker_url:
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
+        if self.result_backend:
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = self.result_backend
         return env
 
     def jwt_secret(self) -> str:
@@ -173,15 +305,93 @@ class EmbeddedStack:
 
     def start_airflow(self, timeout: float = 420) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
+        if self.distributed:
+            self._start_distributed(timeout)
+            return
         airflow = str(Path(sys.executable).parent / "airflow")
         proc, log = self._spawn([airflow, "standalone"], "airflow.log")
         _wait_http(f"{self.api_url}/api/v2/monitor/health", "Airflow (api-server)", log, timeout, proc)
+
+    def _provision_backends(self) -> None:
+        """The throw-away metadata database and the dedicated broker database, unless given."""
+        if not self.sql_alchemy_conn:
+            self._created_db, self.sql_alchemy_conn = create_database(self.pg_admin_url)
+        if not self.broker_url:
+            self.broker_url = self._claimed_broker = claim_redis_db(self.redis_url, self.worker_name)
+        if not self.result_backend:
+            self.result_backend = f"db+{self.sql_alchemy_conn}"
+        self._log_ports = (free_port(), free_port())
+
+    def _run_once(self, args: list[str], log_name: str, what: str, timeout: float) -> None:
+        log = self.state_dir / log_name
+        with open(log, "ab") as handle:
+            try:
+                done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=self.env(),
+                                      cwd=PROJECT_ROOT, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise StackError(f"{what} did not finish within {timeout:.0f} s; see {log}") from exc
+        if done.returncode != 0:
+            raise StackError(f"{what} exited with code {done.returncode}; see {log}")
+
+    def _start_distributed(self, timeout: float) -> None:
+        """What ``airflow standalone`` does, one process per component, with Celery workers."""
+        deadline = time.monotonic() + timeout
+        self._provision_backends()
+        bin_dir = Path(sys.executable).parent
+        airflow = str(bin_dir / "airflow")
+        self._run_once([airflow, "db", "migrate"], "db-migrate.log", "airflow db migrate", timeout)
+        # As standalone does before its components start: the admin's password is generated once,
+        # into the file every api-server worker then reads.
+        self._run_once([str(bin_dir / "python"), "-c",
+                        "from airflow.api_fastapi.app import create_auth_manager; create_auth_manager().init()"],
+                       "auth-init.log", "the simple auth manager's user set-up", 120)
+        api, api_log = self._spawn([airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
+                                   "api-server.log")
+        components = {name: self._spawn([airflow, name], f"{name}.log")
+                      for name in ("scheduler", "dag-processor", "triggerer")}
+        worker, worker_log = self._spawn([airflow, "celery", "worker", "--concurrency", str(self.worker_concurrency),
+                                          "--celery-hostname", f"{self.worker_name}@%h"], "celery-worker.log")
+        remaining = max(deadline - time.monotonic(), 30)
+        _wait_http(f"{self.api_url}/api/v2/monitor/health", "Airflow (api-server)", api_log, remaining, api)
+        _wait_log(worker_log, " ready.", "the Celery worker", max(deadline - time.monotonic(), 30), worker)
+        self._wait_healthy(max(deadline - time.monotonic(), 30), components)
+
+    def _wait_healthy(self, timeout: float, components: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
+        """Until /monitor/health reports the scheduler, triggerer and dag-processor heartbeating."""
+        deadline = time.monotonic() + timeout
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for name, (proc, log) in components.items():
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited with code {proc.returncode}; see {log}")
+            try:
+                health = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+            except httpx.HTTPError:
+                health = {}
+            if all(health.get(part, {}).get("status") == "healthy"
+                   for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                return
+            time.sleep(1)
+        raise StackError(f"Airflow components not healthy within {timeout:.0f} s: {health}; "
+                         f"see the logs in {self.state_dir}")
 
     def start(self) -> EmbeddedStack:
         self.start_s3()
         self.start_alma_emulator()
         self.start_airflow()
         return self
+
+    def airflow_client(self) -> Any:
+        """A REST client logged in as the stack's admin (an ``airflow_api.AirflowClient``)."""
+        from aleph2alma.airflow_api import AirflowClient
+
+        return AirflowClient(self.api_url, ADMIN_USER, self.admin_password())
+
+    def artifact_store(self) -> Any:
+        """The artifact bucket on the stack's S3 endpoint (a ``storage.ArtifactStore``)."""
+        from aleph2alma.storage import ArtifactStore
+
+        return ArtifactStore(self.s3_client(), BUCKET)
 
     def admin_password(self) -> str:
         path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -200,9 +410,23 @@ class EmbeddedStack:
         for proc in self._procs:
             _wait_group_gone(proc, timeout=30)
         self._procs.clear()
+        try:
+            if self._created_db:
+                drop_database(self.pg_admin_url, self._created_db)
+                if self.result_backend == f"db+{self.sql_alchemy_conn}":
+                    self.result_backend = ""
+                self._created_db = self.sql_alchemy_conn = ""
+        finally:
+            if self._claimed_broker:
+                release_redis_db(self._claimed_broker, self.worker_name)
+                self._claimed_broker = self.broker_url = ""
 
     def __enter__(self) -> EmbeddedStack:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # what did start must not outlive a failed start
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

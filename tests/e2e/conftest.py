@@ -10,7 +10,7 @@ import pytest
 
 from aleph2alma.airflow_api import AirflowClient
 from aleph2alma.demo.runner import exlibris_gate, run_dag, stack_for
-from aleph2alma.devstack import BUCKET, EmbeddedStack, free_port
+from aleph2alma.devstack import EmbeddedStack, free_port
 from aleph2alma.storage import ArtifactStore
 
 # The first test of a module also waits for the session's DAG runs its fixtures start
@@ -27,22 +27,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def airflow_stack(tiny_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    stack = stack_for(tiny_library, state_dir=tmp_path_factory.mktemp("stack"), api_port=free_port())
-    try:
-        stack.start()
+    with stack_for(tiny_library, state_dir=tmp_path_factory.mktemp("stack"), api_port=free_port()) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="session")
 def airflow(airflow_stack: EmbeddedStack) -> AirflowClient:
-    return AirflowClient(airflow_stack.api_url, "admin", airflow_stack.admin_password())
+    return airflow_stack.airflow_client()
 
 
 @pytest.fixture(scope="session")
 def stack_store(airflow_stack: EmbeddedStack) -> ArtifactStore:
-    return ArtifactStore(airflow_stack.s3_client(), BUCKET)
+    return airflow_stack.artifact_store()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aleph2alma.airflow_api import AirflowClient
-from aleph2alma.devstack import BUCKET, PROJECT_ROOT, EmbeddedStack
+from aleph2alma.devstack import PROJECT_ROOT, EmbeddedStack
 from aleph2alma.storage import ArtifactStore, parse_s3_uri
 
 MIGRATION_ID = "demo"
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     print("Starting the embedded stack (S3 endpoint + Airflow standalone) …")
     with stack_for(args.data) as stack:
-        client = AirflowClient(stack.api_url, "admin", stack.admin_password())
-        store = ArtifactStore(stack.s3_client(), BUCKET)
+        client, store = stack.airflow_client(), stack.artifact_store()
         client.ensure_pool("alma_api", 25, "Alma API calls per second (the institution's limit)")
         print("Running migration_test_load (extract → transform → package → deliver → gate → reconcile) …")
         # Patron expiry is judged as of the day the demo library was generated for.
