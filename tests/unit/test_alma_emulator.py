@@ -13,8 +13,17 @@ import pymarc
 import pytest
 from pymarc import Field, Indicators, Subfield
 
+from aleph2alma.alma.client import AlmaClient
+from aleph2alma.alma.holdings import holding_fields
 from aleph2alma.demo.alma_emulator import API, HEADER, Faults, Limits, serve
-from aleph2alma.demo.alma_emulator_store import Store, import_bibs, import_items, import_users
+from aleph2alma.demo.alma_emulator_store import (
+    Store,
+    import_bibs,
+    import_holdings,
+    import_items,
+    import_users,
+)
+from aleph2alma.phases.test_load import fetch_holding
 
 KEY = {"Authorization": "apikey test-key", "Accept": "application/json"}
 
@@ -238,7 +247,8 @@ def test_imports_match_like_an_import_profile(tmp_path: Path) -> None:
                       "rejected_records": [["B9", "no bib with 035 (ALEPH)BNU02000000001"]]}
     assert import_users(store, io.BytesIO(USERS_XML.encode()), "SIS") == {"created": 2, "updated": 0, "rejected": 0}
     counts = store.counts()
-    assert (counts["bibs"], counts["items"], counts["holdings"], counts["users"]) == (4, 3, 2, 2)
+    assert (counts["bibs"], counts["items"], counts["users"]) == (4, 3, 2)
+    assert (counts["holdings"], counts["holdings_synthesised"]) == (0, 2)  # no MARC holdings: all synthesised
     user = store.user(U1)
     assert user is not None and user["user_group"] == {"value": "UG"} and user["external_id"] == "SIS"
     assert user["contact_info"]["address"][0]["address_type"] == [{"value": "home"}]
@@ -279,3 +289,129 @@ def test_data_survive_a_restart(emulator: Callable[..., str], seeded: Path) -> N
     httpx.post(f"{first}{API}/users/{U1}/fees", headers=KEY, json=FEE).raise_for_status()
     second = emulator(db=seeded)
     assert httpx.get(f"{second}/_emulator/counts").json()["fees"] == 1
+
+
+# --- MARC holdings --------------------------------------------------------------------------
+
+
+def holdings_file(rows: list[tuple[str, str, str]]) -> bytes:
+    """(001 HOL sysno, 004 bib sysno, 852 $b) rows as MARC 21 holdings; 852 $c STACK, $h $i a call number."""
+    out = io.BytesIO()
+    for sysno, bib, library in rows:
+        record = pymarc.Record(force_utf8=True, leader="00000nx  a2200000un 4500")
+        f852 = [Subfield("b", library)] if library else []
+        record.add_field(Field(tag="001", data=sysno), Field(tag="004", data=bib),
+                         Field(tag="035", indicators=Indicators(" ", " "), subfields=[Subfield("a", f"(ALEPH)BNU60{sysno}")]),
+                         Field(tag="852", indicators=Indicators("8", " "),
+                               subfields=[*f852, Subfield("c", "STACK"), Subfield("h", "I247.5"), Subfield("i", sysno[-3:])]))
+        out.write(record.as_marc())
+    return out.getvalue()
+
+
+HOLDINGS = [("000000101", "000000002", "MAIN"),  # loaded
+            ("000000102", "000000009", "MAIN"),  # no bib with that 001
+            ("000000103", "000000001", "MAIN"),  # two bibs (BNU01, BNU02) have that 001
+            ("000000104", "000000002", "")]      # no library
+
+
+@pytest.fixture
+def with_holdings(tmp_path: Path) -> Path:
+    """Bibs 0-2 of BNU01 and 0-1 of BNU02 (same 001s); the holdings above; items on 101 and on refused 102."""
+    db = tmp_path / "alma.sqlite"
+    store = Store(db)
+    import_bibs(store, io.BytesIO(marc_file(3)))
+    import_bibs(store, io.BytesIO(marc_file(2, "BNU02")))
+    import_holdings(store, io.BytesIO(holdings_file(HOLDINGS)))
+    lines = ["barcode,library,location,item_policy,call_number,holding_id,bib_library,bib_sysno",
+             "B0,MAIN,STACK,01,X,000000101,BNU01,000000002", "B1,MAIN,STACK,01,X,000000102,BNU01,000000002",
+             "B2,MAIN,STACK,01,X,,BNU01,000000002"]
+    import_items(store, io.StringIO("\n".join(lines) + "\n"))
+    store.close()
+    return db
+
+
+def test_holdings_import_refuses_what_alma_would(tmp_path: Path) -> None:
+    store = Store(tmp_path / "alma.sqlite")
+    import_bibs(store, io.BytesIO(marc_file(3)))
+    import_bibs(store, io.BytesIO(marc_file(2, "BNU02")))
+    result = import_holdings(store, io.BytesIO(holdings_file(HOLDINGS)))
+    assert (result["created"], result["updated"], result["rejected"]) == (1, 0, 3)
+    assert result["rejected_by_reason"] == {"no_matching_bib": 1, "ambiguous_bib_link": 1, "no_library": 1}
+    assert [r[0] for r in result["rejected_records"]] == ["000000102", "000000103", "000000104"]
+    assert "004 000000001 matches 2 bibliographic records" in result["rejected_records"][1][1]
+    again = import_holdings(store, io.BytesIO(holdings_file(HOLDINGS[:1])))
+    assert (again["created"], again["updated"]) == (0, 1)  # matched on the 001
+    assert store.counts()["holdings"] == 1
+
+
+def test_items_hang_off_their_hol_record(with_holdings: Path) -> None:
+    store = Store(with_holdings)
+    b0, b1, b2 = (store.item_row(barcode=b) for b in ("B0", "B1", "B2"))
+    assert b0 is not None and b1 is not None and b2 is not None
+    holding = store.holding(b0["_holding_id"])
+    assert holding is not None and holding["originating_system_id"] == "000000101"
+    assert b1["_holding_id"] == b2["_holding_id"] != b0["_holding_id"]  # no HOL record loaded: one synthesised
+    assert (store.counts()["holdings"], store.counts()["holdings_synthesised"]) == (1, 1)
+    item = store.item_json(b0, "http://x")
+    assert item["holding_data"]["holding_id"] == b0["_holding_id"] and "anies" not in item["holding_data"]
+
+
+def test_holdings_endpoints_have_alma_shapes(emulator: Callable[..., str], with_holdings: Path) -> None:
+    root = emulator(db=with_holdings)
+    with httpx.Client(base_url=root + API, headers=KEY) as http:
+        bib = http.get("/bibs", params={"other_system_id": "(ALEPH)BNU01000000002"}).json()["bib"][0]
+        listed = http.get(f"/bibs/{bib['mms_id']}/holdings").json()
+        marc = next(h for h in listed["holding"] if h.get("originating_system_id") == "000000101")
+        one = http.get(f"/bibs/{bib['mms_id']}/holdings/{marc['holding_id']}").json()
+        other = http.get("/bibs", params={"other_system_id": "(ALEPH)BNU01000000000"}).json()["bib"][0]
+        wrong_bib = http.get(f"/bibs/{other['mms_id']}/holdings/{marc['holding_id']}")
+        no_bib = http.get("/bibs/99000/holdings")
+        empty = http.get(f"/bibs/{other['mms_id']}/holdings").json()
+    assert listed["total_record_count"] == 2 and listed["bib_data"]["mms_id"] == bib["mms_id"]
+    assert "anies" not in marc and marc["library"] == {"value": "MAIN"} and marc["link"].endswith(marc["holding_id"])
+    assert one["holding_id"] == marc["holding_id"] and one["originating_system_id"] == "000000101"
+    assert holding_fields(one) == {"library": "MAIN", "location": "STACK", "call_number": "I247.5/101",
+                                   "bib": bib["mms_id"]}  # Alma's 004 is the MMS id
+    assert (wrong_bib.status_code, _code(wrong_bib)) == (400, "402204")
+    assert (no_bib.status_code, _code(no_bib)) == (400, "402203")
+    assert empty == {"bib_data": {**{k: other[k] for k in ("mms_id", "title", "author", "network_number")},
+                                  "link": other["link"]}, "total_record_count": 0}
+
+
+def test_a_holding_fetched_back_through_the_client(emulator: Callable[..., str], with_holdings: Path) -> None:
+    root = emulator(db=with_holdings)
+    with AlmaClient(root + API, "test-key", per_second=0) as client:
+        found = fetch_holding(client, "(ALEPH)BNU01000000002", "000000101")
+        assert fetch_holding(client, "(ALEPH)BNU01000000002", "000000102") is None  # refused: not in Alma
+        assert fetch_holding(client, "(ALEPH)BNU01000000007", "000000101") is None  # no such bib
+        assert client.bib_holdings("99000") == [] and client.get_holding("99000", "22000") is None
+        requests = client.stats.requests
+    assert found == {"bib": "(ALEPH)BNU01000000002", "library": "MAIN", "location": "STACK",
+                     "call_number": "I247.5/101"}
+    assert requests == 3 + 2 + 1 + 2
+
+
+def test_an_older_database_gets_holdings_origins(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as old:
+        old.execute("CREATE TABLE holdings (holding_id TEXT PRIMARY KEY, mms_id TEXT NOT NULL, library TEXT, "
+                    "location TEXT, data TEXT NOT NULL, UNIQUE (mms_id, library, location))")
+        old.execute("INSERT INTO holdings VALUES ('22001', '99001', 'MAIN', 'STACK', '{}')")
+    store = Store(db)
+    assert (store.counts()["holdings"], store.counts()["holdings_synthesised"]) == (0, 1)
+
+
+def test_ex_libris_maps_the_852_through_the_form() -> None:
+    from aleph2alma.demo.exlibris import mapped_holdings
+
+    class Form:
+        def location_for(self, sub_library: str, collection: str) -> tuple[str, str] | None:
+            return ("ALMA_MAIN", "ALMA_STACK") if (sub_library, collection) == ("MAIN", "STACK") else None
+
+    data = holdings_file([("000000101", "000000002", "MAIN"), ("000000102", "000000002", "OTHER")]) + b"junk\x1d"
+    out = mapped_holdings(data, Form())  # type: ignore[arg-type]
+    records = list(pymarc.MARCReader(io.BytesIO(out), to_unicode=True, force_utf8=True, permissive=True))
+    assert [(r["852"]["b"], r["852"]["c"]) for r in records[:2]] == [("ALMA_MAIN", "ALMA_STACK"), ("OTHER", "STACK")]
+    assert records[2] is None and out.count(b"\x1d") == 3  # an unreadable record is passed on, for Alma to refuse

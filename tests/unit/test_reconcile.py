@@ -315,3 +315,41 @@ def test_unknown_sheets_shown() -> None:
     rec = run(workbook=wb)
     assert rec.unknown_sheets == ["Summary"]
     assert "Summary" in page(rec.to_html())[1]
+
+
+# --- holdings -----------------------------------------------------------------------------------
+
+HOL_IDS = [f"{n:09d}" for n in range(101, 121)]
+
+
+def delivered_holding(record_id: str) -> dict[str, Any]:
+    return {"bib": f"(ALEPH)BNU01{int(record_id) - 100:09d}", "library": "MAIN", "location": "STACK",
+            "call_number": f"I247.5/{record_id[-3:]}"}
+
+
+def test_holdings_reconcile_with_a_refused_record() -> None:
+    """20 HOL records: 1 orphan rejected by us, 19 delivered; Alma refuses one (no bib), loads 18."""
+    refused = HOL_IDS[4]
+    workbook = {"bib_inventory.holdings": AreaStatistics("bib_inventory.holdings", 19, 18, 1, [
+        (refused, f"No bibliographic record with 001 {int(refused) - 100:09d} (the holdings record's 004).")])}
+    calls: list[str] = []
+
+    def fetch(entity: str, record_id: str) -> dict[str, Any] | None:
+        calls.append(record_id)
+        record = delivered_holding(record_id)
+        if record_id == HOL_IDS[7]:  # hung off another bib in Alma
+            record["bib"] = "(ALEPH)BNU01000000099"
+        return record
+
+    rec = reconcile({"holdings": 20}, {"holdings": 19}, {"holdings": {"orphan_holdings": 1}}, {}, workbook,
+                    {"holdings": HOL_IDS[:19]}, fetch, lambda _e, i: delivered_holding(i), sample_size=19,
+                    fields={"holdings": ("bib", "library", "location", "call_number")}, run=RUN)
+    holdings = rec.entities[0]
+    assert (holdings.source, holdings.delivered, holdings.rejected, holdings.in_alma, holdings.in_alma_from,
+            holdings.alma_rejected, holdings.missing_in_alma) == (20, 19, 1, 18, "workbook", 1, 0)
+    assert holdings.rejected_by_reason == {"orphan_holdings": 1} and holdings.workbook_area == "bib_inventory.holdings"
+    assert holdings.accounted and holdings.discrepancies == []
+    assert refused not in calls and len(holdings.sample) == 18  # Alma's refusal is not sampled
+    assert [(s.record_id, [(m.field, m.expected, m.actual) for m in s.mismatches]) for s in holdings.sample_failures] \
+        == [(HOL_IDS[7], [("bib", "(ALEPH)BNU01000000008", "(ALEPH)BNU01000000099")])]
+    assert rec.status == "ATTENTION"

@@ -73,6 +73,27 @@ def test_ids_keep_leading_zeros_and_chinese_reasons(tmp_path: Path) -> None:
     assert read_statistics_workbook(tmp_path / "s.xlsx")["patron"].rejected_records == [("000123", "证件号重复 duplicate id")]
 
 
+def test_holdings_have_a_tab_of_their_own(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    stats = {"bib_inventory": AreaStatistics("bib_inventory", 3, 3, 0),
+             "bib_inventory.holdings": AreaStatistics("bib_inventory.holdings", 4, 3, 1,
+                                                      [("000000102", "No bibliographic record with 001 000000009")]),
+             "patron": AreaStatistics("patron", 1, 1, 0)}
+    path = tmp_path / "s.xlsx"
+    write_statistics_workbook(stats, path)
+    assert load_workbook(path, read_only=True).sheetnames == ["bib_inventory", "holdings", "patron"]
+    assert dict(read_statistics_workbook(path)) == stats
+
+
+@pytest.mark.parametrize("sheet", ["Holdings", "MFHD", "Holdings records"])
+def test_holdings_tab_read_by_name(tmp_path: Path, sheet: str) -> None:
+    path = workbook(tmp_path / "s.xlsx", {sheet: [["Total records in file", 320], ["Holdings loaded", 319],
+                                                  ["Rejected", 1], ["Aleph ID", "Reason"], ["000004711", "no bib"]]})
+    assert read_statistics_workbook(path)["bib_inventory.holdings"] == AreaStatistics(
+        "bib_inventory.holdings", 320, 319, 1, [("000004711", "no bib")])
+
+
 @pytest.mark.parametrize("key", ["holds", "bib_inventory.bibs", "patron.items"])
 def test_write_unknown_area(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match=f"unknown statistics area '{key}'"):
@@ -190,6 +211,8 @@ ERRORS: dict[str, tuple[dict[str, Rows], str]] = {
                            r"sheet 'request': neither counts .* nor a rejected-records table"),
     "two-sheets-one-area": ({"patron": [["Loaded", 1]], "Users": [["Loaded", 1]]},
                             r"sheets 'patron' and 'Users' are both area 'patron'"),
+    "holdings-on-two-tabs": ({"bib_inventory": [["Loaded", 3], ["Holdings loaded", 2]], "Holdings": [["Loaded", 2]]},
+                             r"sheets 'bib_inventory' and 'Holdings' both count 'bib_inventory.holdings'"),
 }
 
 

@@ -6,8 +6,8 @@ Endpoints (Alma's own paths under ``base_url``, e.g.
 ``PUT /users/{id}/loans/{loan_id}`` (due date), ``GET/POST /users/{id}/requests``
 (``?item_pid=`` or ``?mms_id=``), ``GET/POST /users/{id}/fees``,
 ``GET /items?item_barcode=`` (Alma answers with a redirect to
-``/bibs/{mms_id}/holdings/{holding_id}/items/{pid}``, followed here, throttled like any call) and
-``GET /bibs?other_system_id=``. The key travels in ``Authorization: apikey <key>``; bodies are JSON.
+``/bibs/{mms_id}/holdings/{holding_id}/items/{pid}``, followed here, throttled like any call),
+``GET /bibs?other_system_id=`` and ``GET /bibs/{mms_id}/holdings[/{holding_id}]`` (reconciliation). The key travels in ``Authorization: apikey <key>``; bodies are JSON.
 
 **Errors.** A 429 ``PER_SECOND_THRESHOLD``, a 5xx, a timeout or a connection error is
 transient: retried up to ``max_retries`` times with exponential backoff and jitter
@@ -63,6 +63,7 @@ Kind = Literal["users", "loans", "requests", "fees"]
 
 USER_NOT_FOUND = frozenset({"401861", "401890"})
 ITEM_NOT_FOUND = "401689"
+BIB_OR_HOLDING_NOT_FOUND = frozenset({"402203", "402204"})  # invalid mmsId / holdingId
 USER_EXISTS = "401851"
 REQUEST_EXISTS = "401136"
 AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY"})
@@ -339,6 +340,28 @@ class AlmaClient:
     def find_bib_by_other_system_number(self, number: str) -> dict | None:
         bibs = self._list("/bibs", "bib", {"other_system_id": number}, paged=False)
         return bibs[0] if bibs else None
+
+    def get_bib(self, mms_id: str) -> dict | None:
+        bibs = self._list("/bibs", "bib", {"mms_id": mms_id}, paged=False)
+        return bibs[0] if bibs else None
+
+    def bib_holdings(self, mms_id: str) -> list[dict]:
+        """The bib's holdings (Alma's short form: no MARC); [] when there is no such bib."""
+        try:
+            return self._list(f"/bibs/{quote(mms_id, safe='')}/holdings", "holding", paged=False)
+        except AlmaApiError as exc:
+            if exc.code in BIB_OR_HOLDING_NOT_FOUND:
+                return []
+            raise
+
+    def get_holding(self, mms_id: str, holding_id: str) -> dict | None:
+        """One holding with its MARC record (MARCXML in ``anies``); None when the bib has no such holding."""
+        try:
+            return self._json("GET", f"/bibs/{quote(mms_id, safe='')}/holdings/{quote(holding_id, safe='')}")
+        except AlmaApiError as exc:
+            if exc.code in BIB_OR_HOLDING_NOT_FOUND:
+                return None
+            raise
 
     def user_loans(self, primary_id: str) -> list[dict]:
         return self._list(self._user_path(primary_id, "/loans"), "item_loan")

@@ -2,14 +2,16 @@
 
 After a test or cutover load Ex Libris sends an ``.xlsx``/``.xlsm`` with one tab per
 functional area (``AREAS``: bib_inventory, vendor, fund, fund_tx, p_order, invoice, patron,
-loan, request, course, p2e). Each tab starts with a block of counts ("Total records in
+loan, request, course, p2e) and one for the MARC holdings (``SUB_AREA_TABS``: the key
+``bib_inventory.holdings``, as when the bib_inventory tab counts them). Each tab starts with a block of counts ("Total records in
 file", "Loaded", "Rejected"), then lists every record that did not migrate with its source
 id and the reason. The exact layout changes from load to load and from one Ex Libris
 analyst to the next, so the reader looks for meaning, not positions:
 
 - **Sheets** are matched to areas by name, case-insensitively and ignoring blanks, ``-``
-  and ``_`` (``AREA_ALIASES``: "Bib Inventory", "patrons", …). A sheet that names no area
-  is listed in ``StatisticsWorkbook.unknown_sheets`` (and logged), never an error.
+  and ``_`` (``StatisticsAliases.areas``: "Bib Inventory", "patrons", "Holdings", …). A sheet
+  that names no area is listed in ``StatisticsWorkbook.unknown_sheets`` (and logged), never
+  an error. A holdings tab's counts and rejects are ``bib_inventory.holdings``.
 - **Counts**: a row whose first non-blank cell is a label and whose next non-blank cell is a
   number. Labels are compared as words, lower-cased, punctuation and filler words
   ("records", "number", "of", …) dropped, against ``COUNT_ALIASES`` (``total``,
@@ -29,7 +31,8 @@ Every alias list is a field of ``StatisticsAliases``: pass your own to
 
 A workbook that cannot be read this way raises ``StatisticsWorkbookError`` naming the sheet
 and row: a count label with a value that is not a whole number, one count given twice with
-different values, a rejected row with no id, two sheets for one area, or a known area's
+different values, a rejected row with no id, two sheets for one area (or a holdings tab
+beside holdings counted on the bib_inventory tab), or a known area's
 sheet in which neither counts nor a rejected-records table can be found.
 
 Ids are kept as Excel holds them: an Aleph number typed as a number loses its leading zeros
@@ -54,6 +57,9 @@ AREAS: tuple[str, ...] = ("bib_inventory", "vendor", "fund", "fund_tx", "p_order
 
 SUB_AREAS: dict[str, tuple[str, ...]] = {"bib_inventory": ("holdings", "items", "portfolios")}
 """Areas whose tab counts more than one kind of record: area → sub-areas (keys ``area.sub``)."""
+
+SUB_AREA_TABS: dict[str, str] = {"bib_inventory.holdings": "holdings"}
+"""Sub-areas with a tab of their own (key → sheet name written), after their area's tab."""
 
 AREA_FOR_ENTITY: dict[str, str] = {
     "bibs": "bib_inventory",
@@ -97,8 +103,9 @@ class StatisticsAliases:
         "request": ("request", "requests", "holds", "hold requests"),
         "course": ("course", "courses", "course reserves", "reading lists"),
         "p2e": ("p2e", "physical to electronic"),
+        "bib_inventory.holdings": ("holdings", "holding", "holdings records", "mfhd", "mfhds", "hol"),
     })
-    """Area → sheet names (compared lower-cased, without blanks, ``-`` and ``_``)."""
+    """Area (or sub-area with a tab: ``SUB_AREA_TABS``) → sheet names (compared lower-cased, without blanks, ``-`` and ``_``)."""
     counts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
         "total": ("total records in file", "total", "total in file", "records in file", "in file", "input",
                   "total input", "extracted", "delivered", "received", "total records"),
@@ -403,6 +410,7 @@ def read_statistics_workbook(path: Path, aliases: StatisticsAliases = DEFAULT_AL
         raise StatisticsWorkbookError(f"{path}: not a readable .xlsx/.xlsm workbook ({exc})") from exc
     out = StatisticsWorkbook(source=str(path))
     seen: dict[str, str] = {}
+    counted_on: dict[str, str] = {}  # key → the sheet that gave it
     try:
         for sheet in workbook.worksheets:
             area = area_of_sheet(sheet.title, aliases)
@@ -425,6 +433,11 @@ def read_statistics_workbook(path: Path, aliases: StatisticsAliases = DEFAULT_AL
                         f"'Total records in file', 'Loaded', 'Rejected') nor a rejected-records table (a header "
                         f"row with an id column such as 'Aleph ID' and a 'Reason' column) found")
                 stats = {area: AreaStatistics(area)}
+            for key in stats:
+                if key in counted_on:
+                    raise StatisticsWorkbookError(f"{path}: sheets {counted_on[key]!r} and {sheet.title!r} both "
+                                                  f"count {key!r}")
+                counted_on[key] = sheet.title
             out.update(stats)
     finally:
         workbook.close()
@@ -443,6 +456,15 @@ def _split_key(key: str) -> tuple[str, str | None]:
         known = [*AREAS, *(f"{a}.{s}" for a, subs in SUB_AREAS.items() for s in subs)]
         raise ValueError(f"unknown statistics area {key!r}; known: {', '.join(known)}")
     return area, sub or None
+
+
+def _sheets() -> Iterator[tuple[str, str]]:
+    """(sheet name, area written on it) in the workbook's order: each area, then its own-tab sub-areas."""
+    for area in AREAS:
+        yield area, area
+        for key, tab in SUB_AREA_TABS.items():
+            if key.partition(".")[0] == area:
+                yield tab, key
 
 
 def _sheet_rows(area: str, sections: list[tuple[str | None, AreaStatistics]]) -> Iterator[list[Any]]:
@@ -466,23 +488,27 @@ def write_statistics_workbook(stats: Mapping[str, AreaStatistics], path: Path) -
     """Write ``stats`` in the layout ``read_statistics_workbook`` reads (for the demo and tests).
 
     One sheet per area in ``AREAS`` order; a sub-area's counts and rejects follow a heading
-    row naming it. Ids are written as text, so leading zeros survive.
+    row naming it, except a sub-area with a tab of its own (``SUB_AREA_TABS``: holdings),
+    written on that tab after its area's. Ids are written as text, so leading zeros survive.
     """
     from openpyxl import Workbook
 
-    by_area: dict[str, list[tuple[str | None, AreaStatistics]]] = {}
+    by_sheet: dict[str, list[tuple[str | None, AreaStatistics]]] = {}
     for key, value in stats.items():
         area, sub = _split_key(key)
-        by_area.setdefault(area, []).append((sub, value))
-    if not by_area:
+        if key in SUB_AREA_TABS:
+            by_sheet.setdefault(key, []).append((None, value))
+        else:
+            by_sheet.setdefault(area, []).append((sub, value))
+    if not by_sheet:
         raise ValueError("no statistics to write: a workbook needs at least one area")
     workbook = Workbook(write_only=True)
-    for area in AREAS:
-        if area not in by_area:
+    for name, area in _sheets():
+        if area not in by_sheet:
             continue
-        sheet = workbook.create_sheet(area)
-        sections = sorted(by_area[area], key=lambda s: (s[0] is not None, s[0] or ""))
-        for row in _sheet_rows(area, sections):
+        sheet = workbook.create_sheet(name)
+        sections = sorted(by_sheet[area], key=lambda s: (s[0] is not None, s[0] or ""))
+        for row in _sheet_rows(name, sections):
             sheet.append(row)
     path.parent.mkdir(parents=True, exist_ok=True)
     workbook.save(path)

@@ -28,11 +28,15 @@ GET  /items?item_barcode=                 302 to /bibs/{mms}/holdings/{hid}/item
                                           does); 401689 no items found for the barcode
 GET  /bibs/{mms}/holdings/{hid}/items/{pid}  401652
 GET  /bibs?other_system_id=|mms_id=       (an empty list when nothing matches)
+GET  /bibs/{mms}/holdings                 402203* no bib with the MMS id (an empty list when the
+                                          bib has no holdings)
+GET  /bibs/{mms}/holdings/{hid}           402203*, 402204* no such holding on the bib
 ========================================  ====================================================
 
 Codes and messages are those of Alma's API documentation for each endpoint, except the
 starred ones, where the documentation lists none for the case: 401689 is what Alma answers
-for an unknown barcode on ``GET /items``, 401651 is its generic "Item is not loanable".
+for an unknown barcode on ``GET /items``, 401651 is its generic "Item is not loanable";
+402203/402204 are the emulator's for an unknown MMS id / holding id.
 
 Every Alma call needs ``Authorization: apikey <key>`` (or ``?apikey=``; ``--api-key`` pins
 one) else 400 ``UNAUTHORIZED``; it counts against a daily quota (``--daily-quota``; past it
@@ -43,9 +47,12 @@ Injected faults, drawn from a seeded RNG: bursts of 429 (``--fault-429-rate``, b
 and committed, as a real outage can), slow responses (``--slow-ms`` for ``--slow-rate`` of the
 calls, after the handler: a client that times out has still written).
 
-Admin endpoints, not Alma's (no key, no quota): ``POST /_emulator/import/{bibs|items|users}``
-(body: ISO 2709 / items CSV / users XML; :mod:`.alma_emulator_store` has the import profiles),
-``GET /_emulator/counts`` (records per kind, for reconciliation), ``GET /_emulator/stats``.
+Admin endpoints, not Alma's (no key, no quota):
+``POST /_emulator/import/{bibs|holdings|items|users}`` (body: ISO 2709 bibs / ISO 2709 MARC 21
+holdings / items CSV / users XML, in that order; :mod:`.alma_emulator_store` has the import
+profiles), ``GET /_emulator/counts`` (records per kind, for reconciliation: ``holdings`` are
+the imported MARC holdings, ``holdings_synthesised`` those made for items with no HOL
+record), ``GET /_emulator/stats``.
 """
 
 from __future__ import annotations
@@ -69,7 +76,14 @@ from flask import Flask, Response, g, redirect, request
 
 from aleph2alma.demo import alma_emulator_routes
 from aleph2alma.demo.alma_emulator_routes import alma_error
-from aleph2alma.demo.alma_emulator_store import Store, import_bibs, import_items, import_users, text_stream
+from aleph2alma.demo.alma_emulator_store import (
+    Store,
+    import_bibs,
+    import_holdings,
+    import_items,
+    import_users,
+    text_stream,
+)
 
 API = "/almaws/v1"
 HEADER = "X-Aleph2alma-Emulator"
@@ -198,7 +212,7 @@ def make_app(db_path: str | Path, faults: Faults | None = None, *, limits: Limit
             f"<p>aleph2alma's stand-in for Alma's REST API, for demos and tests. Base URL: <code>{API}</code>. "
             f"Limits: {limits.per_second or 'no'} calls/s, {limits.daily_quota} calls/day "
             f"({gate.remaining} left). Records: {counts}.</p>"
-            "<p>Admin: POST /_emulator/import/{bibs,items,users}, GET /_emulator/counts, GET /_emulator/stats.</p>",
+            "<p>Admin: POST /_emulator/import/{bibs,holdings,items,users}, GET /_emulator/counts, GET /_emulator/stats.</p>",
             mimetype="text/html")
 
     @app.get("/_emulator/counts")
@@ -217,12 +231,14 @@ def make_app(db_path: str | Path, faults: Faults | None = None, *, limits: Limit
         data = request.get_data()
         if kind == "bibs":
             return _json({"emulator": True, "bibs": import_bibs(store, io.BytesIO(data))})
+        if kind == "holdings":
+            return _json({"emulator": True, "holdings": import_holdings(store, io.BytesIO(data))})
         if kind == "items":
             return _json({"emulator": True, "items": import_items(store, text_stream(data))})
         if kind == "users":
             result = import_users(store, io.BytesIO(data), request.args.get("external_id", ""))
             return _json({"emulator": True, "users": result})
-        return _json({"emulator": True, "error": f"unknown import {kind!r}; expected bibs, items or users"}, 404)
+        return _json({"emulator": True, "error": f"unknown import {kind!r}; expected bibs, holdings, items or users"}, 404)
 
     @app.get(f"{API}/items")
     def _item_by_barcode() -> Response:

@@ -1,7 +1,8 @@
-"""The Alma API EMULATOR's entity endpoints (users, loans, requests, fees, items, bibs).
+"""The Alma API EMULATOR's entity endpoints (users, loans, requests, fees, items, bibs, holdings).
 
 Not Ex Libris Alma: request and response shapes follow Alma's REST objects (``user``,
-``item_loan``, ``user_request``, ``fee``, ``item``, ``bib``) as far as the migration's client
+``item_loan``, ``user_request``, ``fee``, ``item``, ``bib``, ``holding``: its MARCXML in
+``anies``, left out of the list) as far as the migration's client
 uses them; codes and messages are Alma's (listed in :mod:`.alma_emulator`). Lists come back
 as Alma sends them: ``{"item_loan": [...], "total_record_count": n}``, with the list left
 out when it is empty, and ``limit``/``offset`` paging (at most 100).
@@ -267,6 +268,26 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
         if row is None or row["_mms_id"] != mms_id or row["_holding_id"] != holding_id:
             return _err("401652", "General Error: An error has occurred while processing the request.")
         return _ok(store.item_json(row, request.host_url.rstrip("/") + base))
+
+    @app.get(f"{api}/bibs/<mms_id>/holdings")
+    def bib_holdings(mms_id: str) -> Response:
+        bib = store.bib(mms_id)
+        if bib is None:
+            return _err("402203", f"Input parameters mmsId {mms_id} is not valid.")
+        holdings = [{**{k: v for k, v in h.items() if k != "anies"},
+                     "link": link(f"/bibs/{mms_id}/holdings/{h['holding_id']}")} for h in store.holdings_of(mms_id)]
+        bib_data = {k: bib.get(k) for k in ("mms_id", "title", "author", "network_number")}
+        return _ok({**({"holding": holdings} if holdings else {}), "bib_data": {**bib_data, "link": link(
+            f"/bibs/{mms_id}")}, "total_record_count": len(holdings)})
+
+    @app.get(f"{api}/bibs/<mms_id>/holdings/<holding_id>")
+    def get_holding(mms_id: str, holding_id: str) -> Response:
+        if store.bib(mms_id) is None:
+            return _err("402203", f"Input parameters mmsId {mms_id} is not valid.")
+        holding = store.holding(holding_id)
+        if holding is None or holding.pop("_mms_id") != mms_id:
+            return _err("402204", f"Input parameters holdingId {holding_id} is not valid.")
+        return _ok({**holding, "link": link(f"/bibs/{mms_id}/holdings/{holding_id}")})
 
     @app.get(f"{api}/bibs")
     def get_bibs() -> Response:

@@ -9,9 +9,15 @@ Imports work like Alma import profiles, matching so that a re-import updates:
 
 - :func:`import_bibs`: ISO 2709 → one bib per record, matched on its 035 ``$a`` values
   (``(ALEPH)<library><sysno>``, recorded as other-system numbers);
+- :func:`import_holdings`: MARC 21 holdings (ISO 2709) → holdings records on the bib whose 001
+  is the record's 004 (Alma rewrites the 004 to the MMS id), matched on the 001, kept as the
+  ``originating_system_id``; refused (Alma-like reasons) when no bib or more than one has
+  that 001, or the 852 has no library (``$b``);
 - :func:`import_items`: the transform's items CSV → items attached to the bib whose 035 is
-  ``(ALEPH)<bib_library><bib_sysno>``, one holding per bib + library + location; matched on
-  barcode; an item whose bib is missing is rejected (``no_matching_bib``);
+  ``(ALEPH)<bib_library><bib_sysno>``, on the imported holdings record their ``holding_id``
+  (the Aleph HOL sysno) names when it is on that bib, else on a holding synthesised per bib +
+  library + location (counted apart: ``holdings_synthesised``); matched on barcode; an item
+  whose bib is missing is rejected (``no_matching_bib``);
 - :func:`import_users`: the transform's ``users.xml`` → users, matched on primary id.
 
 Every method takes the store's lock: one connection serves all threads; SQLite calls are short.
@@ -42,8 +48,13 @@ PRAGMA journal_mode=WAL;
 CREATE TABLE IF NOT EXISTS seq (kind TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS bibs (mms_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS bib_ids (other_id TEXT PRIMARY KEY, mms_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS bibs_origin ON bibs (json_extract(data, '$.originating_system_id'));
 CREATE TABLE IF NOT EXISTS holdings (holding_id TEXT PRIMARY KEY, mms_id TEXT NOT NULL, library TEXT,
-    location TEXT, data TEXT NOT NULL, UNIQUE (mms_id, library, location));
+    location TEXT, origin TEXT, data TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS holdings_origin ON holdings (origin) WHERE origin IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS holdings_synthesised ON holdings (mms_id, library, location)
+    WHERE origin IS NULL;
+CREATE INDEX IF NOT EXISTS holdings_bib ON holdings (mms_id);
 CREATE TABLE IF NOT EXISTS items (pid TEXT PRIMARY KEY, barcode TEXT UNIQUE, holding_id TEXT NOT NULL,
     data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (primary_id TEXT PRIMARY KEY COLLATE NOCASE, data TEXT NOT NULL);
@@ -61,7 +72,16 @@ CREATE TABLE IF NOT EXISTS fees (fee_id TEXT PRIMARY KEY, primary_id TEXT NOT NU
 CREATE INDEX IF NOT EXISTS fees_user ON fees (primary_id);
 """
 
-COUNTED = ("bibs", "holdings", "items", "users", "loans", "requests", "fees")
+COUNTED = ("bibs", "items", "users", "loans", "requests", "fees")
+UPGRADE_HOLDINGS = """
+ALTER TABLE holdings RENAME TO holdings_v1;
+CREATE TABLE holdings (holding_id TEXT PRIMARY KEY, mms_id TEXT NOT NULL, library TEXT, location TEXT,
+    origin TEXT, data TEXT NOT NULL);
+INSERT INTO holdings (holding_id, mms_id, library, location, data)
+    SELECT holding_id, mms_id, library, location, data FROM holdings_v1;
+DROP TABLE holdings_v1;
+"""
+"""A database of an emulator before MARC holdings: every holding was synthesised (no ``origin``)."""
 
 
 def now_z() -> str:
@@ -80,6 +100,9 @@ class Store:
         self.lock = threading.RLock()
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
+        columns = [r[1] for r in self.db.execute("PRAGMA table_info(holdings)")]
+        if columns and "origin" not in columns:
+            self.db.executescript(UPGRADE_HOLDINGS)
         self.db.executescript(SCHEMA)
         self.db.execute("PRAGMA synchronous=NORMAL")
 
@@ -119,6 +142,8 @@ class Store:
         with self.lock:
             out = {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COUNTED}  # fixed names
             out["loans_active"] = self.db.execute("SELECT count(*) FROM loans WHERE status = 'ACTIVE'").fetchone()[0]
+            out["holdings"], out["holdings_synthesised"] = self.db.execute(
+                "SELECT count(origin), count(*) - count(origin) FROM holdings").fetchone()
         return out
 
     # -- lookups -----------------------------------------------------------------------
@@ -135,6 +160,15 @@ class Store:
         return self.many("SELECT b.data FROM bib_ids i JOIN bibs b ON b.mms_id = i.mms_id WHERE i.other_id = ?",
                          other_id)
 
+    def holding(self, holding_id: str) -> dict[str, Any] | None:
+        """The stored holding (``anies`` with its MARCXML when imported from MARC) plus ``_mms_id``."""
+        with self.lock:
+            row = self.db.execute("SELECT data, mms_id FROM holdings WHERE holding_id = ?", (holding_id,)).fetchone()
+        return {**json.loads(row["data"]), "_mms_id": row["mms_id"]} if row else None
+
+    def holdings_of(self, mms_id: str) -> list[dict[str, Any]]:
+        return self.many("SELECT data FROM holdings WHERE mms_id = ? ORDER BY holding_id", mms_id)
+
     def item_row(self, *, pid: str | None = None, barcode: str | None = None) -> dict[str, Any] | None:
         """The item's ``item_data`` plus ``_mms_id``/``_holding_id``."""
         column, value = ("pid", pid) if pid is not None else ("barcode", barcode)
@@ -149,7 +183,7 @@ class Store:
         """An Alma item object: ``bib_data``, ``holding_data``, ``item_data``, ``link``."""
         mms_id, holding_id = row["_mms_id"], row["_holding_id"]
         bib = self.bib(mms_id) or {}
-        holding = self.one("SELECT data FROM holdings WHERE holding_id = ?", holding_id) or {}
+        holding = {k: v for k, v in (self.holding(holding_id) or {}).items() if k != "anies" and k[0] != "_"}
         item_data = {k: v for k, v in row.items() if not k.startswith("_")}
         link = f"{base}/bibs/{mms_id}/holdings/{holding_id}/items/{row['pid']}"
         return {"bib_data": {k: bib.get(k) for k in ("mms_id", "title", "author", "network_number")}
@@ -228,6 +262,100 @@ def import_bibs(store: Store, source: str | Path | BinaryIO) -> dict[str, int]:
     return counts
 
 
+def _holding_refusal(db: sqlite3.Connection, record: pymarc.Record) -> tuple[str, str] | None:
+    """(reason, Alma-like message) when Alma would not load the holdings record, else None."""
+    bib_ref = record["004"].data.strip() if record["004"] and record["004"].data else ""
+    if not bib_ref:
+        return "no_bib_link", "The holdings record has no 004 linking it to a bibliographic record."
+    bibs = _bibs_with_001(db, bib_ref)
+    if not bibs:
+        return "no_matching_bib", f"No bibliographic record with 001 {bib_ref} (the holdings record's 004)."
+    if len(bibs) > 1:
+        return "ambiguous_bib_link", (f"The holdings record's 004 {bib_ref} matches {len(bibs)} bibliographic "
+                                      f"records ({', '.join(bibs)}).")
+    if not _subfield(record, "852", "b"):
+        return "no_library", "The holdings record has no 852 $b (library)."
+    return None
+
+
+def _bibs_with_001(db: sqlite3.Connection, control_number: str) -> list[str]:
+    rows = db.execute("SELECT mms_id FROM bibs WHERE json_extract(data, '$.originating_system_id') = ?",
+                      (control_number,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def holding_data(holding_id: str, record: pymarc.Record, mms_id: str) -> dict[str, Any]:
+    """An Alma holding object of a MARC holdings record; its 004 becomes the MMS id, as in Alma."""
+    from aleph2alma.marc.holdings import call_number
+
+    record["004"].data = mms_id
+    f852 = next(iter(record.get_fields("852")), None)
+    return {"holding_id": holding_id, "originating_system": "ALEPH", "originating_system_id": record["001"].data,
+            "library": {"value": _subfield(record, "852", "b")}, "location": {"value": _subfield(record, "852", "c")},
+            "call_number": call_number(f852) if f852 else "", "suppress_from_publishing": "false",
+            "created_date": today_z(), "anies": [pymarc.record_to_xml(record, namespace=True).decode("utf-8")]}
+
+
+def _refuse(counts: dict[str, Any], record_id: str, reason: str, message: str) -> None:
+    counts["rejected"] += 1
+    counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + 1
+    counts["rejected_records"].append([record_id, message])
+
+
+def import_holdings(store: Store, source: str | Path | BinaryIO) -> dict[str, Any]:
+    """MARC 21 holdings (ISO 2709) → holdings on the bib their 004 names, matched on the 001."""
+    counts: dict[str, Any] = {"created": 0, "updated": 0, "rejected": 0, "rejected_by_reason": {},
+                              "rejected_records": []}
+    fh: BinaryIO = open(source, "rb") if isinstance(source, str | Path) else source  # closed below
+    try:
+        for n, record in enumerate(pymarc.MARCReader(fh, to_unicode=True, force_utf8=True, permissive=True), 1):
+            origin = (record["001"].data or "").strip() if record is not None and record["001"] else ""
+            if record is None or not origin:
+                _refuse(counts, f"record {n}", "unreadable" if record is None else "no_001",
+                        "The record cannot be read." if record is None else "The holdings record has no 001.")
+                continue
+            with store.tx() as db:
+                refusal = _holding_refusal(db, record)
+                if refusal is not None:
+                    _refuse(counts, origin, *refusal)
+                    continue
+                mms_id = _bibs_with_001(db, record["004"].data.strip())[0]
+                old = db.execute("SELECT holding_id FROM holdings WHERE origin = ?", (origin,)).fetchone()
+                data = holding_data(old[0] if old else store.new_id("holding"), record, mms_id)
+                db.execute("INSERT INTO holdings VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (holding_id) DO UPDATE SET "
+                           "mms_id = excluded.mms_id, library = excluded.library, location = excluded.location, "
+                           "data = excluded.data",
+                           (data["holding_id"], mms_id, data["library"]["value"], data["location"]["value"], origin,
+                            json.dumps(data, ensure_ascii=False)))
+            counts["updated" if old else "created"] += 1
+    finally:
+        if fh is not source:
+            fh.close()
+    return counts
+
+
+def _item_holding(store: Store, db: sqlite3.Connection, mms_id: str, row: dict[str, str], library: str,
+                  location: str) -> str:
+    """The imported holdings record the item's HOL sysno names on its bib, else a synthesised one."""
+    hol = (row.get("holding_id") or "").strip()
+    if hol:
+        found = db.execute("SELECT holding_id FROM holdings WHERE origin = ? AND mms_id = ?",
+                           (hol.zfill(9) if hol.isdigit() else hol, mms_id)).fetchone()
+        if found:
+            return str(found[0])
+    found = db.execute("SELECT holding_id FROM holdings WHERE mms_id = ? AND library = ? AND location = ? "
+                       "AND origin IS NULL", (mms_id, library, location)).fetchone()
+    if found:
+        return str(found[0])
+    holding_id = store.new_id("holding")
+    data = {"holding_id": holding_id, "call_number": row.get("call_number") or "",
+            "call_number_type": {"value": row.get("call_number_type") or ""},
+            "library": {"value": library}, "location": {"value": location}}
+    db.execute("INSERT INTO holdings VALUES (?, ?, ?, ?, NULL, ?)",
+               (holding_id, mms_id, library, location, json.dumps(data, ensure_ascii=False)))
+    return holding_id
+
+
 _ITEM_TEXT = ("barcode", "description", "enumeration_a", "enumeration_b", "chronology_i", "chronology_j",
               "public_note", "fulfillment_note", "internal_note_1", "inventory_number", "inventory_price",
               "alternative_call_number", "creation_date", "modification_date")
@@ -253,14 +381,7 @@ def import_items(store: Store, source: str | Path | IO[str]) -> dict[str, Any]:
                                                        f"no bib with 035 {other_id}"])
                     continue
                 library, location = row.get("library") or "", row.get("location") or ""
-                holding = db.execute("SELECT holding_id FROM holdings WHERE mms_id = ? AND library = ? AND "
-                                     "location = ?", (hit[0], library, location)).fetchone()
-                holding_id = holding[0] if holding else store.new_id("holding")
-                if holding is None:
-                    data = {"holding_id": holding_id, "call_number": row.get("call_number") or "",
-                            "call_number_type": {"value": row.get("call_number_type") or ""}}
-                    db.execute("INSERT INTO holdings VALUES (?, ?, ?, ?, ?)",
-                               (holding_id, hit[0], library, location, json.dumps(data, ensure_ascii=False)))
+                holding_id = _item_holding(store, db, hit[0], row, library, location)
                 old = db.execute("SELECT pid FROM items WHERE barcode = ?", (barcode,)).fetchone() if barcode else None
                 pid = old[0] if old else store.new_id("item")
                 item = {"pid": pid, **{k: (row.get(k) or "").strip() for k in _ITEM_TEXT}, "barcode": barcode or "",

@@ -53,13 +53,15 @@ HTML_ID_LIMIT = 50
 
 SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
     "bibs": ("title", "035"),
+    "holdings": ("bib", "library", "location", "call_number"),
     "items": ("barcode", "library", "location", "item_policy"),
     "patrons": ("primary_id", "user_group", "expiry_date"),
     "loans": ("item_barcode", "due_date"),
     "requests": ("item_barcode", "pickup_location_library"),
     "fines": ("type", "amount"),
 }
-"""Entity → the delivered record's fields checked against Alma (patrons are Alma users)."""
+"""Entity → the delivered record's fields checked against Alma (patrons are Alma users; a holding's
+``bib`` is the Aleph 035 of the bib it hangs off, ``library``/``location`` its 852 $b/$c in Alma's codes)."""
 
 PRIVATE_FIELD_WORDS = ("name", "address", "email", "mail", "phone", "telephone", "mobile", "birth", "pin",
                        "password", "verification")
