@@ -90,6 +90,12 @@ class AirflowClient:
         self._call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
                    json={"chosen_options": chosen, "params_input": params_input or {}})
 
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+        """Clear tasks of a run (what the UI's *Clear* does) so that they run again."""
+        self._call("POST", f"/dags/{dag_id}/clearTaskInstances",
+                   json={"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False,
+                         "reset_dag_runs": True})
+
     def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 2,
              on_gate: Any = None, settle: float = GATE_SETTLE_SECONDS) -> str:
         """Wait for the run to finish; ``on_gate(ti)`` answers each gate that waits for input.

@@ -205,6 +205,10 @@ class ArtifactStore:
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         yield from body.iter_lines(keepends=True)
 
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is in the bucket (a missing key is not an error)."""
+        return key in self.list_keys(key)
+
     def list_keys(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)

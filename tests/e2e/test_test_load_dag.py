@@ -21,13 +21,30 @@ def test_child_runs_succeeded(test_load: dict, airflow, stack_store) -> None:
 def test_reconciliation_accounts_for_every_record_alma_reports(test_load: dict) -> None:
     entities = test_load["reconciliation"]["entities"]
     assert all(e["source_balanced"] for e in entities.values()), entities
-    # The emulator, like an items import profile, builds holdings from items: Alma reports no
-    # count of the Aleph HOL records, so holdings are shown as unreported, not as accounted.
-    assert entities["holdings"]["in_alma"] is None
-    unaccounted = {name: e for name, e in entities.items() if name != "holdings" and not e["accounted"]}
+    # The emulator loads the MARC holdings file: the workbook's holdings tab counts them.
+    assert entities["holdings"]["in_alma"] is not None and entities["holdings"]["in_alma_from"] == "workbook"
+    unaccounted = {name: e for name, e in entities.items() if not e["accounted"]}
     assert unaccounted == {}
 
 
 def test_fulfillment_loaded_through_the_api(test_load: dict) -> None:
     loaded = test_load["api_load"]
     assert loaded["loans"]["records_out"] > 0
+
+
+def test_package_holds_the_bibs_with_their_items(test_load: dict, airflow) -> None:
+    package = airflow.xcom("migration_test_load", test_load["run_id"], "package")
+    members = {m["name"]: m for m in package["members"]}
+    assert {"bibs_with_items_BNU01.mrc", "bibs_with_items_BNU02.mrc"} <= set(members), sorted(members)
+    assert members["bibs_with_items_BNU01.mrc"]["records"] == members["bibs_BNU01.mrc"]["records"] > 0
+
+
+def test_clearing_a_phase_step_runs_its_child_again(test_load: dict, airflow) -> None:
+    # Last in this module: it re-runs the test load's transform (same keys, same outputs).
+    child = test_load["run_id"] + "__transform"
+    before = {ti["task_id"]: ti["try_number"] for ti in airflow.task_instances("migration_transform", child)}
+    airflow.clear("migration_test_load", test_load["run_id"], ["transform_and_validate"])
+    assert airflow.wait("migration_test_load", test_load["run_id"], timeout=900) == "success"
+    after = {ti["task_id"]: ti["try_number"] for ti in airflow.task_instances("migration_transform", child)}
+    assert airflow.run_state("migration_transform", child) == "success"
+    assert after["delivery_gate"] == before["delivery_gate"] + 1, (before, after)

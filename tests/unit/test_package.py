@@ -157,7 +157,7 @@ def test_only_the_entities_given_are_packaged(store: ArtifactStore, manifests: d
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"orders": "s3://x/y"}, "cannot package entity 'orders'; accepted: bibs, holdings"),
+        ({"orders": "s3://x/y"}, "cannot package entity 'orders'; accepted: bibs, bibs_with_items, holdings"),
         ({"bibs": "items"}, "manifest of 'items', given as 'bibs'"),
     ],
     ids=["unknown-entity", "wrong-manifest"],

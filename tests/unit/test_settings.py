@@ -10,7 +10,7 @@ from aleph2alma.settings import SettingsError, from_mapping, load
 def test_the_demo_settings_load() -> None:
     settings = load("demo")
     assert [lib.code for lib in settings.bib_libraries] == ["BNU01", "BNU02"]
-    assert settings.items_in_bib_field == ""
+    assert settings.items_in_bib_field == "949"
 
 
 def test_an_unknown_key_is_named() -> None:

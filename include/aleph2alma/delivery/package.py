@@ -2,21 +2,23 @@
 
 The set mirrors what Ex Libris' AutoExtract hands over, one member per file:
 
-==========================  =========  ==================================================
-member                      entity     built from
-==========================  =========  ==================================================
-``bibs_<BIB library>.mrc``  bibs       the library's ISO 2709 parts, concatenated in order
-``holdings.mrc``            holdings   all holdings parts (ISO 2709), concatenated
-``items.csv``               items      CSV parts concatenated under ONE header
-``users.xml``               patrons    the SIS user XML (a single part)
-``loans.jsonl``             loans      JSON lines parts, concatenated
-``requests.jsonl``          requests   JSON lines parts, concatenated
-``fees.jsonl``              fines      JSON lines parts, concatenated
-``p2e.txt``                 p2e        the P2E file
-``migration_form.xlsx``     —          the filled migration form (``write_form``)
-``MANIFEST.json``           —          per member: bytes, sha256, records, source parts;
-                                       per entity: the source manifest URI and its counts
-==========================  =========  ==================================================
+=============================  ===============  ==================================================
+member                         entity           built from
+=============================  ===============  ==================================================
+``bibs_<BIB library>.mrc``     bibs             the library's ISO 2709 parts, concatenated in order
+``bibs_with_items_<lib>.mrc``  bibs_with_items  the same bibs with their items embedded, when
+                                                ``items_in_bib_field`` is set (import-profile load)
+``holdings.mrc``               holdings         all holdings parts (ISO 2709), concatenated
+``items.csv``                  items            CSV parts concatenated under ONE header
+``users.xml``                  patrons          the SIS user XML (a single part)
+``loans.jsonl``                loans            JSON lines parts, concatenated
+``requests.jsonl``             requests         JSON lines parts, concatenated
+``fees.jsonl``                 fines            JSON lines parts, concatenated
+``p2e.txt``                    p2e              the P2E file
+``migration_form.xlsx``        —                the filled migration form (``write_form``)
+``MANIFEST.json``              —                per member: bytes, sha256, records, source parts;
+                                                per entity: the source manifest URI and its counts
+=============================  ===============  ==================================================
 
 Only the entities given are packaged (a cutover inventory package has no fulfillment data; the
 fulfillment snapshot has no bibs); the form and ``MANIFEST.json`` are always there.
@@ -77,6 +79,7 @@ class Layout:
 
 LAYOUTS: tuple[Layout, ...] = (
     Layout("bibs", "bibs_{source}.mrc", "bytes", per_source=True),  # MARC 21 and CNMARC libraries stay apart
+    Layout("bibs_with_items", "bibs_with_items_{source}.mrc", "bytes", per_source=True),
     Layout("holdings", "holdings.mrc", "bytes"),
     Layout("items", "items.csv", "csv"),
     Layout("patrons", "users.xml", "one"),  # XML documents cannot be concatenated

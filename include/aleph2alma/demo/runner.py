@@ -36,7 +36,7 @@ def run_summary(client: AirflowClient, store: ArtifactStore, dag_id: str, run_id
     state = client.run_state(dag_id, run_id)
     summary: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "state": state, "stages": []}
     key = f"{migration_id}/reports/{dag_id}/{run_id}/run_summary.json"
-    if key in store.list_keys(key):
+    if store.exists(key):
         recorded = json.loads(store.get_bytes(key))
         summary.update({k: v for k, v in recorded.items() if k not in ("migration_id", "dag_id", "run_id")})
     if state != "success":

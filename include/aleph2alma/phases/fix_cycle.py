@@ -100,7 +100,7 @@ def _issues_of(store: ArtifactStore, migration_id: str, transform_run_id: str) -
 
 def baseline(store: ArtifactStore, migration_id: str) -> dict[str, Any] | None:
     key = BASELINE_KEY.format(migration_id=migration_id)
-    return json.loads(store.get_bytes(key)) if key in store.list_keys(key) else None
+    return json.loads(store.get_bytes(key)) if store.exists(key) else None
 
 
 def diff_step(store: ArtifactStore, scope: RunScope, migration_id: str, transform_run_id: str,

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from aleph2alma.rejects import RejectLog
 from aleph2alma.storage import ArtifactStore, Manifest, RunScope, parse_s3_uri
@@ -24,6 +25,7 @@ from aleph2alma.storage import ArtifactStore, Manifest, RunScope, parse_s3_uri
 TRANSFORM_DAG = "migration_transform"
 EXTRACT_DAG = "migration_extract"
 PACKAGED = ("bibs", "holdings", "items", "patrons", "loans", "requests", "fines", "p2e")
+OPTIONAL_PACKAGED = "bibs_with_items"  # written when migration.toml sets items_in_bib_field
 RECONCILED = ("bibs", "holdings", "items", "patrons", "loans", "requests", "fines")
 API_KINDS = {"loans": "loans", "requests": "requests", "fines": "fees"}
 
@@ -34,8 +36,10 @@ def stage_manifest(store: ArtifactStore, migration_id: str, dag_id: str, run_id:
 
 
 def transform_manifests(store: ArtifactStore, migration_id: str, transform_run_id: str) -> dict[str, str]:
+    """The transform's ``alma/`` manifests to package; bibs with items only when the transform wrote them."""
     scope = RunScope(migration_id, TRANSFORM_DAG, transform_run_id)
-    return {e: store.uri(scope.prefix("alma", e) + "_MANIFEST.json") for e in PACKAGED}
+    manifests = {e: scope.prefix("alma", e) + "_MANIFEST.json" for e in (*PACKAGED, OPTIONAL_PACKAGED)}
+    return {e: store.uri(key) for e, key in manifests.items() if e in PACKAGED or store.exists(key)}
 
 
 def package_step(store: ArtifactStore, scope: RunScope, migration_id: str, transform_run_id: str) -> dict[str, Any]:
@@ -113,8 +117,55 @@ def _items(store: ArtifactStore, manifest: Manifest, barcodes: list[str] | None)
     return pa.concat_tables(tables)
 
 
-def _fetcher(client: Any) -> Callable[[str, str], Mapping[str, Any] | None]:
+class _Holdings:
+    """The delivered holdings (the transform's index: one row per record), looked up by HOL sysno."""
+
+    def __init__(self, store: ArtifactStore, manifest: Manifest, form: Any) -> None:
+        columns = ["sysno", "bib_library", "bib_sysno", "sub_library", "collection", "call_number"]
+        with tempfile.TemporaryDirectory() as tmp:
+            tables = [pq.read_table(store.download(f.key, Path(tmp) / f"holdings-{i}.parquet", f.sha256),
+                                    columns=columns)
+                      for i, f in enumerate(manifest.files) if f.kind == "index"]
+        self.table = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in columns})
+        self.form = form
+
+    def ids(self) -> list[str]:
+        return sorted(self.table["sysno"].to_pylist())
+
+    def expected(self, sysno: str) -> dict[str, Any]:
+        from aleph2alma.alma.holdings import alma_location
+
+        at = pc.index(self.table["sysno"], sysno).as_py()
+        row = {k: v[0] for k, v in self.table.slice(at, 1).to_pydict().items()}
+        library, location = alma_location(self.form, row["sub_library"] or "", row["collection"] or "")
+        return {"bib": f"(ALEPH){row['bib_library']}{row['bib_sysno']}", "library": library, "location": location,
+                "call_number": row["call_number"]}
+
+
+def fetch_holding(client: Any, bib_035: str, sysno: str) -> Mapping[str, Any] | None:
+    """A delivered holding as Alma holds it: under the bib with ``bib_035``, the holding whose
+    originating system id is the HOL sysno; ``bib`` is the 035 of the bib its 004 names."""
+    from aleph2alma.alma.holdings import holding_fields
+
+    bib = client.find_bib_by_other_system_number(bib_035)
+    if bib is None:
+        return None
+    short = next((h for h in client.bib_holdings(bib["mms_id"]) if h.get("originating_system_id") == sysno), None)
+    holding = client.get_holding(bib["mms_id"], short["holding_id"]) if short else None
+    if holding is None:
+        return None
+    fields = holding_fields(holding)
+    linked = bib if fields["bib"] == bib["mms_id"] else (client.get_bib(fields["bib"]) if fields["bib"] else None)
+    numbers = [str(n) for n in (linked or {}).get("network_number") or []]
+    fields["bib"] = bib_035 if bib_035 in numbers else next((n for n in numbers if n.startswith("(ALEPH)")),
+                                                             fields["bib"])
+    return fields
+
+
+def _fetcher(client: Any, holdings: _Holdings | None = None) -> Callable[[str, str], Mapping[str, Any] | None]:
     def fetch(entity: str, record_id: str) -> Mapping[str, Any] | None:
+        if entity == "holdings" and holdings is not None:
+            return fetch_holding(client, holdings.expected(record_id)["bib"], record_id)
         if entity == "patrons":
             user = client.get_user(record_id)
             if user is None:
@@ -136,7 +187,7 @@ def reconcile_step(store: ArtifactStore, scope: RunScope, migration_id: str, ext
                    sample_size: int = 10, seed: int = 0) -> dict[str, Any]:
     """Every source record accounted for: Aleph → delivered → rejected → in Alma; a sample checked field by field."""
     from aleph2alma.alma.statistics import read_statistics_workbook
-    from aleph2alma.reconcile.reconcile import draw_sample, reconcile
+    from aleph2alma.reconcile.reconcile import SAMPLE_FIELDS, draw_sample, reconcile
 
     alma = {e: stage_manifest(store, migration_id, TRANSFORM_DAG, transform_run_id, "alma", e) for e in RECONCILED}
     sources = {e: int(m.extra["records_in"]) for e, m in alma.items()}
@@ -158,15 +209,19 @@ def reconcile_step(store: ArtifactStore, scope: RunScope, migration_id: str, ext
     sample_ids = {"patrons": draw_sample("patrons", sorted(users), sample_size, seed),
                   "items": draw_sample("items", sorted(all_barcodes), sample_size, seed)}
     item_rows = {r["barcode"]: r for r in _items(store, alma["items"], sample_ids["items"]).to_pylist()}
+    holdings = _Holdings(store, alma["holdings"], _form(migration_id))
+    sample_ids["holdings"] = holdings.ids()  # reconcile draws indices only, skipping Alma's rejects
 
     def expected(entity: str, record_id: str) -> Mapping[str, Any]:
+        if entity == "holdings":
+            return holdings.expected(record_id)
         return users[record_id] if entity == "patrons" else item_rows[record_id]
 
     fields = {"patrons": ("primary_id", "user_group", "expiry_date"),
-              "items": ("barcode", "library", "location", "item_policy")}
+              "items": ("barcode", "library", "location", "item_policy"), "holdings": SAMPLE_FIELDS["holdings"]}
     run = {"migration_id": migration_id, "dag_id": scope.dag_id, "run_id": scope.run_id,
            "extract_run_id": extract_run_id, "transform_run_id": transform_run_id}
-    result = reconcile(sources, delivered, rejected, alma_counts, workbook, sample_ids, _fetcher(client),
+    result = reconcile(sources, delivered, rejected, alma_counts, workbook, sample_ids, _fetcher(client, holdings),
                        expected, sample_size=sample_size, seed=seed, fields=fields, missing_ids=refused, run=run)
     prefix = scope.report_prefix() + "reconciliation/"
     html = store.put_bytes(prefix + "reconciliation.html", result.to_html().encode("utf-8"), content_type="text/html")
@@ -176,8 +231,16 @@ def reconcile_step(store: ArtifactStore, scope: RunScope, migration_id: str, ext
                                     "source_balanced": e.source_balanced} for e in result.entities}}
 
 
+def _form(migration_id: str) -> Any:
+    """The migration's form (Ex Libris maps the holdings' 852 through it); None when there is none."""
+    from aleph2alma.alma.form import form_dir, load_form
+
+    path = form_dir(migration_id)
+    return load_form(path) if path.exists() else None
+
+
 def _jsonl_key(store: ArtifactStore, key: str) -> Iterator[dict[str, Any]]:
-    if key in store.list_keys(key):
+    if store.exists(key):
         for line in store.iter_lines(key):
             if line.strip():
                 yield json.loads(line)
