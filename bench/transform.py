@@ -107,9 +107,17 @@ class Ctx:
     def as_of(self) -> date:
         return date.fromisoformat(json.loads((self.lib / "summary.json").read_text())["as_of"])
 
-    def index(self, entity: str, schema: pa.Schema) -> pa.Table:
-        """The concatenated index of the ``bibs`` or ``holdings`` stage, as the DAG reads it."""
-        return pa.concat_tables([pq.read_table(p) for p in sorted(self.work(entity).glob("*.parquet"))]).cast(schema)
+    def index(self, entity: str, schema: pa.Schema, columns: list[str] | None = None,
+              read_dictionary: list[str] | None = None) -> pa.Table:
+        """The concatenated index of the ``bibs`` or ``holdings`` stage, as the DAG reads it (``index_table``)."""
+        if columns is not None:  # as phases.transform.index_schema (not imported here: the import would be measured)
+            schema = pa.schema([schema.field(c) for c in columns])
+        for name in read_dictionary or []:
+            at = schema.get_field_index(name)
+            schema = schema.set(at, schema.field(at).with_type(pa.dictionary(pa.int32(), schema.field(at).type)))
+        paths = sorted(self.work(entity).glob("*.parquet"))
+        tables = [pq.read_table(p, columns=columns, read_dictionary=read_dictionary) for p in paths]
+        return pa.concat_tables(tables).cast(schema)
 
 
 def stage_marc(ctx: Ctx, entity: str) -> dict[str, Any]:
@@ -161,18 +169,26 @@ def baseline_pymarc(ctx: Ctx, entity: str) -> dict[str, Any]:
 def stage_items(ctx: Ctx) -> dict[str, Any]:
     """Each Z30 part, as ``transform_items_part``: read it and the full holdings links, write CSV + Parquet."""
     from aleph2alma.alma.form import form_dir, load_form
-    from aleph2alma.alma.items import transform_items, write_items_csv
+    from aleph2alma.alma.items import (
+        HOL_LINK_COLUMNS,
+        HOL_LINK_DICTIONARY,
+        read_z30,
+        transform_items,
+        write_items_csv,
+        write_items_parquet,
+    )
     from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
     from aleph2alma.rejects import RejectLog
 
     form = load_form(form_dir(MIGRATION))
 
     def one(part: Path) -> tuple[int, int]:  # a function, so that a part is freed before the next is read
-        z30 = pq.read_table(part)
-        links = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA).select(["sysno", "bib_library", "bib_sysno"])
+        z30 = read_z30(part)
+        links = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA, columns=HOL_LINK_COLUMNS,
+                          read_dictionary=HOL_LINK_DICTIONARY)
         items, stats = transform_items(z30, form, {}, RejectLog(), hol_links=links)
         write_items_csv(items, ctx.work("items") / f"{part.stem}.csv")
-        pq.write_table(items, ctx.work("items") / part.name)
+        write_items_parquet(items, ctx.work("items") / part.name)
         return stats.records_in, stats.rejected
 
     with ctx.meter:

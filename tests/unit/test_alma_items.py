@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from aleph2alma.aleph.ztables import Z30
@@ -16,8 +18,10 @@ from aleph2alma.alma.items import (
     ITEMS_BY_BIB_KEYS,
     item_barcodes,
     items_by_bib,
+    read_z30,
     transform_items,
     write_items_csv,
+    write_items_parquet,
 )
 from aleph2alma.rejects import RejectLog
 from zrows import ztable
@@ -211,6 +215,30 @@ def test_chunked_input_and_empty_part() -> None:
     assert out.num_rows == 2 and stats.balanced
     empty, stats = transform_items(ztable(Z30, []), StubForm(), {}, RejectLog())
     assert empty.num_rows == 0 and stats.balanced
+
+
+def test_a_part_read_dictionary_encoded_gives_the_same_items(tmp_path: Path) -> None:
+    rows = [FULL_ROW,
+            FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_SUB_LIBRARY": None, "Z30_COLLECTION": " ZWSK",
+                        "Z30_MATERIAL": "CDROM", "Z30_ITEM_PROCESS_STATUS": None, "Z30_NOTE_OPAC": None,
+                        "Z30_OPEN_DATE": None, "Z30_UPDATE_DATE": 20230229},
+            FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_ITEM_STATUS": "99", "Z30_CALL_NO_2": "$$hQA76 $$i.A1"},
+            FULL_ROW | {"Z30_REC_KEY": "", "Z30_NOTE_INTERNAL": "keyless"}]
+    table = ztable(Z30, rows)
+    # two row groups, and a code padded two ways ("01" and " 01") in the second: it strips to one code
+    table = pa.concat_tables([table, ztable(Z30, [FULL_ROW | {"Z30_REC_KEY": "000000005000010",
+                                                               "Z30_ITEM_STATUS": " 01"}])])
+    pq.write_table(table, tmp_path / "z30.parquet", row_group_size=2)
+    read = read_z30(tmp_path / "z30.parquet")
+    assert pa.types.is_dictionary(read.schema.field("Z30_COLLECTION").type)
+    plain_log, dict_log = io.StringIO(), io.StringIO()
+    plain, plain_stats = transform_items(table, StubForm(), {}, RejectLog(plain_log), HOL_LINKS)
+    items, stats = transform_items(read, StubForm(), {}, RejectLog(dict_log), HOL_LINKS)
+    assert items.equals(plain) and items.schema == plain.schema
+    assert stats == plain_stats and dict_log.getvalue() == plain_log.getvalue()
+    assert items.column("item_policy").to_pylist() == ["LOAN", "LOAN", "DEFAULT", "LOAN"]
+    write_items_parquet(items, tmp_path / "items.parquet")
+    assert pq.read_table(tmp_path / "items.parquet").equals(items)
 
 
 def test_missing_input_column_is_named() -> None:

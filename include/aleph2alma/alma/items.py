@@ -4,7 +4,9 @@ The part is read as a pyarrow Table with Aleph's UPPER-CASE column names and bla
 values (``aleph.ztables.Z30``). Every column is stripped once; code columns are mapped to
 Alma codes by looking up each *distinct* code in the migration form (a part holds a few
 dozen distinct codes, not a million), then spread back over the rows with ``take``. No
-Python runs per row, except for the few rejected records.
+Python runs per row, except for the few rejected records. ``read_z30`` reads the codes and
+the mostly blank text columns dictionary-encoded: those are stripped once per distinct
+value, as dates are parsed once per distinct date.
 
 Unmapped codes fall back to the form's defaults tab (``default_library``,
 ``default_location``, ``default_item_policy``, ``default_material_type``); an unmapped
@@ -26,6 +28,7 @@ from typing import IO, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from aleph2alma.rejects import Reject, RejectLog
 
@@ -66,9 +69,17 @@ def text_column(table: pa.Table, name: str) -> pa.Array:
     """A CHAR column stripped of Aleph's blank padding; Oracle NULL becomes ``""``.
 
     ASCII trimming is safe on UTF-8 (no byte of a multi-byte character is ASCII) and five
-    times faster than Unicode trimming; the stripped column is combined into one array.
+    times faster than Unicode trimming; the stripped column is combined into one array. A
+    dictionary-encoded column (``read_z30``) is stripped once per distinct value.
     """
     col = table.column(name)
+    if pa.types.is_dictionary(col.type):
+        codes = code_column(table, name)
+        return codes.dictionary.take(codes.indices)
+    return _stripped(col)
+
+
+def _stripped(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = col.cast(pa.string())
     trimmed = pc.ascii_trim_whitespace(col).fill_null("")
@@ -77,9 +88,31 @@ def text_column(table: pa.Table, name: str) -> pa.Array:
     return trimmed.cast(pa.string()) if pa.types.is_large_string(trimmed.type) else trimmed
 
 
+def code_column(table: pa.Table, name: str) -> pa.DictionaryArray:
+    """``text_column`` as a dictionary array with no null index (Oracle NULL → ``""``).
+
+    The dictionary may hold a value twice (``"A "`` and ``"A"`` both strip to ``"A"``);
+    a lookup per dictionary value then spreads over the rows with ``take`` of the indices.
+    """
+    col = table.column(name)
+    if not pa.types.is_dictionary(col.type):
+        return pc.dictionary_encode(_stripped(col))
+    combined = col.unify_dictionaries().combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    values, indices = _stripped(combined.dictionary), combined.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(values))
+        values = pa.concat_arrays([values, pa.array([""], pa.string())])
+    return pa.DictionaryArray.from_arrays(indices, values)
+
+
 def date_column(table: pa.Table, name: str) -> pa.Array:
     """A YYYYMMDD column as Arrow ``date32``; 0, NULL and impossible dates (20230231) become null."""
-    col = table.column(name).combine_chunks()
+    return _dates(table.column(name).combine_chunks())
+
+
+def _dates(col: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary.take(col.indices)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         col = pc.ascii_trim_whitespace(col)
         col = pc.if_else(pc.utf8_is_digit(col), col, None)
@@ -93,8 +126,15 @@ def date_column(table: pa.Table, name: str) -> pa.Array:
 
 
 def iso_date_column(table: pa.Table, name: str) -> pa.Array:
-    """A YYYYMMDD column as ISO ``yyyy-mm-dd``; 0, NULL and impossible dates become ``""``."""
-    return date_column(table, name).cast(pa.string()).fill_null("")
+    """A YYYYMMDD column as ISO ``yyyy-mm-dd``; 0, NULL and impossible dates become ``""``.
+
+    A part holds a few thousand distinct dates: each is parsed once, then spread with ``take``.
+    """
+    col = table.column(name).combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary.take(col.indices)
+    encoded = pc.dictionary_encode(col)
+    return _dates(encoded.dictionary).cast(pa.string()).take(encoded.indices).fill_null("")
 
 
 def excluded_mask(keys: pa.Array, excluded: Mapping[str, str]) -> pa.Array:
@@ -125,9 +165,10 @@ def drop_rows(table: pa.Table, mask: pa.Array, max_runs: int = 1000) -> pa.Table
 def map_codes(codes: pa.Array, lookup: Callable[[str], str | None], fallback: str) -> tuple[pa.Array, pa.Array]:
     """Map every code through ``lookup`` once per distinct value; ``None`` → ``fallback``.
 
-    Returns the mapped column and a boolean column: which rows fell back.
+    Returns the mapped column and a boolean column: which rows fell back. ``codes`` may come
+    dictionary-encoded (``code_column``); its indices must then have no nulls.
     """
-    encoded = pc.dictionary_encode(codes)
+    encoded = codes if isinstance(codes, pa.DictionaryArray) else pc.dictionary_encode(codes)
     answers = [lookup(code) for code in encoded.dictionary.to_pylist()]
     values = pa.array([fallback if a is None else a for a in answers], pa.string())
     fell_back = pa.array([a is None for a in answers], pa.bool_())
@@ -187,6 +228,16 @@ _CALL_NUMBERS = {"call_number": "Z30_CALL_NO", "alternative_call_number": "Z30_C
 _CODES = ["Z30_SUB_LIBRARY", "Z30_COLLECTION", "Z30_ITEM_STATUS", "Z30_ITEM_PROCESS_STATUS", "Z30_MATERIAL"]
 Z30_INPUT = ["Z30_REC_KEY", *_COPIED.values(), *_CALL_NUMBERS.values(), *_CODES,
              "Z30_OPEN_DATE", "Z30_UPDATE_DATE", "Z30_HOL_DOC_NUMBER_X", "Z30_NO_LOANS"]
+Z30_DICTIONARY = [*_CODES, "Z30_CALL_NO_TYPE", "Z30_CALL_NO_2", "Z30_DESCRIPTION", "Z30_NOTE_OPAC",
+                  "Z30_NOTE_CIRCULATION", "Z30_NOTE_INTERNAL", "Z30_PRICE", "Z30_ENUMERATION_A",
+                  "Z30_ENUMERATION_B", "Z30_CHRONOLOGICAL_I", "Z30_CHRONOLOGICAL_J"]
+"""Z30 columns ``read_z30`` reads dictionary-encoded: codes and mostly blank text, a few hundred
+distinct values per part. Keys, barcodes, inventory numbers, holdings and call numbers are
+(nearly) unique: hashing them into a dictionary would cost more than stripping every row."""
+HOL_LINK_COLUMNS = ["sysno", "bib_library", "bib_sysno"]
+HOL_LINK_DICTIONARY = ["bib_library"]
+"""The holdings index columns ``transform_items`` needs (its ``hol_links``), and those best read
+dictionary-encoded: a task reads the whole index (1.6M links at bnu) for each Z30 part."""
 MAX_NO_LOANS = 999
 
 ITEMS_BY_BIB_KEYS = ("barcode", "library", "location", "item_policy", "call_number", "description",
@@ -220,6 +271,9 @@ def call_number_text(col: pa.Array) -> pa.Array:
 
 def _sysno(col: pa.Array) -> pa.Array:
     """System numbers compare as 9-digit zero-padded strings (``123`` == ``000000123``)."""
+    length = pc.utf8_length(col)
+    if not pc.any(pc.and_(pc.greater(length, 0), pc.less(length, 9))).as_py():
+        return col  # as extracted: already padded (or blank)
     return pc.if_else(pc.equal(col, ""), col, pc.utf8_lpad(col, width=9, padding="0"))
 
 
@@ -295,17 +349,21 @@ def transform_items(z30: pa.Table, form: FormLookups, excluded: Mapping[str, str
 
 def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
     """Fill the code columns of ``cols``; return, per Alma field, which rows took the form default."""
-    sub = text_column(z30, "Z30_SUB_LIBRARY")
-    coll = text_column(z30, "Z30_COLLECTION")
+    sub = code_column(z30, "Z30_SUB_LIBRARY")
+    coll = code_column(z30, "Z30_COLLECTION")
     fell_back: dict[str, pa.Array] = {}
 
     # Location: the (sub-library, collection) pair; unmapped → the sub-library's library + default location.
-    encoded = pc.dictionary_encode(pc.binary_join_element_wise(sub, coll, "\x1f"))
+    # A pair is numbered by the two dictionary positions, so each distinct pair is looked up once.
+    width = len(coll.dictionary)
+    encoded = pc.dictionary_encode(pc.add(pc.multiply(sub.indices.cast(pa.int64()), width),
+                                          coll.indices.cast(pa.int64())))
+    sub_codes, coll_codes = sub.dictionary.to_pylist(), coll.dictionary.to_pylist()
     libraries, locations, missed = [], [], []
     default_library = form_default(form, "default_library")
     default_location = form_default(form, "default_location")
-    for code in encoded.dictionary.to_pylist():
-        sub_code, coll_code = code.split("\x1f", 1)
+    for pair in encoded.dictionary.to_pylist():
+        sub_code, coll_code = sub_codes[pair // width], coll_codes[pair % width]
         hit = form.location_for(sub_code, coll_code)
         missed.append(hit is None)
         if hit is None:
@@ -319,9 +377,9 @@ def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -
     fell_back["location"] = pa.array(missed, pa.bool_()).take(encoded.indices)
 
     cols["item_policy"], fell_back["item_policy"] = map_codes(
-        text_column(z30, "Z30_ITEM_STATUS"), form.item_policy_for, form_default(form, "default_item_policy"))
+        code_column(z30, "Z30_ITEM_STATUS"), form.item_policy_for, form_default(form, "default_item_policy"))
     cols["material_type"], fell_back["material_type"] = map_codes(
-        text_column(z30, "Z30_MATERIAL"), form.material_type_for, form_default(form, "default_material_type"))
+        code_column(z30, "Z30_MATERIAL"), form.material_type_for, form_default(form, "default_material_type"))
 
     def process_type(code: str) -> str | None:
         # Blank process status = in place: no Alma process type, unless the form maps blank.
@@ -329,7 +387,7 @@ def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -
         return "" if found is None and code == "" else found
 
     cols["process_type"], fell_back["process_type"] = map_codes(
-        text_column(z30, "Z30_ITEM_PROCESS_STATUS"), process_type, "")
+        code_column(z30, "Z30_ITEM_PROCESS_STATUS"), process_type, "")
     return fell_back
 
 
@@ -349,6 +407,16 @@ def _bib_links(holding: pa.Array, hol_links: pa.Table | None) -> tuple[pa.Array,
     return bib_library, bib_sysno, pc.is_null(at)
 
 
+def read_z30(source: str | Path) -> pa.Table:
+    """A Z30 Parquet part as ``transform_items`` wants it: the ``Z30_DICTIONARY`` columns dictionary-encoded.
+
+    Their blank-padded CHAR values (990 of the 1,159 bytes of a row's CHAR columns: ~250 MB
+    per 250k-row part) are then neither copied out nor stripped row by row. Every column is read: a rejected row's raw values name them all.
+    """
+    present = set(pq.read_schema(source).names)
+    return pq.read_table(source, read_dictionary=[c for c in Z30_DICTIONARY if c in present])
+
+
 def item_barcodes(items: pa.Table) -> dict[str, str]:
     """``aleph_item_key`` → barcode of transformed items (what loans and requests link through)."""
     return dict(zip(items.column("aleph_item_key").to_pylist(), items.column("barcode").to_pylist(), strict=True))
@@ -358,6 +426,20 @@ def write_items_csv(table: pa.Table, out: str | Path | IO[bytes], header: bool =
     """Items as UTF-8 CSV (``ITEM_COLUMNS``, header first unless ``header=False`` for later parts)."""
     options = pacsv.WriteOptions(include_header=header, quoting_style="needed")
     pacsv.write_csv(table.select(ITEM_COLUMNS), out, write_options=options)
+
+
+ITEM_DICTIONARY = ["library", "location", "item_policy", "material_type", "process_type", "call_number_type",
+                   "alternative_call_number", "description", "enumeration_a", "enumeration_b", "chronology_i",
+                   "chronology_j", "public_note", "fulfillment_note", "internal_note_1", "inventory_price",
+                   "creation_date", "modification_date", "bib_library", "no_loans"]
+"""Item columns with few distinct values per part: dictionary pages in Parquet. The others are
+(nearly) unique, and hashing them for a dictionary that Parquet then drops is wasted work."""
+
+
+def write_items_parquet(table: pa.Table, out: str | Path) -> None:
+    """Items as Parquet (the items index: ``ITEM_SCHEMA``). Statistics only for ``bib_library``,
+    the column readers filter on; computing min/max of every string column is a fifth of the write."""
+    pq.write_table(table, out, use_dictionary=ITEM_DICTIONARY, write_statistics=["bib_library"])
 
 
 def items_by_bib(table: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
