@@ -138,8 +138,8 @@ def migration_transform() -> None:
         from aleph2alma.dagkit import settings_from_params
         from aleph2alma.phases.transform import embed_items_part
 
-        tag = settings_from_params(get_current_context()["params"]).items_in_bib_field
-        return embed_items_part(wiring.artifact_store(), run_scope(), part, tag, items["manifest"])
+        settings = settings_from_params(get_current_context()["params"])
+        return embed_items_part(wiring.artifact_store(), run_scope(), settings, part, items["manifest"])
 
     @task(outlets=[entity_asset("alma", "bibs_with_items")])
     def commit_bibs_with_items(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -51,6 +51,11 @@ class MigrationSettings:
                "do not use), for an import-profile load; '' = items only as their own file"})
 
     @property
+    def qualified_bib_ids(self) -> bool:
+        """Several BIB libraries number their bibs alike: bib 001s are then ``<library><sysno>``."""
+        return len(self.bib_libraries) > 1
+
+    @property
     def adm_library_lower(self) -> str:
         return self.adm_library.lower()
 

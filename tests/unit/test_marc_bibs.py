@@ -152,6 +152,13 @@ def test_marc21_output_shape() -> None:
     assert record["035"]["a"] == "(ALEPH)BNU02000000001"
 
 
+def test_with_several_bib_libraries_the_001_is_qualified() -> None:
+    options = BibOptions("BNU02", "MARC21", qualified_ids=True)
+    _, [record], _, _, _ = _run([FIXTURES / "clean_marc21.seq"], options)
+    assert record["001"].data == "BNU02000000001"
+    assert record["035"]["a"] == "(ALEPH)BNU02000000001"
+
+
 def test_035_is_not_duplicated_on_rerun() -> None:
     _, [first], _, _, _ = _run([FIXTURES / "rerun_035.seq"], MARC21)
     assert [f["a"] for f in first.get_fields("035")] == ["(ALEPH)BNU02000000001"]
@@ -258,6 +265,13 @@ def test_items_are_embedded_in_delivered_bibs() -> None:
     assert [[(s.code, s.value) for s in f.subfields] for f in first.get_fields("949")] == [
         [("b", "B001"), ("l", "MAIN"), ("k", "STACKS")]]
     assert second.get_fields("949") == []
+
+
+def test_items_are_embedded_by_the_qualified_001() -> None:
+    _, [record], _, _, _ = _run([FIXTURES / "clean_marc21.seq"], BibOptions("BNU02", "MARC21", qualified_ids=True))
+    items = {"000000001": [{"barcode": "B001"}]}
+    stats = embed_items([record], "BNU02", "949", lambda s: items.get(s, []), io.BytesIO(), qualified_ids=True)
+    assert stats.items_embedded == 1
 
 
 def test_a_bib_too_long_with_its_items_is_written_without_them() -> None:

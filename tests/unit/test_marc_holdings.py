@@ -39,6 +39,11 @@ def _run(paths: list[Path], options: HoldingsOptions = OPTIONS):
     return stats, written, [json.loads(line) for line in rej.getvalue().splitlines()], index
 
 
+def test_with_several_bib_libraries_the_004_names_the_bib_library() -> None:
+    _, [record], _, _ = _run([FIXTURES / "hol_clean.seq"], HoldingsOptions("BNU60", qualified_bib_ids=True))
+    assert record["004"].data == "BNU01000000001"  # the bib's qualified 001
+
+
 def test_holdings_output_links_to_the_bib() -> None:
     stats, [record], rejects, [row] = _run([FIXTURES / "hol_clean.seq"])
     assert (stats.records_in, stats.records_out, rejects) == (1, 1, [])

@@ -148,7 +148,7 @@ def test_items_embedded_in_the_delivered_bibs(phase: dict, tmp_path: Path) -> No
     bibs_manifest, items_manifest = phase["marc"]["bibs"]["manifest"], phase["stages"]["items"]["manifest"]
     parts = transform.bib_parts(store, bibs_manifest)
     result = transform.commit_bibs_with_items(store, SCOPE, [
-        transform.embed_items_part(store, SCOPE, p, "949", items_manifest) for p in parts])
+        transform.embed_items_part(store, SCOPE, settings_mod.load("demo"), p, items_manifest) for p in parts])
 
     bibs = transform.index_table(store, bibs_manifest, tmp_path, BIB_INDEX_SCHEMA)
     delivered = {(lib, sysno) for lib, sysno, rejected in zip(
@@ -172,3 +172,25 @@ def _items(store: ArtifactStore, manifest_uri: str, tmp: Path):
     from aleph2alma.alma.items import ITEM_SCHEMA
 
     return transform.index_table(store, manifest_uri, tmp, ITEM_SCHEMA)
+
+
+def test_every_delivered_holdings_names_exactly_one_bib(phase: dict, tmp_path: Path) -> None:
+    import pymarc
+
+    store: ArtifactStore = phase["store"]
+
+    def records(entity: str) -> list[pymarc.Record]:
+        manifest = store.manifest(phase["marc"][entity]["manifest"])
+        return [r for part in manifest.parts()
+                for r in pymarc.MARCReader(store.get_bytes(part.key), to_unicode=True, force_utf8=True)]
+
+    from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
+
+    bib_ids = [r["001"].data for r in records("bibs")]
+    assert len(bib_ids) == len(set(bib_ids)), "bib 001s repeat across the BIB libraries"
+    index = transform.index_table(store, phase["marc"]["bibs"]["manifest"], tmp_path, BIB_INDEX_SCHEMA)
+    rejected = {lib + sysno for lib, sysno, gone in zip(index["library"].to_pylist(), index["sysno"].to_pylist(),
+                                                       index["rejected"].to_pylist(), strict=True) if gone}
+    links = {r["004"].data for r in records("holdings")}
+    # A holdings record of a rejected bib is delivered; Alma refuses it and reconciliation counts it.
+    assert links and links - set(bib_ids) <= rejected

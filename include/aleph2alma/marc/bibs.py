@@ -165,6 +165,8 @@ class BibOptions:
     keep_local_tags: tuple[str, ...] = field(default=(), metadata={"doc": "Local tags kept even when dropping"})
     items_field: str = field(default="", metadata={
         "doc": "Tag to embed items in (e.g. 949, one the records do not use); '' = off"})
+    qualified_ids: bool = field(default=False, metadata={
+        "doc": "001 = <library><sysno> (several BIB libraries number their bibs alike); else the sysno"})
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -251,6 +253,15 @@ def _set_charset(fld: Field | None) -> Field:
             return fld
     fld.subfields.insert(0, Subfield("a", " " * 26 + CNMARC_CHARSET + " " * 6))
     return fld
+
+
+def bib_id(library: str, sysno: str, qualified: bool) -> str:
+    """A delivered bib's 001 (and the 004 of its holdings): ``<library><sysno>`` when qualified.
+
+    Aleph numbers bibs per BIB library, so with several libraries the sysno alone is not unique
+    and Alma could not link a holdings record to its bib. The qualified form is the P2E's.
+    """
+    return f"{library}{sysno}" if qualified else sysno
 
 
 def is_data_field_tag(tag: str) -> bool:
@@ -348,7 +359,7 @@ def transform_bib(rec: AlephSeqRecord, options: BibOptions,
                         raw=leader if rule == "invalid_leader" else "")
         return BibResult(None, issues, reject, has_856)
 
-    kept.append(Field("001", data=rec.sysno))
+    kept.append(Field("001", data=bib_id(options.library, rec.sysno, options.qualified_ids)))
     if not has_035:
         kept.append(Field("035", Indicators(" ", " "), [Subfield("a", aleph_035)]))
     if flavour == "CNMARC" and f100 is None:
@@ -421,7 +432,8 @@ class EmbedStats:
 
 
 def embed_items(records: Iterable[pymarc.Record], library: str, tag: str,
-                items_for: Callable[[str], list[dict[str, str]]], out: BinaryIO) -> EmbedStats:
+                items_for: Callable[[str], list[dict[str, str]]], out: BinaryIO,
+                qualified_ids: bool = False) -> EmbedStats:
     """Add one ``tag`` field per item to delivered bib records (import-profile loads).
 
     Every record is written: one that would pass ISO 2709's size limit with its items is
@@ -432,6 +444,8 @@ def embed_items(records: Iterable[pymarc.Record], library: str, tag: str,
         stats.records += 1
         control = record.get("001")
         sysno = (control.data or "") if control is not None else ""
+        if qualified_ids:
+            sysno = sysno.removeprefix(library)
         fields_ = [f for f in (item_field(tag, item) for item in items_for(sysno)) if f is not None]
         if fields_:
             for fld in fields_:

@@ -4,8 +4,8 @@ An Aleph HOL record (library e.g. BNU60) is tied to its bib by ``LKR $$aHOL$$b<b
 sysno>$$l<BIB library>``; its 852 holds the location ($b sub-library, $c collection) and
 call number ($h class part, $i item part, $j shelving control number). The output:
 
-- **001** = the HOL system number; **004** = the linked bib's system number (its 001 in
-  the bib output); any 004 the HOL record had (Aleph often keeps a legacy id there) is
+- **001** = the HOL system number; **004** = the linked bib's 001 in the bib output (its
+  system number, or ``<BIB library><sysno>`` with ``qualified_bib_ids``); any 004 the HOL record had (Aleph often keeps a legacy id there) is
   replaced; **035** ``$a(ALEPH)<HOL library><sysno>``, added once;
 - 852 and every other MARC field kept, in Unicode NFC, in ascending tag order; text that
   was not UTF-8 repaired as in the bib transform (``marc.encoding``; the issues, entity
@@ -38,7 +38,7 @@ import pymarc
 from pymarc import Field, Indicators, Subfield
 
 from aleph2alma.aleph.alephseq import RAW_CODE, AlephSeqRecord, is_local_tag
-from aleph2alma.marc.bibs import marc_bytes
+from aleph2alma.marc.bibs import bib_id, marc_bytes
 from aleph2alma.marc.encoding import repair_fields
 from aleph2alma.rejects import Reject, RejectLog
 from aleph2alma.validate.issues import Issue, IssueLog
@@ -59,6 +59,8 @@ _VALID = {5: "cdn", 6: "uvxy", 7: " ", 8: " ", 17: "12345muz", 18: "in", 19: " "
 class HoldingsOptions:
     library: str = field(metadata={"doc": "Aleph HOL library code, e.g. BNU60 (035 prefix, reject ids)"})
     drop_local_tags: bool = field(default=True, metadata={"doc": "Drop Aleph-local fields (LKR, OWN, FMT …)"})
+    qualified_bib_ids: bool = field(default=False, metadata={
+        "doc": "004 = <bib library><bib sysno>, as the bibs' 001 when there are several BIB libraries"})
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -138,7 +140,7 @@ def transform_holding(rec: AlephSeqRecord, options: HoldingsOptions) -> Holdings
     issues = repair_fields(kept, rec.encoding_errors, entity=ENTITY, record_id=record_id) if rec.encoding_errors else []
     for fld in kept:
         _nfc(fld)
-    kept += [Field("001", data=rec.sysno), Field("004", data=bib_sysno)]
+    kept += [Field("001", data=rec.sysno), Field("004", data=bib_id(bib_library, bib_sysno, options.qualified_bib_ids))]
     if not has_035:
         kept.append(Field("035", Indicators(" ", " "), [Subfield("a", aleph_035)]))
     kept.sort(key=lambda f: f.tag)

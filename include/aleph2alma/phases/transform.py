@@ -40,7 +40,7 @@ class TransformInputError(RuntimeError):
 
 def latest_extract_run(store: ArtifactStore, migration_id: str) -> str:
     key = LATEST_EXTRACT_KEY.format(migration_id=migration_id)
-    if key not in store.list_keys(key):
+    if not store.exists(key):
         raise TransformInputError(f"no successful migration_extract run recorded for {migration_id!r}; "
                                   "run migration_extract first or give extract_run_id")
     return str(json.loads(store.get_bytes(key))["run_id"])
@@ -134,12 +134,27 @@ def commit_alma(store: ArtifactStore, scope: RunScope, entity: str, results: Ite
             "records_in": records_in, "rejected": manifest.rejected}
 
 
-def index_table(store: ArtifactStore, manifest_uri: str, tmp: Path, schema: pa.Schema) -> pa.Table:
+def index_table(store: ArtifactStore, manifest_uri: str, tmp: Path, schema: pa.Schema,
+                columns: list[str] | None = None, read_dictionary: list[str] | None = None) -> pa.Table:
+    """The concatenated index parts of a manifest as ``schema``: only ``columns`` of it when given,
+    the ``read_dictionary`` columns dictionary-encoded (see ``index_schema``)."""
     manifest = store.manifest(manifest_uri)
     paths = [store.download(f.key, tmp / f"index-{i}.parquet", f.sha256)
              for i, f in enumerate(manifest.files) if f.kind == "index"]
-    tables = [pq.read_table(p) for p in paths]
+    schema = index_schema(schema, columns, read_dictionary)
+    tables = [pq.read_table(p, columns=columns, read_dictionary=read_dictionary) for p in paths]
     return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+
+
+def index_schema(schema: pa.Schema, columns: list[str] | None = None,
+                 read_dictionary: list[str] | None = None) -> pa.Schema:
+    """``schema`` narrowed to ``columns`` (when given), with the ``read_dictionary`` columns as dictionaries."""
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    for name in read_dictionary or []:
+        at = schema.get_field_index(name)
+        schema = schema.set(at, schema.field(at).with_type(pa.dictionary(pa.int32(), schema.field(at).type)))
+    return schema
 
 
 def issue_keys(store: ArtifactStore, manifest_uris: Iterable[str]) -> list[str]:
@@ -202,7 +217,8 @@ def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: Migrati
             # Malformed lines were reported at extraction; here only whole records count.
             records = read_alephseq(raw, source_name=Path(part["key"]).name, entity=entity)
             if entity == "bibs":
-                options = bibs.BibOptions(library=source, flavour=_library_flavour(settings, source))  # type: ignore[arg-type]
+                options = bibs.BibOptions(library=source, flavour=_library_flavour(settings, source),  # type: ignore[arg-type]
+                                          qualified_ids=settings.qualified_bib_ids)
                 stats: Any = bibs.transform_bibs(records, options, mrc, rejects, issues, index=rows)
                 schema = bibs.BIB_INDEX_SCHEMA
             else:
@@ -210,7 +226,8 @@ def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: Migrati
                     raise TransformInputError("holdings are transformed after bibs: give the bibs manifest")
                 known = existing_bibs(store, bibs_manifest, out.tmp / "bibs")
                 stats = holdings.transform_holdings(_without_orphans(records, source, known, rejects, issues, orphans),
-                                                    holdings.HoldingsOptions(library=source), mrc,
+                                                    holdings.HoldingsOptions(
+                                                        library=source, qualified_bib_ids=settings.qualified_bib_ids), mrc,
                                                     rejects, index=rows, issues=issues)
                 stats.records_in += orphans[0]
                 stats.rejected += orphans[0]
@@ -251,7 +268,7 @@ def _items_of_library(store: ArtifactStore, items_manifest: str, library: str, t
     return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
 
 
-def embed_items_part(store: ArtifactStore, scope: RunScope, part: dict[str, Any], tag: str,
+def embed_items_part(store: ArtifactStore, scope: RunScope, settings: MigrationSettings, part: dict[str, Any],
                      items_manifest: str) -> dict[str, Any]:
     """One delivered bib part → the same bibs with one ``tag`` field per item."""
     import pymarc
@@ -266,8 +283,8 @@ def embed_items_part(store: ArtifactStore, scope: RunScope, part: dict[str, Any]
         by_bib = items_by_bib(_items_of_library(store, items_manifest, library, out.tmp))
         with open(bibs_file, "rb") as src, open(out.path("out", "mrc"), "wb") as mrc:
             reader = pymarc.MARCReader(src, to_unicode=True, force_utf8=True)
-            stats = embed_items((r for r in reader if r is not None), library, tag,
-                                lambda sysno: by_bib.get((library, sysno), []), mrc)
+            stats = embed_items((r for r in reader if r is not None), library, settings.items_in_bib_field,
+                                lambda sysno: by_bib.get((library, sysno), []), mrc, settings.qualified_bib_ids)
         result = out.upload(store, scope, "mrc", stats.records, stats.records, 0, {})
         result |= {"items_embedded": stats.items_embedded, "not_embedded": stats.not_embedded}
         return result
@@ -288,20 +305,27 @@ def load_excluded(store: ArtifactStore, key: str) -> dict[str, dict[str, str]]:
 
 def transform_items_part(store: ArtifactStore, scope: RunScope, part: dict[str, Any], form: Any,
                          excluded_key: str, holdings_manifest: str) -> dict[str, Any]:
-    from aleph2alma.alma.items import transform_items, write_items_csv
+    from aleph2alma.alma.items import (
+        HOL_LINK_COLUMNS,
+        HOL_LINK_DICTIONARY,
+        read_z30,
+        transform_items,
+        write_items_csv,
+        write_items_parquet,
+    )
     from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         out = PartOutput(Path(tmp_dir), "items", "Z30", part["index"])
-        z30 = pq.read_table(store.download(part["key"], out.tmp / "z30.parquet", part["sha256"]))
-        links = index_table(store, holdings_manifest, out.tmp, HOLDINGS_INDEX_SCHEMA)
-        links = links.select(["sysno", "bib_library", "bib_sysno"])
+        z30 = read_z30(store.download(part["key"], out.tmp / "z30.parquet", part["sha256"]))
+        links = index_table(store, holdings_manifest, out.tmp, HOLDINGS_INDEX_SCHEMA, columns=HOL_LINK_COLUMNS,
+                            read_dictionary=HOL_LINK_DICTIONARY)
         excluded = load_excluded(store, excluded_key).get("items", {})
         with open(out.path("rejects", "jsonl"), "w") as rej:
             rejects = RejectLog(rej)
             items, stats = transform_items(z30, form, excluded, rejects, hol_links=links)
         write_items_csv(items, out.path("out", "csv"))
-        pq.write_table(items, out.path("index", "parquet"))
+        write_items_parquet(items, out.path("index", "parquet"))
         return out.upload(store, scope, "csv", stats.records_in, stats.records_out, stats.rejected, rejects.counts)
 
 

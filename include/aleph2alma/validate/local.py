@@ -42,14 +42,14 @@ def _marc_issues(settings: MigrationSettings, seq_dir: Path) -> tuple[list[Issue
     for lib in settings.bib_libraries:
         log = RejectLog()
         sink = _IssueCollector(issues)
-        stats = bibs.transform_bibs(read_alephseq(seq_dir / lib.file), bibs.BibOptions(lib.code, lib.flavour),
+        stats = bibs.transform_bibs(read_alephseq(seq_dir / lib.file), bibs.BibOptions(lib.code, lib.flavour, qualified_ids=settings.qualified_bib_ids),
                                     io.BytesIO(), log, sink, index=bib_rows)  # type: ignore[arg-type]
         bib_stats.update({"in": stats.records_in, "out": stats.records_out, "rejected": stats.rejected})
         by_reason.update(log.counts)
     counts.append(EntityCounts("bibs", bib_stats["in"], bib_stats["out"], bib_stats["rejected"], dict(by_reason)))
     log = RejectLog()
     hstats = holdings.transform_holdings(read_alephseq(seq_dir / settings.hol_file, entity="holdings"),
-                                         holdings.HoldingsOptions(settings.hol_library), io.BytesIO(), log,
+                                         holdings.HoldingsOptions(settings.hol_library, qualified_bib_ids=settings.qualified_bib_ids), io.BytesIO(), log,
                                          index=hol_rows, issues=_IssueCollector(issues))  # type: ignore[arg-type]
     counts.append(EntityCounts("holdings", hstats.records_in, hstats.records_out, hstats.rejected, dict(log.counts)))
     return (issues, counts, pa.Table.from_pylist(bib_rows, schema=bibs.BIB_INDEX_SCHEMA),
