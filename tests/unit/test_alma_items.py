@@ -185,15 +185,18 @@ def test_call_number_subfields_are_joined() -> None:
     assert (item["call_number"], item["alternative_call_number"]) == ("TP312 C123", "QA76 .A1")
 
 
-def test_bib_link_pads_sysnos_and_counts_the_unlinked() -> None:
+def test_bib_link_pads_sysnos_and_withholds_items_of_undelivered_holdings() -> None:
     others = [f"{n:09d}" for n in range(1000, 1010)]  # a map much larger than the part: narrowed first
     links = pa.table({"sysno": ["000000777", *others], "bib_library": ["BNU01 "] * 11, "bib_sysno": ["4242"] * 11})
     rows = [FULL_ROW | {"Z30_HOL_DOC_NUMBER_X": "777"},
-            FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_HOL_DOC_NUMBER_X": "000000999"}]
-    (linked, unlinked), stats, _, _ = run(rows, hol_links=links)
+            FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_HOL_DOC_NUMBER_X": "000000999"},
+            FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_HOL_DOC_NUMBER_X": ""}]
+    (linked, no_holdings), stats, _, sink = run(rows, hol_links=links)
     assert (linked["bib_library"], linked["bib_sysno"]) == ("BNU01", "000004242")
-    assert (unlinked["holding_id"], unlinked["bib_library"], unlinked["bib_sysno"]) == ("000000999", "", "")
-    assert stats.unlinked_to_bib == 1
+    assert (no_holdings["holding_id"], no_holdings["bib_sysno"], stats.unlinked_to_bib) == ("", "", 1)
+    [reject] = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert (reject["record_id"], reject["reason"]) == ("000000002000010", "holdings_not_delivered")
+    assert stats.rejected_by_reason == {"holdings_not_delivered": 1}
 
 
 def test_without_hol_links_bib_fields_are_empty() -> None:

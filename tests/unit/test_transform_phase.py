@@ -108,7 +108,10 @@ def test_rejecting_rules_remove_their_records(phase: dict) -> None:
     assert by_reason.get("loan_missing_item", 0) == len(truth["loan_missing_item"])
     assert by_reason.get("loan_missing_patron", 0) == len(truth["loan_missing_patron"])
     holdings = phase["store"].manifest(phase["stages"]["holdings"]["manifest"])
-    assert holdings.extra["rejected_by_reason"] == {"orphan_holdings": len(truth["orphan_holdings"])}
+    by_reason = holdings.extra["rejected_by_reason"]
+    assert by_reason.pop("orphan_holdings") == len(truth["orphan_holdings"])
+    # The holdings of bibs the transform rejected (invalid leader, missing title) are withheld too.
+    assert by_reason == {"bib_rejected": by_reason.get("bib_rejected", 0)} and by_reason["bib_rejected"] > 0
 
 
 def test_report_and_worklists_written(phase: dict) -> None:
@@ -136,6 +139,13 @@ def test_patron_file_has_no_pins_and_scrubbed_emails(phase: dict) -> None:
         pins = {p.strip() for (p,) in conn.exec_driver_sql("select z308_verification from z308") if p and p.strip()}
     assert pins
     assert not [pin for pin in pins if f">{pin}<" in xml]
+
+
+def test_items_of_undelivered_holdings_are_withheld(phase: dict) -> None:
+    store: ArtifactStore = phase["store"]
+    items = store.manifest(phase["stages"]["items"]["manifest"]).extra["rejected_by_reason"]
+    holdings = store.manifest(phase["stages"]["holdings"]["manifest"]).extra["rejected_by_reason"]
+    assert sum(holdings.values()) > 0 and items.get("holdings_not_delivered", 0) > 0
 
 
 def test_items_embedded_in_the_delivered_bibs(phase: dict, tmp_path: Path) -> None:
@@ -174,7 +184,7 @@ def _items(store: ArtifactStore, manifest_uri: str, tmp: Path):
     return transform.index_table(store, manifest_uri, tmp, ITEM_SCHEMA)
 
 
-def test_every_delivered_holdings_names_exactly_one_bib(phase: dict, tmp_path: Path) -> None:
+def test_every_delivered_holdings_names_exactly_one_delivered_bib(phase: dict, tmp_path: Path) -> None:
     import pymarc
 
     store: ArtifactStore = phase["store"]
@@ -192,5 +202,4 @@ def test_every_delivered_holdings_names_exactly_one_bib(phase: dict, tmp_path: P
     rejected = {lib + sysno for lib, sysno, gone in zip(index["library"].to_pylist(), index["sysno"].to_pylist(),
                                                        index["rejected"].to_pylist(), strict=True) if gone}
     links = {r["004"].data for r in records("holdings")}
-    # A holdings record of a rejected bib is delivered; Alma refuses it and reconciliation counts it.
-    assert links and links - set(bib_ids) <= rejected
+    assert links and links <= set(bib_ids) and not links & rejected

@@ -254,7 +254,7 @@ class ItemStats:
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # Alma field → rows given the form default
-    unlinked_to_bib: int = 0  # rows whose holding is not in ``hol_links`` (only when it is given)
+    unlinked_to_bib: int = 0  # delivered rows with no holdings link (only counted when ``hol_links`` is given)
 
     @property
     def balanced(self) -> bool:
@@ -306,7 +306,9 @@ def transform_items(z30: pa.Table, form: FormLookups, excluded: Mapping[str, str
     those rows and rows with a blank key go to ``rejects``. ``hol_links`` (columns
     ``sysno``, ``bib_library``, ``bib_sysno``: a HOL record's bib, system numbers as the
     9-digit strings of ALEPHSEQ) fills ``bib_library`` and ``bib_sysno`` through
-    ``Z30_HOL_DOC_NUMBER_X`` (zero-padded to 9 digits). It may cover the whole HOL library
+    ``Z30_HOL_DOC_NUMBER_X`` (zero-padded to 9 digits); a row naming a holdings record that is
+    not in ``hol_links`` (not delivered) is rejected as ``holdings_not_delivered``, a row
+    with no holdings link is delivered without a bib link. ``hol_links`` may cover the whole HOL library
     (each call then scans it once, ~60 ms per million links); a part's own links are faster.
 
     Every column is computed over the whole part and the rejected rows are dropped at the
@@ -333,13 +335,18 @@ def transform_items(z30: pa.Table, form: FormLookups, excluded: Mapping[str, str
     holding = _sysno(text_column(z30, "Z30_HOL_DOC_NUMBER_X"))
     cols["holding_id"] = holding
     cols["bib_library"], cols["bib_sysno"], unlinked = _bib_links(holding, hol_links)
+    # An item whose holdings record was not delivered (rejected, or its bib was) has no bib in
+    # Alma either: withhold it here, so that the worklist names it, not Alma's load report.
+    withheld = pc.and_(pc.and_(unlinked, pc.not_equal(holding, "")), pc.invert(pc.or_(blank, gone)))
+    if pc.any(withheld).as_py():
+        _reject_rows(z30, keys, withheld, "holdings_not_delivered", rejects, stats)
     no_loans = z30.column("Z30_NO_LOANS").combine_chunks().cast(pa.int64()).fill_null(0)
     cols["no_loans"] = pc.max_element_wise(pc.min_element_wise(no_loans, MAX_NO_LOANS), 0).cast(pa.int32())
 
     table = pa.Table.from_arrays([cols[c] for c in ITEM_COLUMNS], schema=ITEM_SCHEMA)
     flags = pa.table({f"fallback:{k}": v for k, v in fell_back.items()} | {"unlinked": unlinked})
     if stats.rejected:
-        dropped = pc.or_(blank, gone)
+        dropped = pc.or_(pc.or_(blank, gone), withheld)
         table, flags = drop_rows(table, dropped), drop_rows(flags, dropped)
     stats.fallbacks = {k: pc.sum(flags.column(f"fallback:{k}")).as_py() or 0 for k in fell_back}
     stats.unlinked_to_bib = pc.sum(flags.column("unlinked")).as_py() or 0

@@ -157,6 +157,13 @@ def index_schema(schema: pa.Schema, columns: list[str] | None = None,
     return schema
 
 
+def rejected_sysnos(store: ArtifactStore, manifest_uri: str, reason: str) -> list[str]:
+    """System numbers of the records a committed ``alma/`` stage rejected for ``reason``."""
+    rows = (json.loads(line) for f in store.manifest(manifest_uri).files if f.kind == "rejects"
+            for line in store.iter_lines(f.key))
+    return [row["record_id"].rpartition(":")[2] for row in rows if row["reason"] == reason]
+
+
 def issue_keys(store: ArtifactStore, manifest_uris: Iterable[str]) -> list[str]:
     return [f.key for uri in manifest_uris for f in store.manifest(uri).files if f.kind == "issues"]
 
@@ -171,29 +178,35 @@ def _library_flavour(settings: MigrationSettings, library: str) -> str:
                               f"{', '.join(lib.code for lib in settings.bib_libraries)}")
 
 
-def existing_bibs(store: ArtifactStore, bibs_manifest: str, tmp: Path) -> set[tuple[str, str]]:
-    """(library, sysno) of every bib in the extract, delivered or not."""
+def existing_bibs(store: ArtifactStore, bibs_manifest: str, tmp: Path) -> dict[tuple[str, str], bool]:
+    """(library, sysno) of every bib in the extract → whether the transform rejected it."""
     from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
 
     index = index_table(store, bibs_manifest, tmp, BIB_INDEX_SCHEMA)
-    return set(zip(index["library"].to_pylist(), index["sysno"].to_pylist(), strict=True))
+    return dict(zip(zip(index["library"].to_pylist(), index["sysno"].to_pylist(), strict=True),
+                    index["rejected"].to_pylist(), strict=True))
 
 
-def _without_orphans(records: Iterator[Any], library: str, bibs: set[tuple[str, str]], rejects: RejectLog,
-                     issues: IssueLog, counted: list[int]) -> Iterator[Any]:
-    """Holdings whose LKR names a bib that does not exist are not delivered (rule orphan_holdings)."""
+def _without_orphans(records: Iterator[Any], library: str, bibs: Mapping[tuple[str, str], bool],
+                     rejects: RejectLog, issues: IssueLog, counted: list[int]) -> Iterator[Any]:
+    """Holdings whose LKR names a bib that does not exist (rule orphan_holdings), or one the
+    transform rejected (``bib_rejected``: Alma could not attach them), are not delivered."""
     from aleph2alma.marc.holdings import bib_link
 
     for rec in records:
         link = bib_link(rec.record)
-        if link is not None and link not in bibs:
-            counted[0] += 1
-            record_id, detail = f"{library}:{rec.sysno}", f"LKR to {link[0]}:{link[1]}, which does not exist"
-            rejects.add(Reject("holdings", record_id, "orphan_holdings", detail=detail, source=rec.source,
-                               line_no=rec.line_no))
-            issues.add(Issue("orphan_holdings", "holdings", record_id, detail))
+        rejected = None if link is None else bibs.get(link)
+        if link is None or rejected is False:
+            yield rec
             continue
-        yield rec
+        counted[0] += 1
+        record_id, bib = f"{library}:{rec.sysno}", f"{link[0]}:{link[1]}"
+        if rejected is None:
+            reason, detail = "orphan_holdings", f"LKR to {bib}, which does not exist"
+            issues.add(Issue(reason, "holdings", record_id, detail))
+        else:
+            reason, detail = "bib_rejected", f"its bib {bib} was rejected (see the bib rejects)"
+        rejects.add(Reject("holdings", record_id, reason, detail=detail, source=rec.source, line_no=rec.line_no))
 
 
 def transform_marc_part(store: ArtifactStore, scope: RunScope, settings: MigrationSettings,

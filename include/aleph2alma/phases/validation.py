@@ -9,7 +9,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from aleph2alma.phases.transform import ISSUES, download_parts, index_table, issue_keys, raw_manifest
+from aleph2alma.phases.transform import (
+    ISSUES,
+    download_parts,
+    index_table,
+    issue_keys,
+    raw_manifest,
+    rejected_sysnos,
+)
 from aleph2alma.storage import ArtifactStore, RunScope
 from aleph2alma.validate.issues import Issue, IssueLog, read_issues
 
@@ -41,6 +48,7 @@ def validate_tables(store: ArtifactStore, scope: RunScope, migration_id: str, ex
             z36=table("loans", "Z36"), z37=table("requests", "Z37"), z31=table("fines", "Z31"),
             bib_index=index_table(store, bibs_manifest, tmp / "bibs", BIB_INDEX_SCHEMA),
             holdings_index=index_table(store, holdings_manifest, tmp / "holdings", HOLDINGS_INDEX_SCHEMA),
+            withheld_holdings=tuple(rejected_sysnos(store, holdings_manifest, "bib_rejected")),
         )
         issues_path = tmp / "tables.jsonl"
         found: list[Issue] = []

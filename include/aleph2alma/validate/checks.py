@@ -120,6 +120,9 @@ class TableInputs:
     z31: pa.Table
     bib_index: pa.Table
     holdings_index: pa.Table
+    # HOL sysnos withheld because their bib was rejected: they exist, so their items are not
+    # orphans (the items transform withholds them as holdings_not_delivered).
+    withheld_holdings: tuple[str, ...] = ()
 
     def totals(self) -> dict[str, int]:
         """Records per entity: the denominators of the rules' percentages."""
@@ -178,7 +181,10 @@ class CheckContext:
 
     @cached_property
     def holdings_sysnos(self) -> KeySet:
-        return KeySet.of(sysno_text(column(self.inputs.holdings_index, "sysno")))
+        """Every HOL record that exists: the delivered ones and those withheld with their bib."""
+        delivered = column(self.inputs.holdings_index, "sysno").cast(pa.string())
+        withheld = pa.chunked_array([pa.array(self.inputs.withheld_holdings, pa.string())])
+        return KeySet.of(sysno_text(pa.chunked_array(delivered.chunks + withheld.chunks, pa.string())))
 
     @cached_property
     def libraries(self) -> dict[str, int]:
