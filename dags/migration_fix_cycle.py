@@ -34,6 +34,16 @@ from aleph2alma.dagkit import (
     run_scope,
 )
 
+SIGN_OFF_BODY = """\
+Read the iteration diff and the validation report. Approve to make this iteration the
+baseline for the next one and for cutover; reject to keep the current baseline.
+
+{% set diff = ti.xcom_pull(task_ids='diff') %}
+**Against** `{{ diff.previous_run_id }}`: {{ diff.totals.fixed }} issues fixed, {{ diff.totals.new }} new,
+{{ diff.totals.still_open }} still open.
+
+**Iteration diff:** `{{ diff.report_html }}`"""
+
 
 @dag(
     dag_id="migration_fix_cycle",
@@ -88,8 +98,7 @@ def migration_fix_cycle() -> None:
     sign_off = ApprovalOperator(
         task_id="sign_off",
         subject="Sign off iteration {{ params.iteration }}?",
-        body="Read the iteration diff and the validation report. Approve to make this iteration the baseline "
-             "for the next one and for cutover; reject to keep the current baseline.",
+        body=SIGN_OFF_BODY,
     )
 
     @task

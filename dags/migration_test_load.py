@@ -37,6 +37,24 @@ from aleph2alma.dagkit import (
     run_scope,
 )
 
+# What the operator needs on the gate's page: what was delivered, where, and what it holds.
+LOADED_GATE_BODY = """\
+Approve once Ex Libris has loaded the delivery into the Alma test environment. Paste the
+s3:// URI of their statistics workbook, if they sent one, before approving.
+
+{% set package = ti.xcom_pull(task_ids='package') %}
+**Package** `{{ package.uri }}` — {{ '{:,}'.format(package.bytes) }} bytes, sha256 `{{ package.sha256 }}`
+
+**Delivered to** (size and sha256 verified on the far side):
+{% for d in ti.xcom_pull(task_ids='deliver') %}
+- `{{ d.target }}` → `{{ d.remote_path }}` ({{ d.method }}{{ ', already there' if d.already }})
+{% endfor %}
+
+| member | records |
+|---|---|
+{% for m in package.members if m.records %}| `{{ m.name }}` | {{ '{:,}'.format(m.records) }} |
+{% endfor %}"""
+
 
 @dag(
     dag_id="migration_test_load",
@@ -94,8 +112,7 @@ def migration_test_load() -> None:
     test_environment_loaded = ApprovalOperator(
         task_id="test_environment_loaded",
         subject="Test environment loaded?",
-        body="Approve once Ex Libris has loaded the delivery into the Alma test environment. "
-             "Paste the s3:// URI of their statistics workbook, if they sent one, before approving.",
+        body=LOADED_GATE_BODY,
         params={"statistics_workbook_uri": Param("", type="string", title="Statistics workbook (s3:// URI)")},
     )
 

@@ -81,3 +81,32 @@ def test_trigger_forms_reject_a_malformed_as_of_date(dagbag) -> None:
         assert param.resolve("") == "" and param.resolve("2026-01-31") == "2026-01-31"
         with pytest.raises(ParamValidationError, match="does not match"):
             param.resolve("31/01/2026")
+
+
+class _FakeTI:
+    """What the gate bodies pull from XCom, shaped as the upstream tasks return it."""
+
+    XCOMS = {
+        "package": {"uri": "s3://b/demo/delivery/p.zip", "bytes": 123456, "sha256": "ab" * 32,
+                    "members": [{"name": "bibs_BNU01.mrc", "records": 1500}, {"name": "MANIFEST.json", "records": 0}]},
+        "deliver": [{"target": "sftp://exl_mft/incoming", "remote_path": "incoming/p.zip", "method": "reread",
+                     "already": False}],
+        "diff": {"previous_run_id": "t1", "totals": {"fixed": 4, "new": 0, "still_open": 35},
+                 "report_html": "s3://b/r/diff.html"},
+    }
+
+    def xcom_pull(self, task_ids: str):
+        return self.XCOMS[task_ids]
+
+
+@pytest.mark.parametrize(("dag_id", "gate", "expected"), [
+    ("migration_test_load", "test_environment_loaded", ["s3://b/demo/delivery/p.zip", "123,456 bytes",
+                                                        "| `bibs_BNU01.mrc` | 1,500 |", "sftp://exl_mft/incoming"]),
+    ("migration_fix_cycle", "sign_off", ["4 issues fixed, 0 new", "35 still open", "s3://b/r/diff.html"]),
+])
+def test_gate_bodies_show_what_the_operator_decides_on(dagbag, dag_id: str, gate: str, expected: list[str]) -> None:
+    dag = dagbag.dags[dag_id]
+    body = dag.get_template_env().from_string(dag.get_task(gate).body).render(ti=_FakeTI(), params={})
+    for text in expected:
+        assert text in body, body
+    assert "MANIFEST.json" not in body
