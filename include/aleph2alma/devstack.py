@@ -243,6 +243,10 @@ class EmbeddedStack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "NO_PROXY": "127.0.0.1,localhost",
         }
+        if self._log_ports[0]:
+            # Two stacks on one machine must not share the log servers' ports (8793/8794 by default).
+            env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(self._log_ports[0])
+            env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(self._log_ports[1])
         if self.distributed:
             env.update(self._distributed_env())
         env.update(self.extra_env)
@@ -252,9 +256,6 @@ class EmbeddedStack:
         env = {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
-            # Two stacks (or a stack and a standalone) on one machine must not share log-server ports.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._log_ports[0]),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._log_ports[1]),
         }
         if self.sql_alchemy_conn:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.sql_alchemy_conn
@@ -305,6 +306,7 @@ class EmbeddedStack:
 
     def start_airflow(self, timeout: float = 420) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self._log_ports = (free_port(), free_port())
         if self.distributed:
             self._start_distributed(timeout)
             return
@@ -320,7 +322,6 @@ class EmbeddedStack:
             self.broker_url = self._claimed_broker = claim_redis_db(self.redis_url, self.worker_name)
         if not self.result_backend:
             self.result_backend = f"db+{self.sql_alchemy_conn}"
-        self._log_ports = (free_port(), free_port())
 
     def _run_once(self, args: list[str], log_name: str, what: str, timeout: float) -> None:
         log = self.state_dir / log_name
