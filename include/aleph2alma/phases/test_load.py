@@ -17,7 +17,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from aleph2alma.rejects import RejectLog
 from aleph2alma.storage import ArtifactStore, Manifest, RunScope, parse_s3_uri
@@ -120,13 +119,13 @@ def _items(store: ArtifactStore, manifest: Manifest, barcodes: list[str] | None)
 class _Holdings:
     """The delivered holdings (the transform's index: one row per record), looked up by HOL sysno."""
 
-    def __init__(self, store: ArtifactStore, manifest: Manifest, form: Any) -> None:
+    def __init__(self, store: ArtifactStore, manifest_uri: str, form: Any) -> None:
+        from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
+        from aleph2alma.phases.transform import index_table
+
         columns = ["sysno", "bib_library", "bib_sysno", "sub_library", "collection", "call_number"]
         with tempfile.TemporaryDirectory() as tmp:
-            tables = [pq.read_table(store.download(f.key, Path(tmp) / f"holdings-{i}.parquet", f.sha256),
-                                    columns=columns)
-                      for i, f in enumerate(manifest.files) if f.kind == "index"]
-        self.table = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in columns})
+            self.table = index_table(store, manifest_uri, Path(tmp), HOLDINGS_INDEX_SCHEMA, columns=columns)
         self.form = form
 
     def ids(self) -> list[str]:
@@ -209,7 +208,8 @@ def reconcile_step(store: ArtifactStore, scope: RunScope, migration_id: str, ext
     sample_ids = {"patrons": draw_sample("patrons", sorted(users), sample_size, seed),
                   "items": draw_sample("items", sorted(all_barcodes), sample_size, seed)}
     item_rows = {r["barcode"]: r for r in _items(store, alma["items"], sample_ids["items"]).to_pylist()}
-    holdings = _Holdings(store, alma["holdings"], _form(migration_id))
+    holdings = _Holdings(store, transform_manifests(store, migration_id, transform_run_id)["holdings"],
+                         _form(migration_id))
     sample_ids["holdings"] = holdings.ids()  # reconcile draws indices only, skipping Alma's rejects
 
     def expected(entity: str, record_id: str) -> Mapping[str, Any]:
