@@ -13,16 +13,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aleph2alma.airflow_api import AirflowClient
-from aleph2alma.devstack import PROJECT_ROOT, EmbeddedStack
+from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
+from aleph2alma.runs import FIX_CYCLE_DAG, TEST_LOAD_DAG, ChildStep, RunRef
 from aleph2alma.storage import ArtifactStore, parse_s3_uri
+from aleph2alma_dev.airflow_api import AirflowClient
+from aleph2alma_dev.devstack import PROJECT_ROOT, EmbeddedStack
 
 MIGRATION_ID = "demo"
 
 
 def stack_for(data_dir: Path, **kwargs: Any) -> EmbeddedStack:
     """The embedded stack wired to a generated demo library."""
-    aleph_db = {"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{data_dir / 'replica.sqlite'}"}}
+    aleph_db = {
+        "conn_type": "generic",
+        "extra": {"sqlalchemy_url": f"sqlite:///{data_dir / 'replica.sqlite'}"},
+    }
     env = {
         "AIRFLOW_CONN_ALEPH_DB": json.dumps(aleph_db),
         "AIRFLOW_VAR_ALEPH2ALMA_ALEPHSEQ_LANDING": (data_dir / "alephseq").as_uri(),
@@ -30,8 +35,9 @@ def stack_for(data_dir: Path, **kwargs: Any) -> EmbeddedStack:
     return EmbeddedStack(extra_env=env, **kwargs)
 
 
-def run_summary(client: AirflowClient, store: ArtifactStore, dag_id: str, run_id: str,
-                migration_id: str = MIGRATION_ID) -> dict[str, Any]:
+def run_summary(
+    client: AirflowClient, store: ArtifactStore, dag_id: str, run_id: str, migration_id: str = MIGRATION_ID
+) -> dict[str, Any]:
     """A finished run's state and what it recorded in ``run_summary.json`` (stages, manifests, reports)."""
     state = client.run_state(dag_id, run_id)
     summary: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "state": state, "stages": []}
@@ -44,8 +50,22 @@ def run_summary(client: AirflowClient, store: ArtifactStore, dag_id: str, run_id
     return summary
 
 
-def run_dag(client: AirflowClient, store: ArtifactStore, dag_id: str, conf: dict[str, Any],
-            timeout: float = 1800, on_gate: Any = None) -> dict[str, Any]:
+def audit_result(client: AirflowClient, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The accounting audit of a run (``aleph2alma.audit``, every phase DAG's closing task): its
+    task state and what it returned (status, runs, manifests, lines, gaps, the report's URI)."""
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
+    result = client.xcom(dag_id, run_id, "audit") if states.get("audit") == "success" else {}
+    return {"task_state": states.get("audit"), **(result or {})}
+
+
+def run_dag(
+    client: AirflowClient,
+    store: ArtifactStore,
+    dag_id: str,
+    conf: dict[str, Any],
+    timeout: float = 1800,
+    on_gate: Any = None,
+) -> dict[str, Any]:
     """Trigger one DAG run, wait for it (answering gates with ``on_gate``), and return its summary."""
     client.wait_for_dag(dag_id)
     run_id = f"demo__{dag_id}__{time.strftime('%Y%m%dT%H%M%S')}"
@@ -56,7 +76,7 @@ def run_dag(client: AirflowClient, store: ArtifactStore, dag_id: str, conf: dict
 
 def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack) -> Any:
     """Answer "test environment loaded" as the operator does, once 'Ex Libris' (the emulator) has loaded."""
-    from aleph2alma.demo.exlibris import load_delivery
+    from aleph2alma_dev.demo.exlibris import load_delivery
 
     def on_gate(ti: dict[str, Any]) -> None:
         dag_id, run_id, task_id = ti["dag_id"], ti["dag_run_id"], ti["task_id"]
@@ -67,8 +87,9 @@ def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedSt
         delivered = client.xcom(dag_id, run_id, "deliver")
         to_s3 = next(d for d in delivered if d["target"].startswith("s3://"))
         package_uri = f"s3://{parse_s3_uri(to_s3['target'] + '/')[0]}/{to_s3['remote_path']}"
-        workbook = load_delivery(store, package_uri, stack.alma_url,
-                                 f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx")
+        workbook = load_delivery(
+            store, package_uri, stack.alma_url, f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx"
+        )
         print(f"  'Ex Libris' loaded {package_uri} into the Alma API emulator; statistics: {workbook}")
         print(f"  answering {task_id}: Approve")
         client.answer(dag_id, run_id, task_id, ["Approve"], {"statistics_workbook_uri": workbook})
@@ -84,18 +105,25 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         print(f"  {'stage':<8} {'entity':<9} {'in':>8} {'out':>8} {'rejected':>8}  manifest")
         for stage in run["stages"]:
             records_in = stage.get("records_in", stage["records"])
-            print(f"  {stage['stage']:<8} {stage['entity']:<9} {records_in:>8,} {stage['records']:>8,} "
-                  f"{stage.get('rejected', 0):>8,}  {stage['manifest']}")
+            print(
+                f"  {stage['stage']:<8} {stage['entity']:<9} {records_in:>8,} {stage['records']:>8,} "
+                f"{stage.get('rejected', 0):>8,}  {stage['manifest']}"
+            )
         if "reconciliation" in run:
             rec = run["reconciliation"]
-            print(f"  reconciliation: {'every record accounted for' if rec['all_accounted'] else 'ATTENTION'}  "
-                  f"{json.dumps(rec['totals'], ensure_ascii=False)}")
+            print(
+                f"  reconciliation: {'every record accounted for' if rec['all_accounted'] else 'ATTENTION'}  "
+                f"{json.dumps(rec['totals'], ensure_ascii=False)}"
+            )
         if "diff" in run:
-            print(f"  iteration diff vs {run['diff']['previous_run_id']}: {json.dumps(run['diff']['totals'])}")
+            previous = (run["diff"]["previous"] or {}).get("run_id", "(no earlier iteration)")
+            print(f"  iteration diff vs {previous}: {json.dumps(run['diff']['totals'])}")
         if "validation" in run:
             validation = run["validation"]
-            print(f"  validation: {validation['status']}  " +
-                  ", ".join(f"{rule} {n}" for rule, n in sorted(validation["by_rule"].items())))
+            print(
+                f"  validation: {validation['status']}  "
+                + ", ".join(f"{rule} {n}" for rule, n in sorted(validation["by_rule"].items()))
+            )
 
 
 def save_reports(store: ArtifactStore, runs: list[dict[str, Any]], out: Path) -> None:
@@ -114,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=PROJECT_ROOT / "demo-data")
     args = parser.parse_args(argv)
 
-    from aleph2alma.demo.generator import generate
+    from aleph2alma_dev.demo.generator import generate
 
     print(f"Generating the demo Aleph library ({args.scale}, seed {args.seed}) in {args.data} …")
     generated = generate(args.data, scale=args.scale, seed=args.seed)
@@ -123,25 +151,39 @@ def main(argv: list[str] | None = None) -> int:
     print("Starting the embedded stack (S3 endpoint + Airflow standalone) …")
     with stack_for(args.data) as stack:
         client, store = stack.airflow_client(), stack.artifact_store()
-        client.ensure_pool("alma_api", 25, "Alma API calls per second (the institution's limit)")
+        client.ensure_pool(ALMA_POOL, ALMA_POOL_SLOTS, ALMA_POOL_DESCRIPTION)
         print("Running migration_test_load (extract → transform → package → deliver → gate → reconcile) …")
         # Patron expiry is judged as of the day the demo library was generated for.
         conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"], "api_load": True}
-        test_load = run_dag(client, store, "migration_test_load", conf, on_gate=exlibris_gate(client, store, stack))
-        for child, suffix in (("migration_extract", "__extract"), ("migration_transform", "__transform")):
-            runs.append(run_summary(client, store, child, test_load["run_id"] + suffix))
+        test_load = run_dag(
+            client, store, "migration_test_load", conf, on_gate=exlibris_gate(client, store, stack)
+        )
+        test_load_run = RunRef(TEST_LOAD_DAG, test_load["run_id"])
+        for step in ChildStep:
+            child = test_load_run.child(step)
+            runs.append(run_summary(client, store, child.dag_id, child.run_id))
         runs.append(test_load)
         if test_load["state"] == "success":
             print("Running migration_fix_cycle iteration 1 (fix rules → transform → diff → sign-off) …")
-            conf = {"migration_id": MIGRATION_ID, "iteration": 1, "as_of": generated["as_of"],
-                    "extract_run_id": test_load["run_id"] + "__extract",
-                    "previous_transform_run_id": test_load["run_id"] + "__transform"}
-            fix_cycle = run_dag(client, store, "migration_fix_cycle", conf, on_gate=exlibris_gate(client, store, stack))
-            runs.append(run_summary(client, store, "migration_transform", fix_cycle["run_id"] + "__transform"))
+            conf = {
+                "migration_id": MIGRATION_ID,
+                "iteration": 1,
+                "as_of": generated["as_of"],
+                "extract_run_id": test_load_run.child(ChildStep.EXTRACT).run_id,
+                "previous_transform_run_id": test_load_run.child(ChildStep.TRANSFORM).run_id,
+            }
+            fix_cycle = run_dag(
+                client, store, "migration_fix_cycle", conf, on_gate=exlibris_gate(client, store, stack)
+            )
+            transform = RunRef(FIX_CYCLE_DAG, fix_cycle["run_id"]).child(ChildStep.TRANSFORM)
+            runs.append(run_summary(client, store, transform.dag_id, transform.run_id))
             runs.append(fix_cycle)
         save_reports(store, runs, args.out)
-    summary = {"migration_id": MIGRATION_ID, "generated": {k: generated[k] for k in ("scale", "seed", "counts")
-                                                          if k in generated}, "runs": runs}
+    summary = {
+        "migration_id": MIGRATION_ID,
+        "generated": {k: generated[k] for k in ("scale", "seed", "counts") if k in generated},
+        "runs": runs,
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print_table(runs)
     print(f"\nSummary written to {args.out / 'summary.json'}; reports copied to {args.out / 'reports'}/")

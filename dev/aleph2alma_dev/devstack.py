@@ -29,8 +29,12 @@ import boto3
 import httpx
 from sqlalchemy.engine import make_url
 
+from aleph2alma.refs import XCOM_CLASSES
+
+# dev/aleph2alma_dev/devstack.py → the repository root (dags/, plugins/, include/config/, .stack/).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "aleph2alma-artifacts"
+LOOPBACK = "127.0.0.1"
 ADMIN_USER = "admin"
 EXECUTORS = ("local", "celery")
 # The distributed mode's backing services (the machine's own, not started by the stack).
@@ -42,6 +46,13 @@ REDIS_CLAIM_KEY = "aleph2alma:embedded-stack"
 
 class StackError(RuntimeError):
     """A stack component did not come up; the message says which and where its log is."""
+
+
+def private_file(path: Path) -> Path:
+    """``path`` as a file only its owner can read or write (created empty if missing)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    return path
 
 
 def free_port() -> int:
@@ -150,7 +161,8 @@ def _wait_log(log: Path, marker: str, what: str, timeout: float, proc: subproces
 
 @dataclass
 class EmbeddedStack:
-    """S3 endpoint + Airflow (standalone, or distributed with Celery) under ``state_dir`` (default ``.stack/``).
+    """S3 endpoint + Airflow (standalone, or distributed with Celery) under ``state_dir``
+    (default ``.stack/``).
 
     With ``executor="celery"``, empty ``sql_alchemy_conn``/``broker_url``/``result_backend``
     mean: a throw-away database ``aleph2alma_af_<random>`` created through ``pg_admin_url``
@@ -160,6 +172,9 @@ class EmbeddedStack:
 
     state_dir: Path = PROJECT_ROOT / ".stack"
     api_port: int = 8080
+    # The Airflow UI/API's address: loopback unless told otherwise (e.g. "0.0.0.0" to reach the UI
+    # from another machine). The S3 endpoint and the Alma emulator always stay on 127.0.0.1.
+    listen_host: str = LOOPBACK
     s3_port: int = 0
     alma_port: int = 0
     parallelism: int = 4
@@ -171,6 +186,12 @@ class EmbeddedStack:
     pg_admin_url: str = PG_ADMIN_URL
     redis_url: str = REDIS_URL
     worker_concurrency: int = 2
+    # The stack's credentials: the demo's by default; tests set distinctive ones and search every
+    # output for them (tests/e2e/test_secrets_in_outputs.py). The Alma emulator accepts only
+    # ``alma_api_key``; an empty ``initial_admin_password`` lets the simple auth manager generate one.
+    s3_secret_key: str = "testing"
+    alma_api_key: str = "demo-api-key"
+    initial_admin_password: str = ""
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _created_db: str = ""
     _claimed_broker: str = ""
@@ -204,16 +225,29 @@ class EmbeddedStack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        """Where the stack's own clients reach the API (loopback too when it listens on every address)."""
+        host = LOOPBACK if self.listen_host in ("", "0.0.0.0", "::", "localhost") else self.listen_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api_port}"
 
     def s3_client(self) -> Any:
-        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key=self.s3_secret_key,
+        )
 
     def env(self) -> dict[str, str]:
         bin_dir = str(Path(sys.executable).parent)
-        aws = {"conn_type": "aws", "login": "testing", "password": "testing",
-               "extra": {"endpoint_url": self.s3_endpoint, "region_name": "us-east-1"}}
+        aws = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": self.s3_secret_key,
+            "extra": {"endpoint_url": self.s3_endpoint, "region_name": "us-east-1"},
+        }
         env = {
             **os.environ,
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
@@ -221,10 +255,13 @@ class EmbeddedStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # XCom carries aleph2alma.refs types: the API server and the tasks rebuild them.
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES": XCOM_CLASSES,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": self.listen_host,
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -233,13 +270,17 @@ class EmbeddedStack:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW_CONN_AWS": json.dumps(aws),
-            "AIRFLOW_CONN_ALMA": json.dumps({"conn_type": "http", "password": "demo-api-key",
-                                             "extra": {"base_url": f"{self.alma_url}/almaws/v1",
-                                                       "per_second": 25}}),
+            "AIRFLOW_CONN_ALMA": json.dumps(
+                {
+                    "conn_type": "http",
+                    "password": self.alma_api_key,
+                    "extra": {"base_url": f"{self.alma_url}/almaws/v1", "per_second": 25},
+                }
+            ),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW_VAR_ALEPH2ALMA_BUCKET": BUCKET,
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
             "AWS_DEFAULT_REGION": "us-east-1",
             "NO_PROXY": "127.0.0.1,localhost",
         }
@@ -263,7 +304,9 @@ class EmbeddedStack:
             if url.drivername == "postgresql+psycopg":
                 # Airflow derives its async URL as postgresql+asyncpg, a driver this project does
                 # not install; psycopg 3 is async-capable under SQLAlchemy's psycopg_async dialect.
-                async_url = url.set(drivername="postgresql+psycopg_async").render_as_string(hide_password=False)
+                async_url = url.set(drivername="postgresql+psycopg_async").render_as_string(
+                    hide_password=False
+                )
                 env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = async_url
         if self.broker_url:
             env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
@@ -272,18 +315,25 @@ class EmbeddedStack:
         return env
 
     def jwt_secret(self) -> str:
-        """A per-stack signing key, long enough for HS512, kept beside the stack's state."""
+        """A per-stack signing key, long enough for HS512, kept beside the stack's state (mode 0600)."""
         path = self.state_dir / "jwt_secret"
         if not path.exists():
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(64))
+            private_file(path).write_text(secrets.token_hex(64))
+        private_file(path)  # a key written by an older stack, readable by all, is closed too
         return path.read_text().strip()
 
     def _spawn(self, args: list[str], log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.state_dir / log_name
         handle = open(log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=self.env(),
-                                cwd=PROJECT_ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
         self._procs.append(proc)
         return proc, log
 
@@ -299,13 +349,32 @@ class EmbeddedStack:
         """The Alma API emulator, standing in for the Alma test environment (an emulator, not Alma)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.alma_port = self.alma_port or free_port()
-        cli = str(Path(sys.executable).parent / "aleph2alma")
-        proc, log = self._spawn([cli, "demo", "alma", "--port", str(self.alma_port),
-                                 "--db", str(self.state_dir / "alma-emulator.sqlite")], "alma-emulator.log")
+        # The dev command line (aleph2alma-dev) as a module: this interpreter imports this package.
+        proc, log = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "aleph2alma_dev",
+                "demo",
+                "alma",
+                "--port",
+                str(self.alma_port),
+                "--db",
+                str(self.state_dir / "alma-emulator.sqlite"),
+                "--api-key",
+                self.alma_api_key,
+            ],
+            "alma-emulator.log",
+        )
         _wait_http(f"{self.alma_url}/_emulator/counts", "the Alma API emulator", log, 60, proc)
 
     def start_airflow(self, timeout: float = 420) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
+        # The simple auth manager appends the admin's password to this file: created 0600 first.
+        # A password already there is kept (neither regenerated nor printed).
+        private_file(self.password_file)
+        if self.initial_admin_password and not self.password_file.read_text().strip():
+            self.password_file.write_text(json.dumps({ADMIN_USER: self.initial_admin_password}))
         self._log_ports = (free_port(), free_port())
         if self.distributed:
             self._start_distributed(timeout)
@@ -327,8 +396,15 @@ class EmbeddedStack:
         log = self.state_dir / log_name
         with open(log, "ab") as handle:
             try:
-                done = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, env=self.env(),
-                                      cwd=PROJECT_ROOT, timeout=timeout, check=False)
+                done = subprocess.run(
+                    args,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    env=self.env(),
+                    cwd=PROJECT_ROOT,
+                    timeout=timeout,
+                    check=False,
+                )
             except subprocess.TimeoutExpired as exc:
                 raise StackError(f"{what} did not finish within {timeout:.0f} s; see {log}") from exc
         if done.returncode != 0:
@@ -343,21 +419,44 @@ class EmbeddedStack:
         self._run_once([airflow, "db", "migrate"], "db-migrate.log", "airflow db migrate", timeout)
         # As standalone does before its components start: the admin's password is generated once,
         # into the file every api-server worker then reads.
-        self._run_once([str(bin_dir / "python"), "-c",
-                        "from airflow.api_fastapi.app import create_auth_manager; create_auth_manager().init()"],
-                       "auth-init.log", "the simple auth manager's user set-up", 120)
-        api, api_log = self._spawn([airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
-                                   "api-server.log")
-        components = {name: self._spawn([airflow, name], f"{name}.log")
-                      for name in ("scheduler", "dag-processor", "triggerer")}
-        worker, worker_log = self._spawn([airflow, "celery", "worker", "--concurrency", str(self.worker_concurrency),
-                                          "--celery-hostname", f"{self.worker_name}@%h"], "celery-worker.log")
+        self._run_once(
+            [
+                str(bin_dir / "python"),
+                "-c",
+                "from airflow.api_fastapi.app import create_auth_manager; create_auth_manager().init()",
+            ],
+            "auth-init.log",
+            "the simple auth manager's user set-up",
+            120,
+        )
+        api, api_log = self._spawn(
+            [airflow, "api-server", "--host", self.listen_host, "--port", str(self.api_port)],
+            "api-server.log",
+        )
+        components = {
+            name: self._spawn([airflow, name], f"{name}.log")
+            for name in ("scheduler", "dag-processor", "triggerer")
+        }
+        worker, worker_log = self._spawn(
+            [
+                airflow,
+                "celery",
+                "worker",
+                "--concurrency",
+                str(self.worker_concurrency),
+                "--celery-hostname",
+                f"{self.worker_name}@%h",
+            ],
+            "celery-worker.log",
+        )
         remaining = max(deadline - time.monotonic(), 30)
         _wait_http(f"{self.api_url}/api/v2/monitor/health", "Airflow (api-server)", api_log, remaining, api)
         _wait_log(worker_log, " ready.", "the Celery worker", max(deadline - time.monotonic(), 30), worker)
         self._wait_healthy(max(deadline - time.monotonic(), 30), components)
 
-    def _wait_healthy(self, timeout: float, components: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
+    def _wait_healthy(
+        self, timeout: float, components: dict[str, tuple[subprocess.Popen[bytes], Path]]
+    ) -> None:
         """Until /monitor/health reports the scheduler, triggerer and dag-processor heartbeating."""
         deadline = time.monotonic() + timeout
         health: dict[str, Any] = {}
@@ -369,12 +468,16 @@ class EmbeddedStack:
                 health = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
             except httpx.HTTPError:
                 health = {}
-            if all(health.get(part, {}).get("status") == "healthy"
-                   for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+            if all(
+                health.get(part, {}).get("status") == "healthy"
+                for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            ):
                 return
             time.sleep(1)
-        raise StackError(f"Airflow components not healthy within {timeout:.0f} s: {health}; "
-                         f"see the logs in {self.state_dir}")
+        raise StackError(
+            f"Airflow components not healthy within {timeout:.0f} s: {health}; "
+            f"see the logs in {self.state_dir}"
+        )
 
     def start(self) -> EmbeddedStack:
         self.start_s3()
@@ -384,7 +487,7 @@ class EmbeddedStack:
 
     def airflow_client(self) -> Any:
         """A REST client logged in as the stack's admin (an ``airflow_api.AirflowClient``)."""
-        from aleph2alma.airflow_api import AirflowClient
+        from aleph2alma_dev.airflow_api import AirflowClient
 
         return AirflowClient(self.api_url, ADMIN_USER, self.admin_password())
 
@@ -394,12 +497,22 @@ class EmbeddedStack:
 
         return ArtifactStore(self.s3_client(), BUCKET)
 
+    @property
+    def password_file(self) -> Path:
+        return self.airflow_home / "simple_auth_manager_passwords.json.generated"
+
     def admin_password(self) -> str:
-        path = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        """The admin's password, once the API server has generated it (within 30 s)."""
         deadline = time.monotonic() + 30
-        while not path.exists() and time.monotonic() < deadline:
+        while True:
+            text = self.password_file.read_text() if self.password_file.exists() else ""
+            try:
+                passwords = json.loads(text) if text.strip() else {}
+            except json.JSONDecodeError:  # read while the API server was writing it
+                passwords = {}
+            if ADMIN_USER in passwords or time.monotonic() > deadline:
+                return str(passwords[ADMIN_USER])
             time.sleep(0.5)
-        return str(json.loads(path.read_text())[ADMIN_USER])
 
     def stop(self) -> None:
         for proc in reversed(self._procs):

@@ -30,8 +30,12 @@ if TYPE_CHECKING:
 # Ex Libris loads the standard file set; bibs_with_items_*.mrc (an import-profile
 # alternative to bibs_* + items.csv) is not loaded on top of it.
 WITH_ITEMS = "bibs_with_items_"
-IMPORTS = (("bibs_", "bibs", "bib_inventory"), ("holdings.mrc", "holdings", "bib_inventory.holdings"),
-           ("items.csv", "items", "bib_inventory.items"), ("users.xml", "users", "patron"))
+IMPORTS = (
+    ("bibs_", "bibs", "bib_inventory"),
+    ("holdings.mrc", "holdings", "bib_inventory.holdings"),
+    ("items.csv", "items", "bib_inventory.items"),
+    ("users.xml", "users", "patron"),
+)
 FORM_MEMBER = "migration_form.xlsx"
 
 
@@ -73,7 +77,9 @@ def load_delivery(store: ArtifactStore, package_uri: str, emulator_url: str, wor
     rejected_records: dict[str, list[tuple[str, str]]] = {}
     with httpx.Client(base_url=emulator_url, timeout=600) as http:
         for prefix, kind, area in IMPORTS:
-            for name in sorted(n for n in archive.namelist() if n.startswith(prefix) and not n.startswith(WITH_ITEMS)):
+            for name in sorted(
+                n for n in archive.namelist() if n.startswith(prefix) and not n.startswith(WITH_ITEMS)
+            ):
                 data = archive.read(name)
                 body = mapped_holdings(data, form) if kind == "holdings" else data
                 response = http.post(f"/_emulator/import/{kind}", content=body)
@@ -84,9 +90,12 @@ def load_delivery(store: ArtifactStore, package_uri: str, emulator_url: str, wor
                 counts["loaded"] += int(result.get("created", 0)) + int(result.get("updated", 0))
                 counts["rejected"] += int(result.get("rejected", 0))
                 rejected_records.setdefault(area, []).extend(
-                    (str(i), str(reason)) for i, reason in result.get("rejected_records", []))
-    stats = {area: AreaStatistics(area, c["total"], c["loaded"], c["rejected"], rejected_records.get(area, []))
-             for area, c in totals.items()}
+                    (str(i), str(reason)) for i, reason in result.get("rejected_records", [])
+                )
+    stats = {
+        area: AreaStatistics(area, c["total"], c["loaded"], c["rejected"], rejected_records.get(area, []))
+        for area, c in totals.items()
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "statistics.xlsx"
         write_statistics_workbook(stats, path)

@@ -6,6 +6,7 @@ endpoints the UI uses, so no gate is ever bypassed.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,9 @@ class AirflowClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout, transport=self.transport)
         response = self._http.post("/auth/token", json={"username": self.username, "password": self.password})
         if response.status_code >= 300:
-            raise AirflowApiError(f"login to {self.base_url} failed: {response.status_code} {response.text[:200]}")
+            raise AirflowApiError(
+                f"login to {self.base_url} failed: {response.status_code} {response.text[:200]}"
+            )
         self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -75,29 +78,66 @@ class AirflowClient:
         return list(data["task_instances"])
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
-        data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-                          params={"map_index": map_index, "deserialize": True})
-        return data["value"]
+        """A task's return value as plain JSON (Airflow's serde envelopes of typed values unwrapped).
+
+        The API's ``deserialize=true`` would render typed values as their repr: the stored
+        form is read instead and the ``__data__`` of each envelope kept.
+        """
+        data = self._call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"map_index": map_index},
+        )
+        return plain_xcom(data["value"])
 
     def awaiting_input(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return [ti for ti in self.task_instances(dag_id, run_id) if ti["state"] == "awaiting_input"]
 
     def hitl_details(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
-        return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"))
+        return dict(
+            self._call(
+                "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+            )
+        )
 
-    def answer(self, dag_id: str, run_id: str, task_id: str, chosen: list[str],
-               params_input: dict[str, Any] | None = None, map_index: int = -1) -> None:
-        self._call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
-                   json={"chosen_options": chosen, "params_input": params_input or {}})
+    def answer(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        chosen: list[str],
+        params_input: dict[str, Any] | None = None,
+        map_index: int = -1,
+    ) -> None:
+        self._call(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            json={"chosen_options": chosen, "params_input": params_input or {}},
+        )
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
         """Clear tasks of a run (what the UI's *Clear* does) so that they run again."""
-        self._call("POST", f"/dags/{dag_id}/clearTaskInstances",
-                   json={"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False,
-                         "reset_dag_runs": True})
+        self._call(
+            "POST",
+            f"/dags/{dag_id}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": task_ids,
+                "only_failed": False,
+                "reset_dag_runs": True,
+            },
+        )
 
-    def wait(self, dag_id: str, run_id: str, timeout: float = 900, poll: float = 2,
-             on_gate: Any = None, settle: float = GATE_SETTLE_SECONDS) -> str:
+    def wait(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float = 900,
+        poll: float = 2,
+        on_gate: Any = None,
+        settle: float = GATE_SETTLE_SECONDS,
+    ) -> str:
         """Wait for the run to finish; ``on_gate(ti)`` answers each gate that waits for input.
 
         A gate is answered once it has waited ``settle`` seconds: Airflow 3.3 races an
@@ -124,5 +164,27 @@ class AirflowClient:
         raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
 
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
-        return [f"{ti['task_id']}[{ti.get('map_index', -1)}]" for ti in self.task_instances(dag_id, run_id)
-                if ti["state"] in ("failed", "upstream_failed")]
+        return [
+            f"{ti['task_id']}[{ti.get('map_index', -1)}]"
+            for ti in self.task_instances(dag_id, run_id)
+            if ti["state"] in ("failed", "upstream_failed")
+        ]
+
+
+def plain_xcom(value: Any) -> Any:
+    """Airflow serde's stored form → plain JSON: ``{"__classname__", "__data__"}`` envelopes unwrapped."""
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if not isinstance(decoded, dict | list):
+            return value
+        value = decoded
+    if isinstance(value, dict):
+        if "__classname__" in value and "__data__" in value:
+            return plain_xcom(value["__data__"])
+        return {k: plain_xcom(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_xcom(v) for v in value]
+    return value

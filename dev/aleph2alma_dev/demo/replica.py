@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from aleph2alma.aleph.ztables import Z_TABLES, ZTable, build_metadata
-from aleph2alma.demo import rows
-from aleph2alma.demo.plan import Plan
+from aleph2alma_dev.demo import rows
+from aleph2alma_dev.demo.plan import Plan
 
 INSERT_BATCH = 10_000
 
@@ -56,8 +56,10 @@ def check_target(db_url: str, schemas: dict[str, str | None]) -> None:
         raise ReplicaError(f"replica URL {db_url!r} is not a SQLAlchemy URL: {exc}") from exc
     names = sorted({s for s in schemas.values() if s})
     if url.get_backend_name() == "sqlite" and names:
-        raise ReplicaError(f"SQLite has no schemas; give a PostgreSQL URL for schemas {', '.join(names)} "
-                           "or leave the settings' schemas empty")
+        raise ReplicaError(
+            f"SQLite has no schemas; give a PostgreSQL URL for schemas {', '.join(names)} "
+            "or leave the settings' schemas empty"
+        )
 
 
 def prepare(db_url: str, schemas: dict[str, str | None]) -> tuple[sa.Engine, dict[str, sa.Table]]:
@@ -121,8 +123,9 @@ def write_table(engine: sa.Engine, table: sa.Table, ztable: ZTable, values: Iter
     return count
 
 
-def write_replica(plan: Plan, db_url: str, schemas: dict[str, str | None], adm_library: str,
-                  libraries: tuple[str, str]) -> dict[str, int]:
+def write_replica(
+    plan: Plan, db_url: str, schemas: dict[str, str | None], adm_library: str, libraries: tuple[str, str]
+) -> dict[str, int]:
     """Write every demo Z-table; returns rows per table."""
     engine, tables = prepare(db_url, schemas)
     people = rows.patrons(plan, adm_library)

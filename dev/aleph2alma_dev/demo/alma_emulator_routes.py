@@ -15,18 +15,30 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from html import escape
+from typing import Any
 
 from flask import Flask, Response, request
 
-from aleph2alma.demo.alma_emulator_store import Store, default_due_date, now_z, today_z
+from aleph2alma_dev.demo.alma_emulator_config import Limits
+from aleph2alma_dev.demo.alma_emulator_store import Store, default_due_date, now_z, today_z
 
-if TYPE_CHECKING:
-    from aleph2alma.demo.alma_emulator import Limits
-
-FEE_TYPES = frozenset({"OVERDUEFINE", "LOSTITEMREPLACEMENTFEE", "LOSTITEMPROCESSFEE", "RECALLEDOVERDUEFINE",
-                       "DAMAGEDITEMFINE", "CARDRENEWAL", "GENERAL", "LOCKERKEY", "OTHER", "CREDIT",
-                       "INTERLIBRARYLOANFEE", "DOCUMENTDELIVERYFEE"})
+FEE_TYPES = frozenset(
+    {
+        "OVERDUEFINE",
+        "LOSTITEMREPLACEMENTFEE",
+        "LOSTITEMPROCESSFEE",
+        "RECALLEDOVERDUEFINE",
+        "DAMAGEDITEMFINE",
+        "CARDRENEWAL",
+        "GENERAL",
+        "LOCKERKEY",
+        "OTHER",
+        "CREDIT",
+        "INTERLIBRARYLOANFEE",
+        "DOCUMENTDELIVERYFEE",
+    }
+)
 
 
 def _ok(data: Any, status: int = 200) -> Response:
@@ -36,12 +48,28 @@ def _ok(data: Any, status: int = 200) -> Response:
 def error_body(code: str, message: str) -> dict[str, Any]:
     """Alma's error document, with a tracking id shaped like Alma's."""
     tracking = f"E01-{time.strftime('%d%H%M%S')}-{random.randrange(16**5):05X}-EMULATOR"
-    return {"errorsExist": True, "errorList": {"error": [
-        {"errorCode": code, "errorMessage": message, "trackingId": tracking}]}, "result": None}
+    return {
+        "errorsExist": True,
+        "errorList": {"error": [{"errorCode": code, "errorMessage": message, "trackingId": tracking}]},
+        "result": None,
+    }
 
 
 def alma_error(code: str, message: str, status: int = 400) -> Response:
     return Response(json.dumps(error_body(code, message)), status, mimetype="application/json")
+
+
+def gateway_error(code: str, message: str, status: int = 400) -> Response:
+    """An error of Alma's API gateway (a refused key, a threshold): the XML ``web_service_result``
+    (``web_service_result.xsd``), whatever the client asked for, without a tracking id, as other
+    Alma clients' fixtures show it (unverified against Alma itself)."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<web_service_result xmlns="http://com/exlibris/urm/general/xmlbeans">'
+        f"<errorsExist>true</errorsExist><errorList><error><errorCode>{escape(code)}</errorCode>"
+        f"<errorMessage>{escape(message)}</errorMessage></error></errorList></web_service_result>"
+    )
+    return Response(body, status, mimetype="application/xml")
 
 
 _err = alma_error
@@ -51,7 +79,7 @@ def _page(key: str, rows: list[dict[str, Any]], **extra: Any) -> Response:
     limit = min(max(int(request.args.get("limit", 10) or 10), 0), 100)
     offset = max(int(request.args.get("offset", 0) or 0), 0)
     body: dict[str, Any] = {}
-    page = rows[offset:offset + limit]
+    page = rows[offset : offset + limit]
     if page:
         body[key] = page
     return _ok({**body, "total_record_count": len(rows), **extra})
@@ -75,6 +103,55 @@ def _past(instant: str) -> bool:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)) < datetime.now(UTC)
 
 
+LISTED_HOLDING = (
+    "holding_id",
+    "library",
+    "location",
+    "call_number",
+    "accession_number",
+    "suppress_from_publishing",
+)
+"""What Alma's holdings list gives of each holding (``rest_holdings.xsd``): no originating id, no MARC."""
+
+LOAN_STATUS_IN = frozenset({"Active", "Complete"})
+"""``rest_item_loan.xsd``: a JSON PUT or POST leaves ``loan_status`` out or sends one of these (the
+codes ``ACTIVE``/``COMPLETE`` are what GET returns)."""
+
+
+def _loan_status_refusal(body: dict[str, Any]) -> Response | None:
+    """Refuses a loan body whose ``loan_status`` the schema does not allow on input. The code is
+    the emulator's: Alma's answer to it is not documented (401652 is its generic error)."""
+    if "loan_status" in body and body["loan_status"] not in LOAN_STATUS_IN:
+        return _err(
+            "401652",
+            f"General Error: loan_status {body['loan_status']!r} is not Active or Complete "
+            "(a JSON PUT/POST leaves it out).",
+        )
+    return None
+
+
+NOT_LOANABLE_PROCESSES = frozenset({"MISSING", "LOST_LOAN", "LOST_ILL", "TECHNICAL", "WORK_ORDER_DEPARTMENT"})
+"""Item process types (Alma's ``process_type`` codes) that keep an item from being loaned here."""
+NOT_LOANABLE = "401651"  # Alma's "Item is not loanable." (Create user loan's documented refusal)
+
+
+def loan_refusal(user: dict[str, Any], item: dict[str, Any], active: int, limits: Limits) -> str | None:
+    """Why the fulfilment rules refuse this loan (the message after "Item is not loanable."), or None."""
+    expiry = str(user.get("expiry_date") or "").rstrip("Z")[:10]
+    if expiry and expiry < datetime.now(UTC).date().isoformat():
+        return f"the patron's account expired on {expiry}"
+    for block in user.get("user_block") or []:
+        if str(block.get("block_status") or "ACTIVE").upper() == "ACTIVE":
+            return f"the patron is blocked ({_value(block.get('block_description')) or 'block'})"
+    if limits.loan_limit and active >= limits.loan_limit:
+        return f"the patron has {active} active loans, the limit is {limits.loan_limit}"
+    if _value(item.get("policy")) in limits.not_loanable_policies:
+        return f"item policy {_value(item.get('policy'))} does not loan"
+    if _value(item.get("process_type")) in NOT_LOANABLE_PROCESSES:
+        return f"the item is in process {_value(item.get('process_type'))}"
+    return None
+
+
 def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
     """Add the entity routes to ``app`` under ``api``."""
     base = f"{api}"
@@ -84,16 +161,22 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
 
     def with_user(code: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
         """Resolve ``user_id`` (primary id or unique identifier) or answer ``code``."""
+
         def wrap(view: Callable[..., Response]) -> Callable[..., Response]:
             def inner(user_id: str, **kw: Any) -> Response:
                 user = store.user(user_id)
                 if user is None:
-                    message = f"User with identifier {user_id} was not found." if code == "401861" else \
-                        f"User with identifier {user_id} of type all_unique was not found."
+                    message = (
+                        f"User with identifier {user_id} was not found."
+                        if code == "401861"
+                        else f"User with identifier {user_id} of type all_unique was not found."
+                    )
                     return _err(code, message)
                 return view(user, **kw)
+
             inner.__name__ = view.__name__
             return inner
+
         return wrap
 
     # -- users -------------------------------------------------------------------------
@@ -128,14 +211,19 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
     @app.get(f"{api}/users/<user_id>/loans")
     @with_user("401890")
     def user_loans(user: dict[str, Any]) -> Response:
-        loans = store.many("SELECT data FROM loans WHERE primary_id = ? AND status = 'ACTIVE' ORDER BY loan_id",
-                           user["primary_id"])
+        loans = store.many(
+            "SELECT data FROM loans WHERE primary_id = ? AND status = 'ACTIVE' ORDER BY loan_id",
+            user["primary_id"],
+        )
         return _page("item_loan", loans)
 
     @app.post(f"{api}/users/<user_id>/loans")
     @with_user("401890")
     def create_loan(user: dict[str, Any]) -> Response:
         body = _body() or {}
+        refusal = _loan_status_refusal(body)
+        if refusal is not None:
+            return refusal
         barcode, pid = request.args.get("item_barcode"), request.args.get("item_pid")
         if not (barcode or pid):
             return _err("401672", "PID field is empty.")
@@ -147,28 +235,59 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
                 return _err("401664", f"Mandatory field is missing: {name}")
         bib = store.bib(item["_mms_id"]) or {}
         loan_id = store.new_id("loan")
-        loan = {"loan_id": loan_id, "circ_desk": {"value": _value(body["circ_desk"])},
-                "library": {"value": _value(body["library"])}, "user_id": user["primary_id"],
-                "item_barcode": item["barcode"], "item_id": item["pid"], "mms_id": item["_mms_id"],
-                "holding_id": item["_holding_id"], "title": bib.get("title", ""), "author": bib.get("author", ""),
-                "loan_status": "ACTIVE", "loan_date": now_z(), "due_date": default_due_date(limits.loan_days),
-                "process_status": "NORMAL", "location_code": item["location"], "item_policy": item["policy"]}
+        loan = {
+            "loan_id": loan_id,
+            "circ_desk": {"value": _value(body["circ_desk"])},
+            "library": {"value": _value(body["library"])},
+            "user_id": user["primary_id"],
+            "item_barcode": item["barcode"],
+            "item_id": item["pid"],
+            "mms_id": item["_mms_id"],
+            "holding_id": item["_holding_id"],
+            "title": bib.get("title", ""),
+            "author": bib.get("author", ""),
+            "loan_status": "ACTIVE",
+            "loan_date": now_z(),
+            "due_date": default_due_date(limits.loan_days),
+            "process_status": "NORMAL",
+            "location_code": item["location"],
+            "item_policy": item["policy"],
+        }
         with store.tx() as db:
-            if db.execute("SELECT 1 FROM loans WHERE item_pid = ? AND status = 'ACTIVE'", (item["pid"],)).fetchone():
+            if db.execute(
+                "SELECT 1 FROM loans WHERE item_pid = ? AND status = 'ACTIVE'", (item["pid"],)
+            ).fetchone():
                 return _err("401651", f"Item is not loanable: item {item['barcode']} is already on loan.")
-            db.execute("INSERT INTO loans VALUES (?, ?, ?, 'ACTIVE', ?)",
-                       (loan_id, user["primary_id"], item["pid"], json.dumps(loan, ensure_ascii=False)))
-            store.set_item(db, item["pid"], base_status={"value": "0", "desc": "Item not in place"},
-                           process_type={"value": "LOAN", "desc": "Loan"})
+            active = db.execute(
+                "SELECT count(*) FROM loans WHERE primary_id = ? AND status = 'ACTIVE'", (user["primary_id"],)
+            ).fetchone()[0]
+            why = loan_refusal(user, item, active, limits)
+            if why is not None:
+                return _err(NOT_LOANABLE, f"Item is not loanable: {why}.")
+            db.execute(
+                "INSERT INTO loans VALUES (?, ?, ?, 'ACTIVE', ?)",
+                (loan_id, user["primary_id"], item["pid"], json.dumps(loan, ensure_ascii=False)),
+            )
+            store.set_item(
+                db,
+                item["pid"],
+                base_status={"value": "0", "desc": "Item not in place"},
+                process_type={"value": "LOAN", "desc": "Loan"},
+            )
         return _ok({**loan, "link": link(f"/users/{user['primary_id']}/loans/{loan_id}")})
 
     @app.put(f"{api}/users/<user_id>/loans/<loan_id>")
     @with_user("401890")
     def change_due_date(user: dict[str, Any], loan_id: str) -> Response:
         body = _body() or {}
-        loan = store.one("SELECT data FROM loans WHERE loan_id = ? AND primary_id = ?", loan_id, user["primary_id"])
+        loan = store.one(
+            "SELECT data FROM loans WHERE loan_id = ? AND primary_id = ?", loan_id, user["primary_id"]
+        )
         if loan is None:
             return _err("401823", f"Loan ID {loan_id} does not exist.")
+        refusal = _loan_status_refusal(body)
+        if refusal is not None:
+            return refusal
         due = str(body.get("due_date") or "")
         if not due:
             return _err("401824", "Due date is not in loan object.")
@@ -176,7 +295,9 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
             return _err("401681", "Due date cannot be in the past.")
         loan = {**loan, "due_date": due}
         with store.tx() as db:
-            db.execute("UPDATE loans SET data = ? WHERE loan_id = ?", (json.dumps(loan, ensure_ascii=False), loan_id))
+            db.execute(
+                "UPDATE loans SET data = ? WHERE loan_id = ?", (json.dumps(loan, ensure_ascii=False), loan_id)
+            )
         return _ok({**loan, "link": link(f"/users/{user['primary_id']}/loans/{loan_id}")})
 
     # -- requests ----------------------------------------------------------------------
@@ -184,7 +305,9 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
     @app.get(f"{api}/users/<user_id>/requests")
     @with_user("401890")
     def user_requests(user: dict[str, Any]) -> Response:
-        rows = store.many("SELECT data FROM requests WHERE primary_id = ? ORDER BY request_id", user["primary_id"])
+        rows = store.many(
+            "SELECT data FROM requests WHERE primary_id = ? ORDER BY request_id", user["primary_id"]
+        )
         return _page("user_request", rows)
 
     @app.post(f"{api}/users/<user_id>/requests")
@@ -197,29 +320,52 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
         bib = store.bib(mms_id) if mms_id else None
         if bib is None or (pid and item is None):
             return _err("401129", "No items can fulfill the submitted request.")
-        if body.get("pickup_location_type", "LIBRARY") == "LIBRARY" and not body.get("pickup_location_library"):
+        if body.get("pickup_location_type", "LIBRARY") == "LIBRARY" and not body.get(
+            "pickup_location_library"
+        ):
             return _err("401664", "Mandatory field is missing: pickup_location_library")
         request_id = store.new_id("request")
-        data = {"request_id": request_id, "user_primary_id": user["primary_id"],
-                "request_type": body.get("request_type") or "HOLD",
-                "request_sub_type": {"value": "PATRON_PHYSICAL", "desc": "Patron physical item request"},
-                "request_status": "NOT_STARTED", "pickup_location": body.get("pickup_location_library", ""),
-                "pickup_location_type": body.get("pickup_location_type") or "LIBRARY",
-                "pickup_location_library": body.get("pickup_location_library", ""),
-                "mms_id": bib["mms_id"], "title": bib.get("title", ""), "author": bib.get("author", ""),
-                "comment": body.get("comment", ""), "request_date": today_z(), "request_time": now_z(),
-                "task_name": "Pickup From Shelf"}
+        data = {
+            "request_id": request_id,
+            "user_primary_id": user["primary_id"],
+            "request_type": body.get("request_type") or "HOLD",
+            "request_sub_type": {"value": "PATRON_PHYSICAL", "desc": "Patron physical item request"},
+            "request_status": "NOT_STARTED",
+            "pickup_location": body.get("pickup_location_library", ""),
+            "pickup_location_type": body.get("pickup_location_type") or "LIBRARY",
+            "pickup_location_library": body.get("pickup_location_library", ""),
+            "mms_id": bib["mms_id"],
+            "title": bib.get("title", ""),
+            "author": bib.get("author", ""),
+            "comment": body.get("comment", ""),
+            "request_date": today_z(),
+            "request_time": now_z(),
+            "task_name": "Pickup From Shelf",
+        }
         if body.get("last_interest_date"):
             data["last_interest_date"] = body["last_interest_date"]
         if item:
             data |= {"item_id": item["pid"], "barcode": item["barcode"], "holding_id": item["_holding_id"]}
         with store.tx() as db:
-            if item and db.execute("SELECT 1 FROM requests WHERE primary_id = ? AND item_pid = ?",
-                                   (user["primary_id"], item["pid"])).fetchone():
-                return _err("401136", "Failed to save the request: Patron has active request for selected item.")
-            db.execute("INSERT INTO requests VALUES (?, ?, ?, ?)", (request_id, user["primary_id"],
-                                                                     item["pid"] if item else None,
-                                                                     json.dumps(data, ensure_ascii=False)))
+            if (
+                item
+                and db.execute(
+                    "SELECT 1 FROM requests WHERE primary_id = ? AND item_pid = ?",
+                    (user["primary_id"], item["pid"]),
+                ).fetchone()
+            ):
+                return _err(
+                    "401136", "Failed to save the request: Patron has active request for selected item."
+                )
+            db.execute(
+                "INSERT INTO requests VALUES (?, ?, ?, ?)",
+                (
+                    request_id,
+                    user["primary_id"],
+                    item["pid"] if item else None,
+                    json.dumps(data, ensure_ascii=False),
+                ),
+            )
         return _ok(data)
 
     # -- fees --------------------------------------------------------------------------
@@ -228,11 +374,22 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
     @with_user("401861")
     def user_fees(user: dict[str, Any]) -> Response:
         status = request.args.get("status", "ACTIVE").upper()
-        fees = [f for f in store.many("SELECT data FROM fees WHERE primary_id = ? ORDER BY fee_id",
-                                      user["primary_id"]) if f["status"]["value"] == status]
+        fees = [
+            f
+            for f in store.many(
+                "SELECT data FROM fees WHERE primary_id = ? ORDER BY fee_id", user["primary_id"]
+            )
+            if f["status"]["value"] == status
+        ]
         body: dict[str, Any] = {"fee": fees} if fees else {}
-        return _ok({**body, "total_record_count": len(fees),
-                    "total_sum": round(sum(float(f["balance"]) for f in fees), 2), "currency": "CNY"})
+        return _ok(
+            {
+                **body,
+                "total_record_count": len(fees),
+                "total_sum": round(sum(float(f["balance"]) for f in fees), 2),
+                "currency": "CNY",
+            }
+        )
 
     @app.post(f"{api}/users/<user_id>/fees")
     @with_user("401861")
@@ -249,15 +406,27 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
             return _err("4019996", "User fine/fee owner is required.")
         fee_id = store.new_id("fee")
         amount = round(float(body["original_amount"]), 2)
-        fee = {"id": fee_id, "type": {"value": fee_type}, "status": {"value": "ACTIVE", "desc": "Active"},
-               "user_primary_id": {"value": user["primary_id"]}, "balance": amount, "remaining_vat_amount": 0.0,
-               "original_amount": amount, "original_vat_amount": 0.0,
-               "creation_time": body.get("creation_time") or now_z(), "status_time": now_z(),
-               "comment": body.get("comment", ""), "owner": {"value": _value(body["owner"])},
-               "link": link(f"/users/{user['primary_id']}/fees/{fee_id}")}
+        fee = {
+            "id": fee_id,
+            "type": {"value": fee_type},
+            "status": {"value": "ACTIVE", "desc": "Active"},
+            "user_primary_id": {"value": user["primary_id"]},
+            "balance": amount,
+            "remaining_vat_amount": 0.0,
+            "original_amount": amount,
+            "original_vat_amount": 0.0,
+            "creation_time": body.get("creation_time") or now_z(),
+            "status_time": now_z(),
+            "comment": body.get("comment", ""),
+            "owner": {"value": _value(body["owner"])},
+            **({"barcode": {"value": _value(body["barcode"])}} if _value(body.get("barcode")) else {}),
+            "link": link(f"/users/{user['primary_id']}/fees/{fee_id}"),
+        }
         with store.tx() as db:
-            db.execute("INSERT INTO fees VALUES (?, ?, ?)", (fee_id, user["primary_id"],
-                                                             json.dumps(fee, ensure_ascii=False)))
+            db.execute(
+                "INSERT INTO fees VALUES (?, ?, ?)",
+                (fee_id, user["primary_id"], json.dumps(fee, ensure_ascii=False)),
+            )
         return _ok(fee)
 
     # -- inventory ---------------------------------------------------------------------
@@ -274,11 +443,21 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
         bib = store.bib(mms_id)
         if bib is None:
             return _err("402203", f"Input parameters mmsId {mms_id} is not valid.")
-        holdings = [{**{k: v for k, v in h.items() if k != "anies"},
-                     "link": link(f"/bibs/{mms_id}/holdings/{h['holding_id']}")} for h in store.holdings_of(mms_id)]
+        holdings = [
+            {
+                **{k: h[k] for k in LISTED_HOLDING if k in h},
+                "link": link(f"/bibs/{mms_id}/holdings/{h['holding_id']}"),
+            }
+            for h in store.holdings_of(mms_id)
+        ]
         bib_data = {k: bib.get(k) for k in ("mms_id", "title", "author", "network_number")}
-        return _ok({**({"holding": holdings} if holdings else {}), "bib_data": {**bib_data, "link": link(
-            f"/bibs/{mms_id}")}, "total_record_count": len(holdings)})
+        return _ok(
+            {
+                **({"holding": holdings} if holdings else {}),
+                "bib_data": {**bib_data, "link": link(f"/bibs/{mms_id}")},
+                "total_record_count": len(holdings),
+            }
+        )
 
     @app.get(f"{api}/bibs/<mms_id>/holdings/<holding_id>")
     def get_holding(mms_id: str, holding_id: str) -> Response:

@@ -10,8 +10,10 @@ Imports work like Alma import profiles, matching so that a re-import updates:
 - :func:`import_bibs`: ISO 2709 → one bib per record, matched on its 035 ``$a`` values
   (``(ALEPH)<library><sysno>``, recorded as other-system numbers);
 - :func:`import_holdings`: MARC 21 holdings (ISO 2709) → holdings records on the bib whose 001
-  is the record's 004 (Alma rewrites the 004 to the MMS id), matched on the 001, kept as the
-  ``originating_system_id``; refused (Alma-like reasons) when no bib or more than one has
+  is the record's 004 (Alma rewrites the 004 to the MMS id), matched on the 001, kept in the
+  ``originating_system_id`` as Ex Libris' migration names it, ``<sysno>-HOL-<library>``
+  (:func:`migrated_holding_id`); the MARCXML in ``anies`` starts with Alma's UTF-16 XML
+  declaration; refused (Alma-like reasons) when no bib or more than one has
   that 001, or the 852 has no library (``$b``);
 - :func:`import_items`: the transform's items CSV → items attached to the bib whose 035 is
   ``(ALEPH)<bib_library><bib_sysno>``, on the imported holdings record their ``holding_id``
@@ -124,8 +126,10 @@ class Store:
 
     def new_id(self, kind: str) -> str:
         with self.lock:
-            row = self.db.execute("INSERT INTO seq VALUES (?, 1) ON CONFLICT (kind) DO UPDATE SET n = n + 1 "
-                                  "RETURNING n", (kind,)).fetchone()
+            row = self.db.execute(
+                "INSERT INTO seq VALUES (?, 1) ON CONFLICT (kind) DO UPDATE SET n = n + 1 RETURNING n",
+                (kind,),
+            ).fetchone()
         return f"{PREFIXES[kind]}{row[0]:011d}{INSTITUTION_SUFFIX}"
 
     def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
@@ -140,10 +144,15 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         with self.lock:
-            out = {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COUNTED}  # fixed names
-            out["loans_active"] = self.db.execute("SELECT count(*) FROM loans WHERE status = 'ACTIVE'").fetchone()[0]
+            out = {
+                t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COUNTED
+            }  # fixed names
+            out["loans_active"] = self.db.execute(
+                "SELECT count(*) FROM loans WHERE status = 'ACTIVE'"
+            ).fetchone()[0]
             out["holdings"], out["holdings_synthesised"] = self.db.execute(
-                "SELECT count(origin), count(*) - count(origin) FROM holdings").fetchone()
+                "SELECT count(origin), count(*) - count(origin) FROM holdings"
+            ).fetchone()
         return out
 
     # -- lookups -----------------------------------------------------------------------
@@ -151,19 +160,24 @@ class Store:
     def user(self, identifier: str) -> dict[str, Any] | None:
         """By primary id, else by any unique identifier (Alma's ``user_id_type=all_unique``)."""
         return self.one("SELECT data FROM users WHERE primary_id = ?", identifier) or self.one(
-            "SELECT u.data FROM user_ids i JOIN users u ON u.primary_id = i.primary_id WHERE i.value = ?", identifier)
+            "SELECT u.data FROM user_ids i JOIN users u ON u.primary_id = i.primary_id WHERE i.value = ?",
+            identifier,
+        )
 
     def bib(self, mms_id: str) -> dict[str, Any] | None:
         return self.one("SELECT data FROM bibs WHERE mms_id = ?", mms_id)
 
     def bibs_by_other_id(self, other_id: str) -> list[dict[str, Any]]:
-        return self.many("SELECT b.data FROM bib_ids i JOIN bibs b ON b.mms_id = i.mms_id WHERE i.other_id = ?",
-                         other_id)
+        return self.many(
+            "SELECT b.data FROM bib_ids i JOIN bibs b ON b.mms_id = i.mms_id WHERE i.other_id = ?", other_id
+        )
 
     def holding(self, holding_id: str) -> dict[str, Any] | None:
         """The stored holding (``anies`` with its MARCXML when imported from MARC) plus ``_mms_id``."""
         with self.lock:
-            row = self.db.execute("SELECT data, mms_id FROM holdings WHERE holding_id = ?", (holding_id,)).fetchone()
+            row = self.db.execute(
+                "SELECT data, mms_id FROM holdings WHERE holding_id = ?", (holding_id,)
+            ).fetchone()
         return {**json.loads(row["data"]), "_mms_id": row["mms_id"]} if row else None
 
     def holdings_of(self, mms_id: str) -> list[dict[str, Any]]:
@@ -173,8 +187,11 @@ class Store:
         """The item's ``item_data`` plus ``_mms_id``/``_holding_id``."""
         column, value = ("pid", pid) if pid is not None else ("barcode", barcode)
         with self.lock:
-            row = self.db.execute(f"SELECT i.data, h.mms_id, h.holding_id FROM items i JOIN holdings h "
-                                  f"ON h.holding_id = i.holding_id WHERE i.{column} = ?", (value,)).fetchone()
+            row = self.db.execute(
+                f"SELECT i.data, h.mms_id, h.holding_id FROM items i JOIN holdings h "
+                f"ON h.holding_id = i.holding_id WHERE i.{column} = ?",
+                (value,),
+            ).fetchone()
         if row is None:
             return None
         return {**json.loads(row["data"]), "_mms_id": row["mms_id"], "_holding_id": row["holding_id"]}
@@ -186,33 +203,48 @@ class Store:
         holding = {k: v for k, v in (self.holding(holding_id) or {}).items() if k != "anies" and k[0] != "_"}
         item_data = {k: v for k, v in row.items() if not k.startswith("_")}
         link = f"{base}/bibs/{mms_id}/holdings/{holding_id}/items/{row['pid']}"
-        return {"bib_data": {k: bib.get(k) for k in ("mms_id", "title", "author", "network_number")}
-                | {"link": f"{base}/bibs/{mms_id}"},
-                "holding_data": {**holding, "link": f"{base}/bibs/{mms_id}/holdings/{holding_id}"},
-                "item_data": item_data, "link": link}
+        return {
+            "bib_data": {k: bib.get(k) for k in ("mms_id", "title", "author", "network_number")}
+            | {"link": f"{base}/bibs/{mms_id}"},
+            "holding_data": {**holding, "link": f"{base}/bibs/{mms_id}/holdings/{holding_id}"},
+            "item_data": item_data,
+            "link": link,
+        }
 
     def set_item(self, db: sqlite3.Connection, pid: str, **changes: Any) -> None:
         row = db.execute("SELECT data FROM items WHERE pid = ?", (pid,)).fetchone()
-        db.execute("UPDATE items SET data = ? WHERE pid = ?", (json.dumps({**json.loads(row["data"]), **changes}), pid))
+        db.execute(
+            "UPDATE items SET data = ? WHERE pid = ?",
+            (json.dumps({**json.loads(row["data"]), **changes}), pid),
+        )
 
     # -- users -------------------------------------------------------------------------
 
     def save_user(self, user: dict[str, Any], *, replace: bool) -> tuple[dict[str, Any], bool] | str:
         """Insert (or, with ``replace``, update) a user; a conflicting identifier → its description."""
         primary_id = str(user["primary_id"])
-        ids = [(str(i.get("value") or ""), str((i.get("id_type") or {}).get("value") or ""))
-               for i in user.get("user_identifier") or []]
-        user = {**user, "full_name": " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)}
+        ids = [
+            (str(i.get("value") or ""), str((i.get("id_type") or {}).get("value") or ""))
+            for i in user.get("user_identifier") or []
+        ]
+        user = {
+            **user,
+            "full_name": " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p),
+        }
         with self.tx() as db:
-            exists = db.execute("SELECT 1 FROM users WHERE primary_id = ?", (primary_id,)).fetchone() is not None
+            exists = (
+                db.execute("SELECT 1 FROM users WHERE primary_id = ?", (primary_id,)).fetchone() is not None
+            )
             if exists and not replace:
                 return f"User with identifier {primary_id} of type PRIMARYIDENTIFIER already exists."
             for value, id_type in ids:
                 owner = db.execute("SELECT primary_id FROM user_ids WHERE value = ?", (value,)).fetchone()
                 if value and owner and owner[0].lower() != primary_id.lower():
                     return f"User with identifier {value} of type {id_type} already exists."
-            db.execute("INSERT INTO users VALUES (?, ?) ON CONFLICT (primary_id) DO UPDATE SET data = excluded.data",
-                       (primary_id, json.dumps(user, ensure_ascii=False)))
+            db.execute(
+                "INSERT INTO users VALUES (?, ?) ON CONFLICT (primary_id) DO UPDATE SET data = excluded.data",
+                (primary_id, json.dumps(user, ensure_ascii=False)),
+            )
             db.execute("DELETE FROM user_ids WHERE primary_id = ?", (primary_id,))
             db.executemany("INSERT INTO user_ids VALUES (?, ?, ?)", [(v, t, primary_id) for v, t in ids if v])
         return user, not exists
@@ -237,7 +269,9 @@ def import_bibs(store: Store, source: str | Path | BinaryIO) -> dict[str, int]:
             if record is None:
                 counts["rejected"] += 1
                 continue
-            other_ids = [str(v).strip() for f in record.get_fields("035") for v in f.get_subfields("a") if v.strip()]
+            other_ids = [
+                str(v).strip() for f in record.get_fields("035") for v in f.get_subfields("a") if v.strip()
+            ]
             cnmarc = bool(record.get_fields("200")) and not record.get_fields("245")
             bib: dict[str, Any] = {
                 "record_format": "cnmarc" if cnmarc else "marc21",
@@ -247,14 +281,26 @@ def import_bibs(store: Store, source: str | Path | BinaryIO) -> dict[str, int]:
                 "originating_system_id": (record["001"].data if record["001"] else ""),
             }
             with store.tx() as db:
-                found = next((r[0] for oid in other_ids for r in
-                              [db.execute("SELECT mms_id FROM bib_ids WHERE other_id = ?", (oid,)).fetchone()] if r),
-                             None)
+                found = next(
+                    (
+                        r[0]
+                        for oid in other_ids
+                        for r in [
+                            db.execute("SELECT mms_id FROM bib_ids WHERE other_id = ?", (oid,)).fetchone()
+                        ]
+                        if r
+                    ),
+                    None,
+                )
                 mms_id = found or store.new_id("mms")
                 bib = {"mms_id": mms_id, **bib, "created_date": today_z()}
-                db.execute("INSERT INTO bibs VALUES (?, ?) ON CONFLICT (mms_id) DO UPDATE SET data = excluded.data",
-                           (mms_id, json.dumps(bib, ensure_ascii=False)))
-                db.executemany("INSERT OR REPLACE INTO bib_ids VALUES (?, ?)", [(o, mms_id) for o in other_ids])
+                db.execute(
+                    "INSERT INTO bibs VALUES (?, ?) ON CONFLICT (mms_id) DO UPDATE SET data = excluded.data",
+                    (mms_id, json.dumps(bib, ensure_ascii=False)),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO bib_ids VALUES (?, ?)", [(o, mms_id) for o in other_ids]
+                )
             counts["updated" if found else "created"] += 1
     finally:
         if fh is not source:
@@ -271,29 +317,56 @@ def _holding_refusal(db: sqlite3.Connection, record: pymarc.Record) -> tuple[str
     if not bibs:
         return "no_matching_bib", f"No bibliographic record with 001 {bib_ref} (the holdings record's 004)."
     if len(bibs) > 1:
-        return "ambiguous_bib_link", (f"The holdings record's 004 {bib_ref} matches {len(bibs)} bibliographic "
-                                      f"records ({', '.join(bibs)}).")
+        return "ambiguous_bib_link", (
+            f"The holdings record's 004 {bib_ref} matches {len(bibs)} bibliographic "
+            f"records ({', '.join(bibs)})."
+        )
     if not _subfield(record, "852", "b"):
         return "no_library", "The holdings record has no 852 $b (library)."
     return None
 
 
 def _bibs_with_001(db: sqlite3.Connection, control_number: str) -> list[str]:
-    rows = db.execute("SELECT mms_id FROM bibs WHERE json_extract(data, '$.originating_system_id') = ?",
-                      (control_number,)).fetchall()
+    rows = db.execute(
+        "SELECT mms_id FROM bibs WHERE json_extract(data, '$.originating_system_id') = ?", (control_number,)
+    ).fetchall()
     return [r[0] for r in rows]
 
 
+ANIES_DECLARATION = '<?xml version="1.0" encoding="UTF-16"?>'
+"""What Alma's MARCXML in ``anies`` starts with, although it travels as text in a JSON string."""
+
+
+def migrated_holding_id(record: pymarc.Record) -> str:
+    """``originating_system_id`` as Ex Libris' migration gives it: ``<sysno>-HOL-<library>``, the
+    library taken from the ``(ALEPH)<library><sysno>`` 035; the bare 001 when there is none."""
+    sysno = (record["001"].data or "").strip()
+    for value in (str(v).strip() for f in record.get_fields("035") for v in f.get_subfields("a")):
+        if value.startswith("(ALEPH)") and value.endswith(sysno) and len(value) > len(sysno) + 7:
+            return f"{sysno}-HOL-{value[7 : -len(sysno)]}"
+    return sysno
+
+
 def holding_data(holding_id: str, record: pymarc.Record, mms_id: str) -> dict[str, Any]:
-    """An Alma holding object of a MARC holdings record; its 004 becomes the MMS id, as in Alma."""
+    """An Alma holding object of a MARC holdings record; its 004 becomes the MMS id, as in Alma.
+
+    ``anies`` holds the MARCXML as Alma sends it: its own XML declaration (UTF-16) first.
+    """
     from aleph2alma.marc.holdings import call_number
 
     record["004"].data = mms_id
     f852 = next(iter(record.get_fields("852")), None)
-    return {"holding_id": holding_id, "originating_system": "ALEPH", "originating_system_id": record["001"].data,
-            "library": {"value": _subfield(record, "852", "b")}, "location": {"value": _subfield(record, "852", "c")},
-            "call_number": call_number(f852) if f852 else "", "suppress_from_publishing": "false",
-            "created_date": today_z(), "anies": [pymarc.record_to_xml(record, namespace=True).decode("utf-8")]}
+    return {
+        "holding_id": holding_id,
+        "originating_system": "ALEPH",
+        "originating_system_id": migrated_holding_id(record),
+        "library": {"value": _subfield(record, "852", "b")},
+        "location": {"value": _subfield(record, "852", "c")},
+        "call_number": call_number(f852) if f852 else "",
+        "suppress_from_publishing": "false",
+        "created_date": today_z(),
+        "anies": [ANIES_DECLARATION + pymarc.record_to_xml(record).decode("utf-8")],
+    }
 
 
 def _refuse(counts: dict[str, Any], record_id: str, reason: str, message: str) -> None:
@@ -304,15 +377,26 @@ def _refuse(counts: dict[str, Any], record_id: str, reason: str, message: str) -
 
 def import_holdings(store: Store, source: str | Path | BinaryIO) -> dict[str, Any]:
     """MARC 21 holdings (ISO 2709) → holdings on the bib their 004 names, matched on the 001."""
-    counts: dict[str, Any] = {"created": 0, "updated": 0, "rejected": 0, "rejected_by_reason": {},
-                              "rejected_records": []}
+    counts: dict[str, Any] = {
+        "created": 0,
+        "updated": 0,
+        "rejected": 0,
+        "rejected_by_reason": {},
+        "rejected_records": [],
+    }
     fh: BinaryIO = open(source, "rb") if isinstance(source, str | Path) else source  # closed below
     try:
-        for n, record in enumerate(pymarc.MARCReader(fh, to_unicode=True, force_utf8=True, permissive=True), 1):
+        for n, record in enumerate(
+            pymarc.MARCReader(fh, to_unicode=True, force_utf8=True, permissive=True), 1
+        ):
             origin = (record["001"].data or "").strip() if record is not None and record["001"] else ""
             if record is None or not origin:
-                _refuse(counts, f"record {n}", "unreadable" if record is None else "no_001",
-                        "The record cannot be read." if record is None else "The holdings record has no 001.")
+                _refuse(
+                    counts,
+                    f"record {n}",
+                    "unreadable" if record is None else "no_001",
+                    "The record cannot be read." if record is None else "The holdings record has no 001.",
+                )
                 continue
             with store.tx() as db:
                 refusal = _holding_refusal(db, record)
@@ -322,11 +406,19 @@ def import_holdings(store: Store, source: str | Path | BinaryIO) -> dict[str, An
                 mms_id = _bibs_with_001(db, record["004"].data.strip())[0]
                 old = db.execute("SELECT holding_id FROM holdings WHERE origin = ?", (origin,)).fetchone()
                 data = holding_data(old[0] if old else store.new_id("holding"), record, mms_id)
-                db.execute("INSERT INTO holdings VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (holding_id) DO UPDATE SET "
-                           "mms_id = excluded.mms_id, library = excluded.library, location = excluded.location, "
-                           "data = excluded.data",
-                           (data["holding_id"], mms_id, data["library"]["value"], data["location"]["value"], origin,
-                            json.dumps(data, ensure_ascii=False)))
+                db.execute(
+                    "INSERT INTO holdings VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (holding_id) DO UPDATE SET "
+                    "mms_id = excluded.mms_id, library = excluded.library, location = excluded.location, "
+                    "data = excluded.data",
+                    (
+                        data["holding_id"],
+                        mms_id,
+                        data["library"]["value"],
+                        data["location"]["value"],
+                        origin,
+                        json.dumps(data, ensure_ascii=False),
+                    ),
+                )
             counts["updated" if old else "created"] += 1
     finally:
         if fh is not source:
@@ -334,65 +426,111 @@ def import_holdings(store: Store, source: str | Path | BinaryIO) -> dict[str, An
     return counts
 
 
-def _item_holding(store: Store, db: sqlite3.Connection, mms_id: str, row: dict[str, str], library: str,
-                  location: str) -> str:
+def _item_holding(
+    store: Store, db: sqlite3.Connection, mms_id: str, row: dict[str, str], library: str, location: str
+) -> str:
     """The imported holdings record the item's HOL sysno names on its bib, else a synthesised one."""
     hol = (row.get("holding_id") or "").strip()
     if hol:
-        found = db.execute("SELECT holding_id FROM holdings WHERE origin = ? AND mms_id = ?",
-                           (hol.zfill(9) if hol.isdigit() else hol, mms_id)).fetchone()
+        found = db.execute(
+            "SELECT holding_id FROM holdings WHERE origin = ? AND mms_id = ?",
+            (hol.zfill(9) if hol.isdigit() else hol, mms_id),
+        ).fetchone()
         if found:
             return str(found[0])
-    found = db.execute("SELECT holding_id FROM holdings WHERE mms_id = ? AND library = ? AND location = ? "
-                       "AND origin IS NULL", (mms_id, library, location)).fetchone()
+    found = db.execute(
+        "SELECT holding_id FROM holdings WHERE mms_id = ? AND library = ? AND location = ? "
+        "AND origin IS NULL",
+        (mms_id, library, location),
+    ).fetchone()
     if found:
         return str(found[0])
     holding_id = store.new_id("holding")
-    data = {"holding_id": holding_id, "call_number": row.get("call_number") or "",
-            "call_number_type": {"value": row.get("call_number_type") or ""},
-            "library": {"value": library}, "location": {"value": location}}
-    db.execute("INSERT INTO holdings VALUES (?, ?, ?, ?, NULL, ?)",
-               (holding_id, mms_id, library, location, json.dumps(data, ensure_ascii=False)))
+    data = {
+        "holding_id": holding_id,
+        "call_number": row.get("call_number") or "",
+        "call_number_type": {"value": row.get("call_number_type") or ""},
+        "library": {"value": library},
+        "location": {"value": location},
+    }
+    db.execute(
+        "INSERT INTO holdings VALUES (?, ?, ?, ?, NULL, ?)",
+        (holding_id, mms_id, library, location, json.dumps(data, ensure_ascii=False)),
+    )
     return holding_id
 
 
-_ITEM_TEXT = ("barcode", "description", "enumeration_a", "enumeration_b", "chronology_i", "chronology_j",
-              "public_note", "fulfillment_note", "internal_note_1", "inventory_number", "inventory_price",
-              "alternative_call_number", "creation_date", "modification_date")
+_ITEM_TEXT = (
+    "barcode",
+    "description",
+    "enumeration_a",
+    "enumeration_b",
+    "chronology_i",
+    "chronology_j",
+    "public_note",
+    "fulfillment_note",
+    "internal_note_1",
+    "inventory_number",
+    "inventory_price",
+    "alternative_call_number",
+    "creation_date",
+    "modification_date",
+)
 
 
 def import_items(store: Store, source: str | Path | IO[str]) -> dict[str, Any]:
     """The items CSV (``ITEM_COLUMNS``) → items on the bibs their ``bib_library``+``bib_sysno`` name."""
-    counts: dict[str, Any] = {"created": 0, "updated": 0, "rejected": 0, "rejected_by_reason": {},
-                              "rejected_records": []}
-    fh = open(source, encoding="utf-8", newline="") if isinstance(source, str | Path) else source  # closed below
+    counts: dict[str, Any] = {
+        "created": 0,
+        "updated": 0,
+        "rejected": 0,
+        "rejected_by_reason": {},
+        "rejected_records": [],
+    }
+    fh = (
+        open(source, encoding="utf-8", newline="") if isinstance(source, str | Path) else source
+    )  # closed below
     try:
         for row in csv.DictReader(fh):
             sysno = (row.get("bib_sysno") or "").strip()
-            other_id = f"(ALEPH){(row.get('bib_library') or '').strip()}{sysno.zfill(9) if sysno.isdigit() else sysno}"
+            bib_library = (row.get("bib_library") or "").strip()
+            other_id = f"(ALEPH){bib_library}{sysno.zfill(9) if sysno.isdigit() else sysno}"
             barcode = (row.get("barcode") or "").strip() or None
             with store.tx() as db:
                 hit = db.execute("SELECT mms_id FROM bib_ids WHERE other_id = ?", (other_id,)).fetchone()
                 if hit is None:
                     counts["rejected"] += 1
-                    counts["rejected_by_reason"]["no_matching_bib"] = \
+                    counts["rejected_by_reason"]["no_matching_bib"] = (
                         counts["rejected_by_reason"].get("no_matching_bib", 0) + 1
-                    counts["rejected_records"].append([barcode or row.get("aleph_item_key", ""),
-                                                       f"no bib with 035 {other_id}"])
+                    )
+                    counts["rejected_records"].append(
+                        [barcode or row.get("aleph_item_key", ""), f"no bib with 035 {other_id}"]
+                    )
                     continue
                 library, location = row.get("library") or "", row.get("location") or ""
                 holding_id = _item_holding(store, db, hit[0], row, library, location)
-                old = db.execute("SELECT pid FROM items WHERE barcode = ?", (barcode,)).fetchone() if barcode else None
+                old = (
+                    db.execute("SELECT pid FROM items WHERE barcode = ?", (barcode,)).fetchone()
+                    if barcode
+                    else None
+                )
                 pid = old[0] if old else store.new_id("item")
-                item = {"pid": pid, **{k: (row.get(k) or "").strip() for k in _ITEM_TEXT}, "barcode": barcode or "",
-                        "base_status": {"value": "1", "desc": "Item in place"},
-                        "physical_material_type": {"value": row.get("material_type") or ""},
-                        "policy": {"value": row.get("item_policy") or ""},
-                        "process_type": {"value": row.get("process_type") or ""},
-                        "library": {"value": library}, "location": {"value": location}}
-                db.execute("INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET "
-                           "holding_id = excluded.holding_id, data = excluded.data",
-                           (pid, barcode, holding_id, json.dumps(item, ensure_ascii=False)))
+                item = {
+                    "pid": pid,
+                    **{k: (row.get(k) or "").strip() for k in _ITEM_TEXT},
+                    "barcode": barcode or "",
+                    "base_status": {"value": "1", "desc": "Item in place"},
+                    "physical_material_type": {"value": row.get("material_type") or ""},
+                    "policy": {"value": row.get("item_policy") or ""},
+                    "process_type": {"value": row.get("process_type") or ""},
+                    "library": {"value": library},
+                    "location": {"value": location},
+                }
+                db.execute(
+                    "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET "
+                    "holding_id = excluded.holding_id, data = excluded.data",
+                    (pid, barcode, holding_id, json.dumps(item, ensure_ascii=False)),
+                )
             counts["updated" if old else "created"] += 1
     finally:
         if fh is not source:

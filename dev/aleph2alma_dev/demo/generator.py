@@ -1,4 +1,4 @@
-"""``aleph2alma demo generate``: a synthetic Aleph library shaped like BNU's, with known faults.
+"""``aleph2alma-dev demo generate``: a synthetic Aleph library shaped like BNU's, with known faults.
 
 Writes, under ``out_dir``:
 
@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 
 import aleph2alma
+import aleph2alma_dev
 from aleph2alma import settings as settings_module
-from aleph2alma.demo import replica, rows
-from aleph2alma.demo.defects import DEFECT_RATES, defect_names
-from aleph2alma.demo.plan import SCALES, Plan, Scale, build_plan, save_plan
-from aleph2alma.demo.worker import run_task
 from aleph2alma.settings import BibLibrary, MigrationSettings
+from aleph2alma_dev.demo import replica, rows
+from aleph2alma_dev.demo.defects import DEFECT_RATES, defect_names
+from aleph2alma_dev.demo.plan import SCALES, Plan, Scale, build_plan, save_plan
+from aleph2alma_dev.demo.worker import run_task
 
 __all__ = ["SCALES", "Scale", "generate", "DEFECT_RATES", "GeneratorError"]
 
@@ -56,8 +57,10 @@ def _bib_libraries(settings: MigrationSettings) -> tuple[BibLibrary, BibLibrary]
     """(Chinese CNMARC library, Western MARC 21 library) from the settings."""
     by_flavour = {lib.flavour: lib for lib in reversed(settings.bib_libraries)}
     if set(by_flavour) != {"CNMARC", "MARC21"}:
-        raise GeneratorError("the demo library needs one CNMARC and one MARC21 BIB library in the settings; got "
-                             + ", ".join(f"{lib.code} ({lib.flavour})" for lib in settings.bib_libraries))
+        raise GeneratorError(
+            "the demo library needs one CNMARC and one MARC21 BIB library in the settings; got "
+            + ", ".join(f"{lib.code} ({lib.flavour})" for lib in settings.bib_libraries)
+        )
     return by_flavour["CNMARC"], by_flavour["MARC21"]
 
 
@@ -66,14 +69,22 @@ def _file(lib: BibLibrary) -> str:
 
 
 def _run_in_subprocess(plan_path: Path, task: dict[str, Any]) -> dict[str, Any]:
-    package_root = Path(aleph2alma.__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(package_root),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "aleph2alma.demo.worker", str(plan_path), json.dumps(task)],
-                          capture_output=True, text=True, env=env, check=False)
+    # Both packages' roots (include/ and dev/), so the worker imports the same code as this process.
+    inits = (aleph2alma.__file__, aleph2alma_dev.__file__)
+    roots = dict.fromkeys(str(Path(init).resolve().parents[1]) for init in inits)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [*roots, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aleph2alma_dev.demo.worker", str(plan_path), json.dumps(task)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise GeneratorError(f"demo worker for {task['kind']} {task['code']} failed (exit {proc.returncode}): "
-                             f"{proc.stderr.strip()[-2000:]}")
+        raise GeneratorError(
+            f"demo worker for {task['kind']} {task['code']} failed (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]}"
+        )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -102,9 +113,13 @@ def _ground_truth(plan: Plan, chi: str, wes: str, hol_library: str) -> Iterator[
             yield {"entity": entity, "record_id": rid, "defect": defect}
 
     libs = (chi, wes)
-    yield from lines("bibs", plan.bib_defect, lambda b: f"{libs[int(plan.bib_lib[b])]}:{int(plan.bib_sysno[b]):09d}")
+    yield from lines(
+        "bibs", plan.bib_defect, lambda b: f"{libs[int(plan.bib_lib[b])]}:{int(plan.bib_sysno[b]):09d}"
+    )
     yield from lines("holdings", plan.hol_defect, lambda h: f"{hol_library}:{int(plan.hol_sysno[h]):09d}")
-    yield from lines("items", plan.item_defect, lambda i: rows.item_key(int(plan.item_adm[i]), int(plan.item_seq[i])))
+    yield from lines(
+        "items", plan.item_defect, lambda i: rows.item_key(int(plan.item_adm[i]), int(plan.item_seq[i]))
+    )
     yield from lines("patrons", plan.pat_defect, rows.patron_key)
     loan_keys, request_keys, fine_keys = rows.loan_keys(plan), rows.request_keys(plan), rows.fine_keys(plan)
     yield from lines("loans", plan.loan_defect, lambda n: loan_keys[n])
@@ -112,8 +127,15 @@ def _ground_truth(plan: Plan, chi: str, wes: str, hol_library: str) -> Iterator[
     yield from lines("fines", plan.fine_defect, lambda n: fine_keys[n][0])
 
 
-def generate(out_dir: Path, *, scale: str = "tiny", seed: int = 1, db_url: str | None = None,
-             settings: MigrationSettings | None = None, as_of: date = date(2026, 11, 1)) -> dict[str, Any]:
+def generate(
+    out_dir: Path,
+    *,
+    scale: str = "tiny",
+    seed: int = 1,
+    db_url: str | None = None,
+    settings: MigrationSettings | None = None,
+    as_of: date = date(2026, 11, 1),
+) -> dict[str, Any]:
     """Generate the demo library under ``out_dir``; returns the summary (also ``summary.json``).
 
     ``settings`` defaults to the ``demo`` migration (BNU01 CNMARC, BNU02 MARC 21, BNU60, BNU50).
@@ -132,15 +154,29 @@ def generate(out_dir: Path, *, scale: str = "tiny", seed: int = 1, db_url: str |
 
     started = time.perf_counter()
     plan = build_plan(SCALES[scale], seed, as_of)
-    log.info("planned %s library (seed %s) in %.1fs, %.0f MB of arrays", scale, seed,
-             time.perf_counter() - started, plan.nbytes() / 2**20)
+    log.info(
+        "planned %s library (seed %s) in %.1fs, %.0f MB of arrays",
+        scale,
+        seed,
+        time.perf_counter() - started,
+        plan.nbytes() / 2**20,
+    )
     tasks: list[dict[str, Any]] = [  # longest first: the database, then the largest file
-        {"kind": "db", "code": settings.adm_library, "db_url": db_url, "schemas": dict(settings.schemas),
-         "libraries": libraries},
+        {
+            "kind": "db",
+            "code": settings.adm_library,
+            "db_url": db_url,
+            "schemas": dict(settings.schemas),
+            "libraries": libraries,
+        },
         {"kind": "bibs", "code": chi.code, "lib": 0, "cnmarc": True, "path": str(seq_dir / _file(chi))},
         {"kind": "bibs", "code": wes.code, "lib": 1, "cnmarc": False, "path": str(seq_dir / _file(wes))},
-        {"kind": "holdings", "code": settings.hol_library, "libraries": libraries,
-         "path": str(seq_dir / settings.hol_file)},
+        {
+            "kind": "holdings",
+            "code": settings.hol_library,
+            "libraries": libraries,
+            "path": str(seq_dir / settings.hol_file),
+        },
     ]
     results = _run_tasks(plan, tasks, out_dir)
     for r in results:
@@ -150,7 +186,9 @@ def generate(out_dir: Path, *, scale: str = "tiny", seed: int = 1, db_url: str |
     truth = list(_ground_truth(plan, chi.code, wes.code, settings.hol_library))
     with open(out_dir / GROUND_TRUTH, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in truth)
-    defects: dict[str, dict[str, int]] = {entity: dict.fromkeys(names, 0) for entity, names in DEFECT_RATES.items()}
+    defects: dict[str, dict[str, int]] = {
+        entity: dict.fromkeys(names, 0) for entity, names in DEFECT_RATES.items()
+    }
     for line in truth:
         defects[line["entity"]][line["defect"]] += 1
 
@@ -161,9 +199,16 @@ def generate(out_dir: Path, *, scale: str = "tiny", seed: int = 1, db_url: str |
         "seed": seed,
         "as_of": as_of.isoformat(),
         "counts": {
-            "bibs": len(plan.bib_lib), "holdings": len(plan.hol_sysno), "items": len(plan.item_hol),
-            "patrons": len(plan.pat_status), "loans": len(plan.loan_item), "requests": len(plan.req_item),
-            "fines": len(plan.fine_patron), "orders": len(plan.order_adm), "vendors": s.vendors, "budgets": s.budgets,
+            "bibs": len(plan.bib_lib),
+            "holdings": len(plan.hol_sysno),
+            "items": len(plan.item_hol),
+            "patrons": len(plan.pat_status),
+            "loans": len(plan.loan_item),
+            "requests": len(plan.req_item),
+            "fines": len(plan.fine_patron),
+            "orders": len(plan.order_adm),
+            "vendors": s.vendors,
+            "budgets": s.budgets,
         },
         "bibs_by_library": {code: int((plan.bib_lib == i).sum()) for i, code in enumerate(libraries)},
         "electronic_bibs": {code: electronic.get(code, 0) for code in libraries},
@@ -172,14 +217,21 @@ def generate(out_dir: Path, *, scale: str = "tiny", seed: int = 1, db_url: str |
         "defects": defects,
         "defect_records": len(truth),
         "files": {
-            chi.code: f"alephseq/{_file(chi)}", wes.code: f"alephseq/{_file(wes)}",
+            chi.code: f"alephseq/{_file(chi)}",
+            wes.code: f"alephseq/{_file(wes)}",
             settings.hol_library: f"alephseq/{settings.hol_file}",
-            "ground_truth": GROUND_TRUTH, "summary": SUMMARY,
+            "ground_truth": GROUND_TRUTH,
+            "summary": SUMMARY,
         },
         "db_url": db_url,
         "schemas": dict(settings.schemas),
     }
     (out_dir / SUMMARY).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    log.info("demo library %s (seed %s) generated in %.1fs under %s", scale, seed, time.perf_counter() - started,
-             out_dir)
+    log.info(
+        "demo library %s (seed %s) generated in %.1fs under %s",
+        scale,
+        seed,
+        time.perf_counter() - started,
+        out_dir,
+    )
     return summary

@@ -62,7 +62,9 @@ LOCATIONS: tuple[Location, ...] = (
     Location("BNUZG", "ZWSK", "中文图书借阅区", "Chinese stacks", "chi", "mono", "BOOK", _LEND, 60),
     Location("BNUZG", "ZWCK", "中文工具书", "Chinese reference", "chi", "mono", "BOOK", _REF, 5),
     Location("BNUZG", "BCB", "保存本书库", "Preservation copies", "chi", "mono", "BOOK", _ARCHIVE, 10),
-    Location("BNUZG", "TCGJ", "特藏古籍", "Special collections and rare books", "chi", "mono", "BOOK", _SPECIAL, 2),
+    Location(
+        "BNUZG", "TCGJ", "特藏古籍", "Special collections and rare books", "chi", "mono", "BOOK", _SPECIAL, 2
+    ),
     Location("BNUZG", "JCK", "教学参考书", "Course reserves", "chi", "mono", "BOOK", _RESERVE, 3),
     Location("BNUZG", "ZWQK", "中文期刊", "Chinese periodicals", "chi", "serial", "ISSUE", _SERIAL, 70),
     Location("BNUZG", "XWLW", "学位论文", "Theses and dissertations", "chi", "thesis", "DISS", _REF, 100),
@@ -73,14 +75,27 @@ LOCATIONS: tuple[Location, ...] = (
     Location("BNUJY", "JYWW", "教育学外文图书", "Education: Western books", "wes", "mono", "BOOK", _LEND, 12),
     Location("BNUJY", "JYQK", "教育学期刊", "Education: periodicals", "chi", "serial", "ISSUE", _SERIAL, 15),
     Location("BNUXL", "XLZW", "心理学中文图书", "Psychology: Chinese books", "chi", "mono", "BOOK", _LEND, 5),
-    Location("BNUXL", "XLWW", "心理学外文图书", "Psychology: Western books", "wes", "mono", "BOOK", _LEND, 10),
-    Location("BNUXL", "XLQK", "心理学外文期刊", "Psychology: Western periodicals", "wes", "serial", "ISSUE",
-             _SERIAL, 30),
+    Location(
+        "BNUXL", "XLWW", "心理学外文图书", "Psychology: Western books", "wes", "mono", "BOOK", _LEND, 10
+    ),
+    Location(
+        "BNUXL",
+        "XLQK",
+        "心理学外文期刊",
+        "Psychology: Western periodicals",
+        "wes",
+        "serial",
+        "ISSUE",
+        _SERIAL,
+        30,
+    ),
     Location("BNUWX", "WXZW", "文学中文图书", "Literature: Chinese books", "chi", "mono", "BOOK", _LEND, 6),
     Location("BNUWX", "WXGJ", "文学古籍", "Literature: rare books", "chi", "mono", "BOOK", _SPECIAL, 1),
     Location("BNUZH", "ZHZW", "珠海中文图书", "Zhuhai: Chinese books", "chi", "mono", "BOOK", _LEND, 10),
     Location("BNUZH", "ZHWW", "珠海外文图书", "Zhuhai: Western books", "wes", "mono", "BOOK", _LEND, 10),
-    Location("BNUZH", "ZHQK", "珠海中文期刊", "Zhuhai: Chinese periodicals", "chi", "serial", "ISSUE", _SERIAL, 15),
+    Location(
+        "BNUZH", "ZHQK", "珠海中文期刊", "Zhuhai: Chinese periodicals", "chi", "serial", "ISSUE", _SERIAL, 15
+    ),
 )
 
 ITEM_STATUSES: dict[str, str] = {
@@ -126,8 +141,15 @@ BOR_STATUSES: dict[str, str] = {
 }
 # bor status → (weight, years of validity after registration)
 BOR_STATUS_PROFILE: dict[str, tuple[int, int]] = {
-    "01": (55, 4), "02": (20, 3), "03": (8, 4), "04": (9, 5), "05": (2, 5),
-    "06": (1, 2), "07": (3, 2), "08": (1, 1), "09": (1, 1),
+    "01": (55, 4),
+    "02": (20, 3),
+    "03": (8, 4),
+    "04": (9, 5),
+    "05": (2, 5),
+    "06": (1, 2),
+    "07": (3, 2),
+    "08": (1, 1),
+    "09": (1, 1),
 }
 
 BOR_TYPES: dict[str, str] = {
@@ -137,12 +159,16 @@ BOR_TYPES: dict[str, str] = {
 }
 
 FINE_TYPES: dict[str, str] = {
-    "0001": "超期罚款 Overdue fine",
-    "0002": "丢失赔偿 Lost item replacement",
-    "0003": "污损赔偿 Damaged item",
-    "0004": "催还超期 Recall overdue",
-    "0005": "补办借书证 Replacement card",
+    "0003": "超期罚款 Late return",
+    "0004": "借阅费 Loan charge",
+    "0005": "续借费 Renewal charge",
+    "0022": "办证费 Registration",
+    "0040": "丢失处理费 Lost item handling",
+    "0041": "丢失赔偿 Lost item replacement",
+    "0042": "丢失加工费 Lost item processing",
 }
+"""Z31_TYPE: Aleph's standard cash types (tab18; see ``aleph2alma.alma.fee_types`` for the
+source and what stays unverified), as this library's cash table names them."""
 
 CALL_NO_TYPES: dict[str, str] = {
     "0": "LC (Library of Congress)",

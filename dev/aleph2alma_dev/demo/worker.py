@@ -1,7 +1,7 @@
 """One part of the demo library, written in its own process from a saved plan.
 
 The generator runs its four independent parts (two BIB libraries, the HOL library, the
-replica database) as ``python -m aleph2alma.demo.worker <plan.npz> <task JSON>`` at the
+replica database) as ``python -m aleph2alma_dev.demo.worker <plan.npz> <task JSON>`` at the
 larger scales: plain subprocesses need neither fork (unsafe beside threads) nor a
 ``__main__`` guard in whatever script called ``generate``. Smaller scales run the same
 ``run_task`` in-process.
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aleph2alma.demo.plan import Plan, load_plan
+from aleph2alma_dev.demo.plan import Plan, load_plan
 
 
 def run_task(plan: Plan, task: dict[str, Any]) -> dict[str, Any]:
@@ -26,26 +26,30 @@ def run_task(plan: Plan, task: dict[str, Any]) -> dict[str, Any]:
     result: Any
     # imported per kind: a worker process starts faster without what it does not use
     if kind == "bibs":
-        from aleph2alma.demo import marc
+        from aleph2alma_dev.demo import marc
 
         result = marc.write_bibs(plan, task["lib"], task["code"], task["cnmarc"], Path(task["path"]))
     elif kind == "holdings":
-        from aleph2alma.demo import marc
+        from aleph2alma_dev.demo import marc
 
         result = marc.write_holdings(plan, libraries, task["code"], Path(task["path"]))
     elif kind == "db":
-        from aleph2alma.demo import replica
+        from aleph2alma_dev.demo import replica
 
         result = replica.write_replica(plan, task["db_url"], task["schemas"], task["code"], libraries)
     else:
         raise ValueError(f"unknown demo task kind {kind!r}; known: bibs, holdings, db")
-    return {"name": f"{kind} {task['code']}", "result": result, "seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu}
+    return {
+        "name": f"{kind} {task['code']}",
+        "result": result,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m aleph2alma.demo.worker <plan.npz> <task JSON>", file=sys.stderr)
+        print("usage: python -m aleph2alma_dev.demo.worker <plan.npz> <task JSON>", file=sys.stderr)
         return 2
     print(json.dumps(run_task(load_plan(Path(argv[0])), json.loads(argv[1]))))
     return 0

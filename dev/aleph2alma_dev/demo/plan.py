@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from aleph2alma.demo import codes, text
-from aleph2alma.demo.defects import DefectPicker, defect_code, defect_count, group_sizes
+from aleph2alma_dev.demo import codes, text
+from aleph2alma_dev.demo.defects import DefectPicker, defect_code, defect_count, group_sizes
 
 ELECTRONIC_SHARE = 0.04  # bibs with an 856 and no holdings (P2E candidates)
 CHINESE_SHARE = 0.65  # BNU01 (CNMARC) : BNU02 (MARC 21)
@@ -47,12 +47,42 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "tiny": Scale(bibs=300, holdings=320, items=1_000, patrons=200, loans=300, requests=60, fines=80,
-                  orders=40, vendors=12, budgets=10),
-    "small": Scale(bibs=20_000, holdings=21_500, items=64_000, patrons=2_000, loans=5_000, requests=500,
-                   fines=1_000, orders=1_500, vendors=40, budgets=30),
-    "bnu": Scale(bibs=1_500_000, holdings=1_600_000, items=4_800_000, patrons=60_000, loans=150_000,
-                 requests=15_000, fines=30_000, orders=40_000, vendors=600, budgets=200),
+    "tiny": Scale(
+        bibs=300,
+        holdings=320,
+        items=1_000,
+        patrons=200,
+        loans=300,
+        requests=60,
+        fines=80,
+        orders=40,
+        vendors=12,
+        budgets=10,
+    ),
+    "small": Scale(
+        bibs=20_000,
+        holdings=21_500,
+        items=64_000,
+        patrons=2_000,
+        loans=5_000,
+        requests=500,
+        fines=1_000,
+        orders=1_500,
+        vendors=40,
+        budgets=30,
+    ),
+    "bnu": Scale(
+        bibs=1_500_000,
+        holdings=1_600_000,
+        items=4_800_000,
+        patrons=60_000,
+        loans=150_000,
+        requests=15_000,
+        fines=30_000,
+        orders=40_000,
+        vendors=600,
+        budgets=200,
+    ),
 }
 
 
@@ -111,7 +141,11 @@ class Plan:
     budgets: int
 
     def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nbytes for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray))
+        return sum(
+            getattr(self, f.name).nbytes
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        )
 
 
 def _sysnos(rng: np.random.Generator, n: int, gap_share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +190,18 @@ def _bibs(rng: np.random.Generator, scale: Scale) -> dict[str, np.ndarray]:
     year[kind == 2] = rng.integers(2003, 2027, int((kind == 2).sum()))
     n_cls = np.where(lib == 0, len(text.CLC_CLASSES), len(text.WESTERN_CLASSES))
     cls = (rng.random(n) * n_cls).astype(np.int16)
-    return {"bib_lib": lib, "bib_sysno": sysno, "bib_kind": kind, "bib_e": e, "bib_year": year,
-            "bib_class": cls, "bib_cutter": rng.integers(1, 10_000, n).astype(np.int32),
-            "bib_dewey": (lib == 1) & (rng.random(n) < 0.2), "gaps0": gaps[0], "gaps1": gaps[1]}
+    return {
+        "bib_lib": lib,
+        "bib_sysno": sysno,
+        "bib_kind": kind,
+        "bib_e": e,
+        "bib_year": year,
+        "bib_class": cls,
+        "bib_cutter": rng.integers(1, 10_000, n).astype(np.int32),
+        "bib_dewey": (lib == 1) & (rng.random(n) < 0.2),
+        "gaps0": gaps[0],
+        "gaps1": gaps[1],
+    }
 
 
 def _bib_defects(rng: np.random.Generator, b: dict[str, np.ndarray]) -> np.ndarray:
@@ -181,7 +224,9 @@ def _locations(rng: np.random.Generator, lang: np.ndarray, kind: np.ndarray) -> 
     for lb, language in enumerate(("chi", "wes")):
         for kd, kind_name in enumerate(KINDS):
             rows = np.flatnonzero((lang == lb) & (kind == kd))
-            options = [i for i, x in enumerate(codes.LOCATIONS) if x.language == language and x.kind == kind_name]
+            options = [
+                i for i, x in enumerate(codes.LOCATIONS) if x.language == language and x.kind == kind_name
+            ]
             if len(rows) and options:
                 loc[rows] = _by_weights(rng, options, [codes.LOCATIONS[i].weight for i in options], len(rows))
     return loc
@@ -200,7 +245,9 @@ def _holdings(rng: np.random.Generator, scale: Scale, b: dict[str, np.ndarray]) 
     n_orphan = defect_count("holdings", "orphan_holdings", scale.holdings)
     extra = scale.holdings - n_orphan - len(adm_bib)
     if extra < 0:
-        raise ValueError(f"{scale.holdings} holdings cannot cover {len(adm_bib)} physical bibs and {n_orphan} orphans")
+        raise ValueError(
+            f"{scale.holdings} holdings cannot cover {len(adm_bib)} physical bibs and {n_orphan} orphans"
+        )
     per_adm = 1 + np.bincount(rng.integers(0, len(adm_bib), extra), minlength=len(adm_bib))
     hol_adm = np.repeat(np.arange(len(adm_bib), dtype=np.int32), per_adm)
     hol_bib = adm_bib[hol_adm]
@@ -218,19 +265,31 @@ def _holdings(rng: np.random.Generator, scale: Scale, b: dict[str, np.ndarray]) 
     kind = np.where(orphan, 0, b["bib_kind"][hol_bib])
     loc = _locations(rng, hol_lib, kind)
     defect = np.where(orphan, defect_code("holdings", "orphan_holdings"), 0).astype(np.int8)
-    return {"hol_sysno": sysno, "hol_bib": hol_bib, "hol_lib": hol_lib, "hol_target": target, "hol_loc": loc,
-            "hol_defect": defect, "adm_bib": adm_bib, "hol_adm": np.insert(hol_adm, at, -1), "hol_gaps": gaps}
+    return {
+        "hol_sysno": sysno,
+        "hol_bib": hol_bib,
+        "hol_lib": hol_lib,
+        "hol_target": target,
+        "hol_loc": loc,
+        "hol_defect": defect,
+        "adm_bib": adm_bib,
+        "hol_adm": np.insert(hol_adm, at, -1),
+        "hol_gaps": gaps,
+    }
 
 
-def _items(rng: np.random.Generator, scale: Scale, b: dict[str, np.ndarray],
-           h: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _items(
+    rng: np.random.Generator, scale: Scale, b: dict[str, np.ndarray], h: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     regular = np.flatnonzero(h["hol_bib"] >= 0)
     extra = scale.items - len(regular)
     if extra < 0:
         raise ValueError(f"{scale.items} items cannot give each of {len(regular)} holdings one item")
     kind = b["bib_kind"][h["hol_bib"][regular]]
     weight = rng.lognormal(0, 0.8, len(regular)) * np.choose(kind, [1.0, 6.0, 0.05])
-    per_hol = 1 + np.bincount(rng.choice(len(regular), size=extra, p=weight / weight.sum()), minlength=len(regular))
+    per_hol = 1 + np.bincount(
+        rng.choice(len(regular), size=extra, p=weight / weight.sum()), minlength=len(regular)
+    )
     item_hol = np.repeat(regular, per_hol).astype(np.int32)
     n = len(item_hol)
     item_adm = h["hol_adm"][item_hol] + 1  # ADM doc numbers start at 1
@@ -244,8 +303,9 @@ def _items(rng: np.random.Generator, scale: Scale, b: dict[str, np.ndarray],
             options = [ITEM_STATUS_CODES.index(s) for s, _ in location.statuses]
             status[rows] = _by_weights(rng, options, [w for _, w in location.statuses], len(rows))
     process = np.where(rng.random(n) < 0.05, rng.integers(1, len(PROCESS_CODES), n), 0).astype(np.int8)
-    barcode = rng.permutation(n).astype(np.int64) + np.where(b["bib_lib"][h["hol_bib"][item_hol]] == 0,
-                                                             1_000_000_000, 2_000_000_000)
+    barcode = rng.permutation(n).astype(np.int64) + np.where(
+        b["bib_lib"][h["hol_bib"][item_hol]] == 0, 1_000_000_000, 2_000_000_000
+    )
     hol_sysno = h["hol_sysno"][item_hol].copy()
 
     picker = DefectPicker.for_entity("items", n, rng)
@@ -257,16 +317,24 @@ def _items(rng: np.random.Generator, scale: Scale, b: dict[str, np.ndarray],
     dup = dup[rng.permutation(len(dup))]
     start = 0
     for size in group_sizes(len(dup)):
-        barcode[dup[start + 1:start + size]] = barcode[dup[start]]
+        barcode[dup[start + 1 : start + size]] = barcode[dup[start]]
         start += size
     barcode[picker.pick("missing_barcode", defect_count("items", "missing_barcode", n))] = -1
     rows = picker.pick("unmapped_location", defect_count("items", "unmapped_location", n))
     loc[rows] = len(codes.LOCATIONS) + rng.integers(0, len(UNMAPPED_LOCATIONS), len(rows))
     rows = picker.pick("unmapped_item_status", defect_count("items", "unmapped_item_status", n))
     status[rows] = len(codes.ITEM_STATUSES) + rng.integers(0, 2, len(rows))
-    return {"item_hol": item_hol, "item_adm": item_adm.astype(np.int32), "item_seq": seq.astype(np.int32),
-            "item_hol_sysno": hol_sysno, "item_loc": loc, "item_status": status, "item_process": process,
-            "item_barcode": barcode, "item_defect": picker.codes}
+    return {
+        "item_hol": item_hol,
+        "item_adm": item_adm.astype(np.int32),
+        "item_seq": seq.astype(np.int32),
+        "item_hol_sysno": hol_sysno,
+        "item_loc": loc,
+        "item_status": status,
+        "item_process": process,
+        "item_barcode": barcode,
+        "item_defect": picker.codes,
+    }
 
 
 def _patrons(rng: np.random.Generator, scale: Scale, as_of: int) -> dict[str, np.ndarray]:
@@ -285,7 +353,7 @@ def _patrons(rng: np.random.Generator, scale: Scale, as_of: int) -> dict[str, np
     dup = dup[rng.permutation(len(dup))]
     start = 0
     for size in group_sizes(len(dup)):
-        primary[dup[start + 1:start + size]] = dup[start]
+        primary[dup[start + 1 : start + size]] = dup[start]
         start += size
     rows = picker.pick("unmapped_user_group", defect_count("patrons", "unmapped_user_group", n))
     status[rows] = len(codes.BOR_STATUSES) + rng.integers(0, 2, len(rows))
@@ -293,8 +361,13 @@ def _patrons(rng: np.random.Generator, scale: Scale, as_of: int) -> dict[str, np
     expired[picker.codes != 0] = False
     expired[rows] = True
     expiry = np.where(expired, as_of - expired_days, as_of + valid_days).astype(np.int32)
-    return {"pat_status": status, "pat_type": ptype, "pat_expiry": expiry, "pat_primary": primary,
-            "pat_defect": picker.codes}
+    return {
+        "pat_status": status,
+        "pat_type": ptype,
+        "pat_expiry": expiry,
+        "pat_primary": primary,
+        "pat_defect": picker.codes,
+    }
 
 
 def _skewed(rng: np.random.Generator, pool: np.ndarray, size: int) -> np.ndarray:
@@ -302,16 +375,20 @@ def _skewed(rng: np.random.Generator, pool: np.ndarray, size: int) -> np.ndarray
     return pool[rng.choice(len(pool), size=size, p=w / w.sum())]
 
 
-def _circulation(rng: np.random.Generator, scale: Scale, i: dict[str, np.ndarray],
-                 p: dict[str, np.ndarray], as_of: int) -> dict[str, np.ndarray]:
+def _circulation(
+    rng: np.random.Generator, scale: Scale, i: dict[str, np.ndarray], p: dict[str, np.ndarray], as_of: int
+) -> dict[str, np.ndarray]:
     n_pat, n_adm = len(p["pat_defect"]), int(i["item_adm"].max())
     clean_items = np.flatnonzero(i["item_defect"] == 0)
     loanable_status = [ITEM_STATUS_CODES.index(s) for s in codes.LOANABLE_STATUSES]
-    loanable = clean_items[np.isin(i["item_status"][clean_items], loanable_status)
-                           & (i["item_process"][clean_items] == 0)]
+    loanable = clean_items[
+        np.isin(i["item_status"][clean_items], loanable_status) & (i["item_process"][clean_items] == 0)
+    ]
     clean_pat = p["pat_defect"] == 0
     active = np.flatnonzero(clean_pat & (p["pat_expiry"] >= as_of))
-    expired_with_loans = np.flatnonzero(p["pat_defect"] == defect_code("patrons", "expired_patron_with_loans"))
+    expired_with_loans = np.flatnonzero(
+        p["pat_defect"] == defect_code("patrons", "expired_patron_with_loans")
+    )
     missing_patron = iter(range(n_pat + 1000, n_pat + 10**6))
     missing_adm = iter(range(n_adm + 1, n_adm + 10**6))
 
@@ -333,8 +410,15 @@ def _circulation(rng: np.random.Generator, scale: Scale, i: dict[str, np.ndarray
     extra = rng.integers(1, 3, len(expired_with_loans))
     if len(clean_loans) < extra.sum():
         raise ValueError("too few loans for the expired patrons that must have them")
-    loan_patron[rng.choice(clean_loans, size=int(extra.sum()), replace=False)] = np.repeat(expired_with_loans, extra)
-    loans = {"loan_item": loan_item, "loan_adm": loan_adm, "loan_patron": loan_patron, "loan_defect": picker.codes}
+    loan_patron[rng.choice(clean_loans, size=int(extra.sum()), replace=False)] = np.repeat(
+        expired_with_loans, extra
+    )
+    loans = {
+        "loan_item": loan_item,
+        "loan_adm": loan_adm,
+        "loan_patron": loan_patron,
+        "loan_defect": picker.codes,
+    }
 
     n = scale.requests
     picker = DefectPicker.for_entity("requests", n, rng)
@@ -346,7 +430,12 @@ def _circulation(rng: np.random.Generator, scale: Scale, i: dict[str, np.ndarray
     req_adm[no_item] = [next(missing_adm) for _ in no_item]
     req_patron = _skewed(rng, active, n).astype(np.int32)
     req_patron[no_patron] = [next(missing_patron) for _ in no_patron]
-    requests = {"req_item": req_item, "req_adm": req_adm, "req_patron": req_patron, "req_defect": picker.codes}
+    requests = {
+        "req_item": req_item,
+        "req_adm": req_adm,
+        "req_patron": req_patron,
+        "req_defect": picker.codes,
+    }
 
     n = scale.fines
     picker = DefectPicker.for_entity("fines", n, rng)
@@ -372,8 +461,15 @@ def build_plan(scale: Scale, seed: int, as_of: date) -> Plan:
     order_vendor = rng.integers(0, scale.vendors, scale.orders).astype(np.int32)
     arrays = {**b, **h, **i, **p, **c}
     names = {f.name for f in fields(Plan)}
-    return Plan(seed=seed, as_of=day, order_adm=order_adm, order_vendor=order_vendor, vendors=scale.vendors,
-                budgets=scale.budgets, **{k: v for k, v in arrays.items() if k in names})
+    return Plan(
+        seed=seed,
+        as_of=day,
+        order_adm=order_adm,
+        order_vendor=order_vendor,
+        vendors=scale.vendors,
+        budgets=scale.budgets,
+        **{k: v for k, v in arrays.items() if k in names},
+    )
 
 
 _SCALARS = ("seed", "as_of", "vendors", "budgets")

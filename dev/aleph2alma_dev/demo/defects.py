@@ -88,8 +88,10 @@ class DefectPicker:
         pool = np.arange(len(self.codes)) if candidates is None else np.asarray(candidates)
         pool = pool[self.codes[pool] == 0]
         if len(pool) < count:
-            raise ValueError(f"{self.entity}: only {len(pool)} records can carry {defect!r}, {count} wanted; "
-                             "the scale is too small for the defect rates")
+            raise ValueError(
+                f"{self.entity}: only {len(pool)} records can carry {defect!r}, {count} wanted; "
+                "the scale is too small for the defect rates"
+            )
         chosen = np.sort(self.rng.choice(pool, size=count, replace=False))
         self.codes[chosen] = defect_code(self.entity, defect)
         return chosen
