@@ -1,44 +1,134 @@
-"""Small pieces every DAG file shares: retry policy, assets, run scope, params → settings.
+"""What every DAG file shares: retry policy, trigger-form fields, assets, the phase context.
 
-Cheap to import at parse time: only ``airflow.sdk`` names at module level.
+Cheap to import at parse time: only ``airflow.sdk`` names and small modules at module level.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, TypeVar
+import os
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
 from aleph2alma.aleph.ztables import table_entities
+from aleph2alma.alerts import Kind
+from aleph2alma.notify import AlertNotifier, record_error
+from aleph2alma.runs import ChildStep
+
+if TYPE_CHECKING:
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    from aleph2alma.aleph.landing import Landing
+    from aleph2alma.phases.context import PhaseContext
 
 ALL_ENTITIES = ["bibs", "holdings", *table_entities()]
 LANDING_VARIABLE = "aleph2alma_alephseq_landing"
 
+# A permanent error (bad config or form, a FIX rule past its threshold, a delivery that does
+# not match) fails the task at once: retrying would only make the operator wait for the same message.
+PERMANENT = RetryRule(
+    exception="aleph2alma.errors.PermanentError",
+    action=RetryAction.FAIL,
+    reason="a permanent error: retrying cannot fix it; read the message, fix the cause, clear the task",
+)
+
+
+def task_timeout(kind: str, default_minutes: int) -> timedelta:
+    """A task's ``execution_timeout``: ``ALEPH2ALMA_<KIND>_TIMEOUT_MINUTES`` if set, else the default.
+
+    Read where the DAG files are parsed (the DAG processor's environment), so a library that needs
+    longer at scale changes it there, without editing a DAG. A bad value fails the DAG's import
+    with this message, rather than running tasks with no limit.
+    """
+    name = f"ALEPH2ALMA_{kind}_TIMEOUT_MINUTES"
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return timedelta(minutes=default_minutes)
+    if not raw.isdigit() or int(raw) == 0:
+        from aleph2alma.errors import ConfigError
+
+        raise ConfigError(f"{name}={raw!r} must be a positive whole number of minutes")
+    return timedelta(minutes=int(raw))
+
+
+# Every task has an execution_timeout (it bounds one try's ``execute``; Airflow 3.3 does not count
+# time spent deferred or awaiting input against it, so a phase step waiting for its child run or
+# an approval gate waiting for a person is bounded by its own waits, not by this):
+# - TASK_TIMEOUT, the default: planning, committing, gates opening, reports, bookkeeping;
+# - LONG_TASK_TIMEOUT, named in the task decorator: extracting or transforming one part of a large
+#   entity, building the package, delivering it (a read-back over a long link counts twice, see
+#   delivery.transfer), loading fulfillment through the Alma API at its per-second limit.
+TASK_TIMEOUT = task_timeout("TASK", 120)
+LONG_TASK_TIMEOUT = task_timeout("LONG_TASK", 12 * 60)
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "migration-team",
+    "execution_timeout": TASK_TIMEOUT,
     "retries": 3,
     "retry_delay": timedelta(seconds=15),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    "retry_policy": ExceptionRetryPolicy(rules=[PERMANENT]),
+    # Alerts (aleph2alma.notify): the failed try's first error line is kept for the DAG's failure
+    # alert; a retry past the configured quiet count is told at once.
+    "on_failure_callback": [record_error],
+    "on_retry_callback": [AlertNotifier(Kind.TASK_RETRY)],
 }
 
 T = TypeVar("T")
 
 
+def dag_failure_alert() -> list[AlertNotifier]:
+    """Every DAG's ``on_failure_callback``: one message per failed run, naming the task that failed it.
+
+    Targets and recipients come from the ``aleph2alma_alerts`` Variable and the alert connections,
+    read when the message is sent (``aleph2alma.notify``).
+    """
+    return [AlertNotifier(Kind.DAG_FAILED)]
+
+
 def migration_id_param() -> Param:
-    return Param("demo", type="string", pattern=r"^[A-Za-z0-9_-]+$", title="Migration id",
-                 description="Folder under include/config/ with migration.toml, the form and the rules.")
+    return Param(
+        "demo",
+        type="string",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        title="Migration id",
+        description="Folder under include/config/ with migration.toml, the form and the rules.",
+    )
+
+
+# Airflow 3's forms (trigger form, approval gates) mark a field required unless its schema type
+# admits null, and a required field left empty disables the Trigger (or Approve) button. So an
+# optional field admits null, and the form sends null for a field the operator cleared: tasks read
+# optional fields through ``text_param``/``list_param``, where null means "" or []. A pattern
+# applies to strings only (null passes), so an optional field's pattern must accept "" too.
+OPTIONAL_TEXT = ["null", "string"]
+OPTIONAL_LIST = ["null", "array"]
+
+
+def optional_text_param(title: str, description: str, pattern: str | None = None) -> Param:
+    """An optional one-line text field; ``pattern`` (if any) must match "" as well."""
+    schema: dict[str, Any] = {"type": OPTIONAL_TEXT, "title": title, "description": description}
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return Param("", **schema)
 
 
 def as_of_param() -> Param:
-    return Param("", type="string", pattern=r"^(\d{4}-\d{2}-\d{2})?$", title="As-of date (YYYY-MM-DD)",
-                 description="Date patron expiry and overdue loans are judged against; empty = the run's date.")
+    return optional_text_param(
+        "As-of date (YYYY-MM-DD)",
+        "Date patron expiry and overdue loans are judged against; empty = the run's date.",
+        pattern=r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))?$",
+    )
 
 
 def extract_run_param() -> Param:
-    return Param("", type="string", title="Extract run",
-                 description="Run id of the migration_extract run to use; empty = the latest successful one.")
+    return optional_text_param(
+        "Extract run",
+        "Run id of the migration_extract run to use (or <dag id>/<run id> of a run that "
+        "committed a raw stage); empty = the latest successful one.",
+    )
 
 
 def entity_asset(stage: str, entity: str) -> Asset:
@@ -46,66 +136,66 @@ def entity_asset(stage: str, entity: str) -> Asset:
     return Asset(name=f"aleph2alma.{stage}.{entity}", group="aleph2alma")
 
 
-def run_scope() -> Any:
-    """The running task's artifact scope: migration id (from params), DAG id, run id."""
+def phase_context() -> PhaseContext:
+    """The running task's context: its run scope, the migration's settings, the as-of date."""
     from airflow.sdk import get_current_context
 
+    from aleph2alma import settings, wiring
+    from aleph2alma.phases.context import PhaseContext
     from aleph2alma.storage import RunScope
 
     ctx = get_current_context()
-    return RunScope(ctx["params"]["migration_id"], ctx["dag"].dag_id, ctx["run_id"])
+    params = ctx["params"]
+    scope = RunScope(params["migration_id"], ctx["dag"].dag_id, ctx["run_id"])
+    return PhaseContext(wiring.artifact_store(), scope, settings.load(params["migration_id"]), _as_of(ctx))
 
 
-def settings_from_params(params: Any) -> Any:
-    from aleph2alma import settings
+def _as_of(ctx: Any) -> date:
+    """The trigger form's as-of date, else the day the run was made for."""
+    given = str(ctx["params"].get("as_of") or "").strip()
+    if given:
+        return date.fromisoformat(given)
+    run = ctx["dag_run"]
+    return (run.logical_date or run.run_after).date()
 
-    return settings.load(params["migration_id"])
+
+def params() -> Any:
+    from airflow.sdk import get_current_context
+
+    return get_current_context()["params"]
 
 
-def alephseq_landing(params: Any) -> Any:
+def text_param(name: str) -> str:
+    """An optional text field of the trigger form: "" when left empty (the form sends null)."""
+    return str(params().get(name) or "").strip()
+
+
+def list_param(name: str) -> list[str]:
+    """An optional list field of the trigger form: [] when left empty (null); blank lines dropped."""
+    return [str(v).strip() for v in params().get(name) or [] if str(v).strip()]
+
+
+def alephseq_landing() -> Landing:
     """The landing location from the trigger form, or the Variable when the form left it empty."""
     from airflow.sdk import Variable
 
     from aleph2alma import wiring
 
-    uri = params.get("alephseq_landing") or Variable.get(LANDING_VARIABLE, default="")
+    uri = text_param("alephseq_landing") or Variable.get(LANDING_VARIABLE, default="")
     return wiring.landing(uri)
 
 
 def skip_unless(value: T | None, reason: str) -> T:
     """Skip the task (not fail it) when there is nothing for it to do in this run."""
-    if value is None:
+    if value is None or value is False:
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(reason)
     return value
 
 
-def form_and_rules(migration_id: str) -> tuple[Any, Any]:
-    """The migration's form and validation rules, as a librarian last saved them."""
-    from aleph2alma.alma.form import form_dir, load_form
-    from aleph2alma.validate.rules import rules_for_migration
-
-    return load_form(form_dir(migration_id)), rules_for_migration(migration_id)
-
-
-def as_of_date() -> Any:
-    """The as-of date of the run: the trigger form's, else the day the run was made for."""
-    from datetime import date
-
-    from airflow.sdk import get_current_context
-
-    ctx = get_current_context()
-    given = ctx["params"].get("as_of") or ""
-    if given:
-        return date.fromisoformat(given)
-    run = ctx["dag_run"]
-    when = run.logical_date or run.run_after
-    return when.date()
-
-
-def run_phase(task_id: str, dag_id: str, phase: str, conf: dict[str, Any]) -> Any:
-    """A step that runs another migration DAG as ``<this run id>__<phase>`` and waits for it.
+def run_phase(task_id: str, step: ChildStep, conf: Any) -> TriggerDagRunOperator:
+    """A step that runs ``step``'s DAG as ``<this run id>__<step>`` and waits for it.
 
     The wait is deferred to the triggerer, so a long transform holds no worker slot. A
     failed child run fails the step at once: the child's own tasks have retried already,
@@ -113,13 +203,32 @@ def run_phase(task_id: str, dag_id: str, phase: str, conf: dict[str, Any]) -> An
     cause is fixed, *clear* the step: the child run is cleared and runs again.
     """
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
 
-    child_failed = RetryRule(exception="airflow.sdk.exceptions.AirflowException", action=RetryAction.FAIL,
-                             match_subclasses=False,
-                             reason=f"the {dag_id} run failed: fix its failed task, then clear this step")
-    return TriggerDagRunOperator(
-        task_id=task_id, trigger_dag_id=dag_id, trigger_run_id=f"{{{{ run_id }}}}__{phase}", conf=conf,
-        wait_for_completion=True, deferrable=True, poke_interval=10, reset_dag_run=True,
-        retry_policy=ExceptionRetryPolicy(rules=[child_failed]),
+    child_failed = RetryRule(
+        exception="airflow.sdk.exceptions.AirflowException",
+        action=RetryAction.FAIL,
+        match_subclasses=False,
+        reason=f"the {step.dag_id} run failed: fix its failed task, then clear this step",
     )
+    return TriggerDagRunOperator(
+        task_id=task_id,
+        trigger_dag_id=step.dag_id,
+        trigger_run_id=step.run_id_template(),
+        conf=conf,
+        wait_for_completion=True,
+        deferrable=True,
+        poke_interval=10,
+        reset_dag_run=True,
+        retry_policy=ExceptionRetryPolicy(rules=[child_failed, PERMANENT]),
+    )
+
+
+def close_with(audit: Any) -> Any:
+    """Make ``audit`` (the accounting audit's task, as returned by calling it) the DAG's only leaf:
+    every task that had nothing after it now runs before the audit, so the audit sees every
+    manifest the run commits. Call it last in the DAG function."""
+    last = audit.operator
+    for leaf in last.dag.leaves:
+        if leaf is not last:
+            leaf >> last
+    return audit

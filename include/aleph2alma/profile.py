@@ -17,6 +17,7 @@ code type                 code (tuple)                                source
 ``bor_status``            (Z305_BOR_STATUS,)                          Z305 patron locals
 ``bor_type``              (Z305_BOR_TYPE,)                            Z305 patron locals
 ``user_group``            (Z305_BOR_STATUS, Z305_BOR_TYPE)            Z305 patron locals
+``fine_type``             (Z31_TYPE,)                                 Z31 cash (fines)
 ========================  ==========================================  =====================
 
 A collection code means something only within its sub-library, so collections are
@@ -45,6 +46,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aleph2alma.validate.columns import trimmed
+
 # code type -> the Z-table columns that make up its code
 ITEM_CODES: dict[str, tuple[str, ...]] = {
     "sub_library": ("Z30_SUB_LIBRARY",),
@@ -58,7 +61,8 @@ PATRON_LOCAL_CODES: dict[str, tuple[str, ...]] = {
     "bor_type": ("Z305_BOR_TYPE",),
     "user_group": ("Z305_BOR_STATUS", "Z305_BOR_TYPE"),
 }
-CODE_TYPES: dict[str, tuple[str, ...]] = {**ITEM_CODES, **PATRON_LOCAL_CODES}
+FINE_CODES: dict[str, tuple[str, ...]] = {"fine_type": ("Z31_TYPE",)}
+CODE_TYPES: dict[str, tuple[str, ...]] = {**ITEM_CODES, **PATRON_LOCAL_CODES, **FINE_CODES}
 
 JSON_FORMAT = "aleph2alma.code_inventory"
 JSON_VERSION = 1
@@ -76,27 +80,21 @@ def _columns(codes: dict[str, tuple[str, ...]]) -> list[str]:
     return list(dict.fromkeys(col for cols in codes.values() for col in cols))
 
 
-def _stripped(values: pa.Array | pa.ChunkedArray) -> list[str]:
-    """Distinct values as Python strings: padding trimmed, NULL as ``""``."""
-    if pa.types.is_dictionary(values.type):
-        values = values.cast(values.type.value_type)
-    if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
-        values = values.cast(pa.string())
-    return pc.fill_null(pc.utf8_trim_whitespace(values), "").to_pylist()  # type: ignore[no-any-return]
-
-
 def _count(table: pa.Table, columns: tuple[str, ...]) -> Counter[tuple[str, ...]]:
     counter: Counter[tuple[str, ...]] = Counter()
     if table.num_rows == 0:
         return counter
     if len(columns) == 1:
         counts = pc.value_counts(table.column(columns[0]))
-        keys = [(code,) for code in _stripped(counts.field("values"))]
+        keys = [(code,) for code in trimmed(counts.field("values")).to_pylist()]
         numbers = counts.field("counts").to_pylist()
     else:
-        grouped = table.select(list(columns)).group_by(list(columns), use_threads=True).aggregate(
-            [([], "count_all")])
-        keys = list(zip(*(_stripped(grouped.column(c)) for c in columns), strict=True))
+        grouped = (
+            table.select(list(columns))
+            .group_by(list(columns), use_threads=True)
+            .aggregate([([], "count_all")])
+        )
+        keys = list(zip(*(trimmed(grouped.column(c)).to_pylist() for c in columns), strict=True))
         numbers = grouped.column("count_all").to_pylist()
     for key, number in zip(keys, numbers, strict=True):
         counter[key] += number
@@ -108,7 +106,8 @@ class CodeInventory:
     """Counts of every code in use, per code type (see the module docstring)."""
 
     counts: dict[str, Counter[tuple[str, ...]]] = field(
-        default_factory=lambda: {code_type: Counter() for code_type in CODE_TYPES})
+        default_factory=lambda: {code_type: Counter() for code_type in CODE_TYPES}
+    )
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.counts) - set(CODE_TYPES))
@@ -120,8 +119,10 @@ class CodeInventory:
     def _add(self, table: pa.Table, codes: dict[str, tuple[str, ...]], what: str) -> None:
         missing = [c for c in _columns(codes) if c not in table.column_names]
         if missing:
-            raise ProfileError(f"{what} table has no column {', '.join(missing)}; "
-                               f"needed: {', '.join(_columns(codes))}; got: {', '.join(table.column_names)}")
+            raise ProfileError(
+                f"{what} table has no column {', '.join(missing)}; "
+                f"needed: {', '.join(_columns(codes))}; got: {', '.join(table.column_names)}"
+            )
         for code_type, columns in codes.items():
             self.counts[code_type].update(_count(table, columns))
 
@@ -132,6 +133,10 @@ class CodeInventory:
     def add_patron_locals(self, table: pa.Table) -> None:
         """Count the patron codes of a Z305 table (or batch of one)."""
         self._add(table, PATRON_LOCAL_CODES, "Z305 patron locals")
+
+    def add_fines(self, table: pa.Table) -> None:
+        """Count the cash types of a Z31 table (or batch of one): every Z31 row, open or not."""
+        self._add(table, FINE_CODES, "Z31 fines")
 
     def merge(self, other: CodeInventory) -> None:
         """Add another inventory's counts to this one (e.g. one per part, merged at the end)."""
@@ -150,8 +155,15 @@ class CodeInventory:
         out: list[dict[str, Any]] = []
         for code_type in sorted(self.counts):
             ordered = sorted(self.counts[code_type].items(), key=lambda kv: (-kv[1], kv[0]))
-            out += [{"code_type": code_type, "code": code[0], "code_2": code[1] if len(code) > 1 else "",
-                     "count": count} for code, count in ordered]
+            out += [
+                {
+                    "code_type": code_type,
+                    "code": code[0],
+                    "code_2": code[1] if len(code) > 1 else "",
+                    "count": count,
+                }
+                for code, count in ordered
+            ]
         return out
 
     def to_csv(self, out: TextIO) -> None:
@@ -165,9 +177,13 @@ class CodeInventory:
         payload = {
             "format": JSON_FORMAT,
             "version": JSON_VERSION,
-            "counts": {code_type: [{"code": list(code), "count": count}
-                                   for code, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
-                       for code_type, counter in sorted(self.counts.items())},
+            "counts": {
+                code_type: [
+                    {"code": list(code), "count": count}
+                    for code, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+                ]
+                for code_type, counter in sorted(self.counts.items())
+            },
         }
         return json.dumps(payload, ensure_ascii=False, indent=1)
 
@@ -180,8 +196,10 @@ class CodeInventory:
         if not isinstance(payload, dict) or payload.get("format") != JSON_FORMAT:
             raise ProfileError(f"not a code inventory: expected an object with format {JSON_FORMAT!r}")
         if payload.get("version") != JSON_VERSION:
-            raise ProfileError(f"code inventory version {payload.get('version')!r} is not supported; "
-                               f"this code reads version {JSON_VERSION}")
+            raise ProfileError(
+                f"code inventory version {payload.get('version')!r} is not supported; "
+                f"this code reads version {JSON_VERSION}"
+            )
         counts: dict[str, Counter[tuple[str, ...]]] = {}
         for code_type, entries in payload.get("counts", {}).items():
             arity = len(CODE_TYPES.get(code_type, ()))
@@ -189,10 +207,16 @@ class CodeInventory:
             for entry in entries:
                 code = tuple(entry.get("code", ()))
                 count = entry.get("count")
-                if arity and len(code) != arity or not all(isinstance(c, str) for c in code) \
-                        or not isinstance(count, int):
-                    raise ProfileError(f"code inventory, {code_type}: bad entry {entry!r}; expected "
-                                       f"{{\"code\": [{arity} string(s)], \"count\": integer}}")
+                if (
+                    arity
+                    and len(code) != arity
+                    or not all(isinstance(c, str) for c in code)
+                    or not isinstance(count, int)
+                ):
+                    raise ProfileError(
+                        f"code inventory, {code_type}: bad entry {entry!r}; expected "
+                        f'{{"code": [{arity} string(s)], "count": integer}}'
+                    )
                 counter[code] += count
             counts[code_type] = counter
         return cls(counts)
@@ -208,15 +232,21 @@ def _iter_tables(source: PartSource, columns: list[str], what: str) -> Iterable[
             source.seek(0)
         names = pq.ParquetFile(source).schema_arrow.names
         missing = [c for c in columns if c not in names]
-        raise ProfileError(f"{what} part {name}: no column {', '.join(missing)}; "
-                           f"needed: {', '.join(columns)}; got: {', '.join(names)}") from None
+        raise ProfileError(
+            f"{what} part {name}: no column {', '.join(missing)}; "
+            f"needed: {', '.join(columns)}; got: {', '.join(names)}"
+        ) from None
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
         yield pa.Table.from_batches([batch])
 
 
-def profile_parquet(item_parts: Iterable[PartSource],
-                    patron_local_parts: Iterable[PartSource]) -> CodeInventory:
-    """Count the codes of Z30 item parts and Z305 patron-local parts, one batch at a time.
+def profile_parquet(
+    item_parts: Iterable[PartSource],
+    patron_local_parts: Iterable[PartSource],
+    fine_parts: Iterable[PartSource] = (),
+) -> CodeInventory:
+    """Count the codes of Z30 item parts, Z305 patron-local parts and Z31 fine parts, one batch
+    at a time.
 
     Parts are paths or binary file objects; only the code columns are read.
     """
@@ -227,4 +257,7 @@ def profile_parquet(item_parts: Iterable[PartSource],
     for part in patron_local_parts:
         for table in _iter_tables(part, _columns(PATRON_LOCAL_CODES), "Z305 patron locals"):
             inventory.add_patron_locals(table)
+    for part in fine_parts:
+        for table in _iter_tables(part, _columns(FINE_CODES), "Z31 fines"):
+            inventory.add_fines(table)
     return inventory

@@ -1,108 +1,277 @@
 """Per-migration settings: which Aleph libraries exist, where they live, how to split work.
 
-Read from ``include/config/<migration_id>/migration.toml``. Every field has a default and
-a description; an unknown or mistyped key is an error that names the key.
+Read from ``include/config/<migration_id>/migration.toml`` into ``MigrationSettings``, a
+frozen pydantic dataclass (so ``dataclasses.replace`` works and re-checks the values).
+Every key has a default and a description (``describe()``); ``migration_id`` defaults to
+the directory name. An unknown key, a value of the wrong type or outside its allowed
+values is a ``SettingsError`` (a ``ConfigError``: the task fails at once) naming the file,
+the key and what is allowed, e.g.::
+
+    …/demo/migration.toml: bib_libraries[2].flavour: "MARK21" is not allowed; allowed: 'MARC21' or 'CNMARC'
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field, fields
+import re
+import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic.dataclasses import dataclass
+
+from aleph2alma import config
+from aleph2alma.errors import ConfigError
 
 MarcFlavour = Literal["MARC21", "CNMARC"]
+SCHEMA_LIBRARIES = ("adm", "usr")
+"""The Aleph libraries whose Z-tables are read from the database (``aleph.ztables``)."""
 
 CONFIG_ROOT = Path(os.environ.get("ALEPH2ALMA_CONFIG_ROOT", Path(__file__).resolve().parents[1] / "config"))
 
-
-class SettingsError(ValueError):
-    """The migration settings file is missing, malformed, or has an unknown key."""
+_MODEL = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
+class SettingsError(ConfigError):
+    """The migration settings file is missing, malformed, or has an unknown key or a bad value."""
+
+
+@dataclass(frozen=True, config=_MODEL)
 class BibLibrary:
-    code: str = field(metadata={"doc": "Aleph BIB library code, e.g. BNU01"})
-    flavour: MarcFlavour = field(default="MARC21", metadata={"doc": "MARC21 or CNMARC"})
-    file: str = field(default="", metadata={"doc": "ALEPHSEQ export file name in the landing location"})
+    """One ``[[bib_libraries]]`` block."""
+
+    code: Annotated[str, Field(description="Aleph BIB library code, e.g. BNU01")]
+    flavour: MarcFlavour = Field(
+        default="MARC21", description="MARC flavour of the library's records: MARC21 or CNMARC"
+    )
+    file: str = Field(
+        default="", description="ALEPHSEQ export file name in the landing location, e.g. BNU01.seq"
+    )
 
 
-@dataclass(frozen=True)
+def _default_schemas() -> dict[str, str | None]:
+    return dict.fromkeys(SCHEMA_LIBRARIES)
+
+
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+
+@dataclass(frozen=True, config=_MODEL)
+class NightlySettings:
+    """The ``[nightly]`` table: when ``aleph_nightly_delta`` runs and how it finds changes.
+
+    The DAG file reads this table at parse time (``nightly_settings``: the file only, no
+    network or database), because a schedule and its time zone are part of the DAG.
+    """
+
+    schedule: str = Field(
+        default="0 2 * * *",
+        description="When aleph_nightly_delta runs: a 5-field cron expression in time_zone "
+        '(minute hour day-of-month month day-of-week), e.g. "0 2 * * *" for 02:00',
+    )
+    time_zone: str = Field(
+        default="UTC",
+        description="IANA time zone of the schedule and of Aleph's dates (YYYYMMDD update dates and "
+        "CAT lines are local days), e.g. Asia/Shanghai; a trigger form's window without an offset "
+        "is read in it too",
+    )
+    by_update_date: StrictBool = Field(
+        default=True,
+        description="Read Z-tables that have an update-date column (Z30, Z303) by that column, plus "
+        "a key-only scan for inserts and deletes, instead of hashing every row; false: every row of "
+        "every table is read and hashed each night (use it if a batch job changes rows without "
+        "stamping them: the summary's unstamped count shows whether that happens)",
+    )
+    lookback_days: NonNegativeInt = Field(
+        default=1,
+        description="Days before the window's start whose update dates are read again (rows already "
+        "seen are recognised by their hash): covers clocks or a time zone that disagree with Aleph's",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError(
+                f"{config.show(value)} is not a cron expression; allowed: 5 fields "
+                '(minute hour day-of-month month day-of-week), e.g. "0 2 * * *"'
+            )
+        return " ".join(fields)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{config.show(value)} is not a time zone; allowed: an IANA name such as "
+                '"Asia/Shanghai" or "UTC"'
+            ) from None
+        return value
+
+
+_KMS_KEY = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_+=,.@-]+"
+    r"|alias/[A-Za-z0-9/_-]+"
+    r"|(mrk-)?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
+)
+
+
+@dataclass(frozen=True, config=_MODEL)
+class StorageSettings:
+    """The ``[storage]`` table: how the artifact store encrypts what it writes.
+
+    Every object is written with server-side encryption: SSE-S3 (``AES256``) by default, SSE-KMS
+    (``aws:kms``) with ``kms_key_id`` when it is set. The key forms are PutObject's
+    ``x-amz-server-side-encryption-aws-kms-key-id`` (key id, key ARN, alias name or alias ARN;
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html); a key of another
+    account needs its full ARN.
+    """
+
+    kms_key_id: str = Field(
+        default="",
+        description="KMS key for SSE-KMS encryption of every artifact: a key id, key ARN, alias/<name> or "
+        "alias ARN; '' = SSE-S3 (AES256, keys managed by S3)",
+    )
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms_key(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _KMS_KEY.match(value):
+            raise ValueError(
+                f"{config.show(value)} is not a KMS key; allowed: a key id "
+                '("1234abcd-12ab-34cd-56ef-1234567890ab"), a key or alias ARN '
+                '("arn:aws:kms:eu-west-1:111122223333:key/…"), "alias/<name>", or "" for SSE-S3'
+            )
+        return value
+
+
+@dataclass(frozen=True, config=_MODEL)
 class MigrationSettings:
-    migration_id: str = field(metadata={"doc": "Names the migration; prefixes every artifact in S3"})
-    institution: str = field(default="", metadata={"doc": "Institution name shown in reports"})
-    bib_libraries: tuple[BibLibrary, ...] = field(
+    """The keys of ``migration.toml``."""
+
+    migration_id: Annotated[
+        str,
+        Field(
+            description="Names the migration; prefixes every artifact in S3. "
+            "Defaults to the name of the config directory"
+        ),
+    ]
+    institution: str = Field(default="", description="Institution name shown in reports")
+    bib_libraries: tuple[BibLibrary, ...] = Field(
         default=(BibLibrary("XXX01", "MARC21", "XXX01.seq"),),
-        metadata={"doc": "BIB libraries and their MARC flavour"},
+        description="BIB libraries and their MARC flavour, one [[bib_libraries]] block each "
+        "(code, flavour, file)",
     )
-    hol_library: str = field(default="XXX60", metadata={"doc": "Aleph HOL library code"})
-    hol_file: str = field(default="XXX60.seq", metadata={"doc": "ALEPHSEQ export of the HOL library"})
-    adm_library: str = field(default="XXX50", metadata={"doc": "Aleph ADM library code"})
-    schemas: dict[str, str | None] = field(
-        default_factory=lambda: {"adm": None, "usr": None},
-        metadata={"doc": "Database schema of the ADM and USR libraries (Oracle user, e.g. XXX50)"},
+    hol_library: str = Field(default="XXX60", description="Aleph HOL library code")
+    hol_file: str = Field(default="XXX60.seq", description="ALEPHSEQ export of the HOL library")
+    adm_library: str = Field(default="XXX50", description="Aleph ADM library code")
+    schemas: dict[str, str | None] = Field(
+        default_factory=_default_schemas,
+        description="Database schema of the ADM and USR libraries (Oracle user, e.g. XXX50); "
+        "keys adm and usr, '' = the connection's default schema",
     )
-    part_rows: int = field(default=250_000, metadata={"doc": "Z-table rows per extracted part"})
-    part_bytes: int = field(default=64 * 1024 * 1024, metadata={"doc": "ALEPHSEQ bytes per extracted part"})
-    db_chunk_rows: int = field(default=50_000, metadata={"doc": "Rows fetched per database round trip"})
-    items_in_bib_field: str = field(default="", metadata={
-        "doc": "Also deliver the bibs with their items embedded in this field (e.g. 949, a tag the records "
-               "do not use), for an import-profile load; '' = items only as their own file"})
+    part_rows: PositiveInt = Field(default=250_000, description="Z-table rows per extracted part")
+    part_bytes: PositiveInt = Field(default=64 * 1024 * 1024, description="ALEPHSEQ bytes per extracted part")
+    db_chunk_rows: PositiveInt = Field(default=50_000, description="Rows fetched per database round trip")
+    nightly: NightlySettings = Field(
+        default_factory=NightlySettings,
+        description="The nightly delta ([nightly] table): schedule, time zone, how changes are found",
+    )
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings,
+        description="The artifact store ([storage] table): kms_key_id for SSE-KMS, else SSE-S3",
+    )
+    items_in_bib_field: str = Field(
+        default="",
+        description="Also deliver the bibs with their items embedded in this field (e.g. 949, a tag "
+        "the records do not use), for an import-profile load; '' = items only as their own file",
+    )
+
+    @field_validator("schemas")
+    @classmethod
+    def _schemas(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = sorted(set(value) - set(SCHEMA_LIBRARIES))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(SCHEMA_LIBRARIES)}"
+            )
+        return {library: (value.get(library) or None) for library in SCHEMA_LIBRARIES}
+
+    @field_validator("items_in_bib_field")
+    @classmethod
+    def _items_field(cls, tag: str) -> str:
+        from aleph2alma.marc.bibs import is_data_field_tag
+
+        if tag and not is_data_field_tag(tag):
+            raise ValueError(
+                f"{config.show(tag)} is not a data-field tag; allowed: a tag from 010 to 999 that "
+                'the records do not use, e.g. "949", or "" (items only as their own file)'
+            )
+        return tag
+
+    @field_validator("bib_libraries")
+    @classmethod
+    def _libraries(cls, libraries: tuple[BibLibrary, ...]) -> tuple[BibLibrary, ...]:
+        if not libraries:
+            raise ValueError("must not be empty; give one [[bib_libraries]] block per BIB library")
+        codes = [lib.code for lib in libraries]
+        twice = sorted({c for c in codes if codes.count(c) > 1})
+        if twice:
+            raise ValueError(f"code {', '.join(twice)} given more than once; one block per BIB library")
+        return libraries
 
     @property
     def qualified_bib_ids(self) -> bool:
         """Several BIB libraries number their bibs alike: bib 001s are then ``<library><sysno>``."""
         return len(self.bib_libraries) > 1
 
-    @property
-    def adm_library_lower(self) -> str:
-        return self.adm_library.lower()
-
 
 def describe() -> dict[str, str]:
-    """Field name → description, for the README and error messages."""
-    return {f.name: f.metadata.get("doc", "") for f in fields(MigrationSettings)}
+    """Key → description of ``migration.toml``, for the README and error messages."""
+    return config.describe(MigrationSettings)
 
 
-def from_mapping(data: dict[str, Any]) -> MigrationSettings:
-    known = {f.name for f in fields(MigrationSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(known))}")
-    if "migration_id" not in data:
-        raise SettingsError("setting 'migration_id' is required")
-    values = dict(data)
-    if "bib_libraries" in values:
-        bib_known = {f.name for f in fields(BibLibrary)}
-        libs = []
-        for lib in values["bib_libraries"]:
-            bad = sorted(set(lib) - bib_known)
-            if bad:
-                raise SettingsError(f"unknown bib_libraries key(s) {', '.join(bad)}; known: {', '.join(sorted(bib_known))}")
-            if lib.get("flavour", "MARC21") not in ("MARC21", "CNMARC"):
-                raise SettingsError(f"bib library {lib.get('code')!r}: flavour must be MARC21 or CNMARC, not {lib['flavour']!r}")
-            libs.append(BibLibrary(**lib))
-        values["bib_libraries"] = tuple(libs)
-    tag = values.get("items_in_bib_field", "")
-    if tag:
-        from aleph2alma.marc.bibs import is_data_field_tag
+def from_mapping(data: dict[str, Any], source: str = "migration.toml") -> MigrationSettings:
+    """Settings from a parsed ``migration.toml``; ``SettingsError`` lists every problem."""
+    return config.validate(MigrationSettings, data, source, SettingsError)
 
-        if not is_data_field_tag(str(tag)):
-            raise SettingsError(f"items_in_bib_field must be a data-field tag such as 949, or '', not {tag!r}")
-    if "schemas" in values:
-        values["schemas"] = {k: (v or None) for k, v in values["schemas"].items()}
-    return MigrationSettings(**values)
+
+def nightly_settings(migration_id: str, root: Path | None = None) -> NightlySettings:
+    """The ``[nightly]`` table of ``<root>/<migration_id>/migration.toml`` alone, checked.
+
+    Cheap enough for DAG parse time: one small file, no other validation (the task loads and
+    checks the whole file); a missing file or a bad value is the same ``SettingsError``.
+    """
+    path = (root or CONFIG_ROOT) / migration_id / "migration.toml"
+    data = config.read_toml(path, SettingsError)
+    return config.validate(
+        _NightlyOnly, {"nightly": data.get("nightly", {})}, str(path), SettingsError
+    ).nightly
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="ignore"))
+class _NightlyOnly:
+    """``migration.toml`` seen for its ``[nightly]`` table only (errors keep the key path)."""
+
+    nightly: NightlySettings
 
 
 def load(migration_id: str, root: Path | None = None) -> MigrationSettings:
-    """Load ``<root>/<migration_id>/migration.toml``."""
-    path = (root or CONFIG_ROOT) / migration_id / "migration.toml"
-    if not path.exists():
-        raise SettingsError(f"no settings for migration {migration_id!r}: {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: {exc}") from exc
-    data.setdefault("migration_id", migration_id)
-    return from_mapping(data)
+    """Load ``<root>/<migration_id>/migration.toml`` (root: ``CONFIG_ROOT``)."""
+    root = root or CONFIG_ROOT
+    known = sorted(p.parent.name for p in root.glob("*/migration.toml"))
+    return config.load_toml(
+        root / migration_id / "migration.toml",
+        MigrationSettings,
+        SettingsError,
+        defaults={"migration_id": migration_id},
+        missing_hint=f"no settings for migration {migration_id!r}; migrations with settings "
+        f"under {root}: {', '.join(known) or 'none'}",
+    )

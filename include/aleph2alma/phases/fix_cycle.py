@@ -1,4 +1,5 @@
-"""Steps of a fix-cycle iteration: apply the fix rules, diff against the previous iteration, keep the baseline.
+"""Steps of a fix-cycle iteration: apply the fix rules, diff against the previous iteration,
+keep the baseline.
 
 An iteration reads a committed extract, applies ``include/config/<migration>/fixes.toml``
 to the raw Z-tables it touches (the others are referenced, not copied), and commits the
@@ -9,68 +10,83 @@ iteration's, rule by rule: fixed, new, still open.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aleph2alma.accounting import Tally
 from aleph2alma.aleph.extract import all_entities
-from aleph2alma.phases.transform import ALMA, ISSUES, latest_extract_run, raw_manifest
+from aleph2alma.phases.context import PhaseContext
+from aleph2alma.refs import FixedExtract, IterationDiff
 from aleph2alma.rejects import RejectLog
-from aleph2alma.storage import ArtifactStore, RunScope, StoredFile
+from aleph2alma.runs import TRANSFORM_DAG, ChildStep, RunRef
+from aleph2alma.stages import ALMA, ISSUES, RAW
+from aleph2alma.state import baseline_transform, extract_to_read
+from aleph2alma.storage import StoredFile
 from aleph2alma.validate.issues import Issue, read_issues
 
-TRANSFORM_DAG = "migration_transform"
-BASELINE_KEY = "{migration_id}/state/baseline/migration_fix_cycle.json"
 
+def _fixed_part(
+    ctx: PhaseContext, part: StoredFile, rules: Any, dropped: Any, tmp: Path
+) -> tuple[StoredFile, Any]:
+    from aleph2alma.fixes.apply import apply_fixes
 
-def _fixed_part(store: ArtifactStore, scope: RunScope, part: StoredFile, rules: Any, dropped: Any,
-                tmp: Path) -> tuple[StoredFile, Any]:
-    from aleph2alma.fixes.rules import apply_fixes
-
-    local = store.download(part.key, tmp / "in.parquet", part.sha256)
+    [local] = ctx.store.local_copies([part], tmp)
     table, log = apply_fixes(part.source, pq.read_table(local), rules, dropped=dropped)
     out = tmp / "out.parquet"
     pq.write_table(table, out, compression="zstd")
-    key = scope.prefix("raw", part.key.split("/raw/", 1)[1].rsplit("/", 1)[0]) + Path(part.key).name
-    return store.put_file(key, out, records=table.num_rows, source=part.source), log
+    key = ctx.scope.prefix(RAW, part.key.split("/raw/", 1)[1].rsplit("/", 1)[0]) + Path(part.key).name
+    return ctx.store.put_file(key, out, records=table.num_rows, source=part.source), log
 
 
-def _dropped_patrons(store: ArtifactStore, migration_id: str, extract_run_id: str, rules: Any, tmp: Path) -> Any:
-    from aleph2alma.fixes.rules import patrons_to_drop
+FOLLOW_THEIR_PATRON = ("Z304", "Z305", "Z308")
+"""Patron tables whose rows go with their dropped Z303 patron, counted once as its reject."""
+
+
+def _fixed_balance(entity: str, before: list[StoredFile], after: list[StoredFile]) -> None:
+    """Per source, the extract's records = the fixed records + the patrons a rule dropped
+    (``UnbalancedError`` before the manifest is written)."""
+    dropped = sum(
+        f.records for f in after if f.kind == "rejects" and f.key.endswith("/dropped_by_fix_rule.jsonl")
+    )
+    for source in sorted({f.source for f in before} - set(FOLLOW_THEIR_PATRON)):
+        Tally.of(
+            sum(f.records for f in before if f.source == source),
+            sum(f.records for f in after if f.kind == "part" and f.source == source),
+            {"dropped_by_fix_rule": dropped if source == "Z303" else 0},
+        ).check(f"fixed raw {entity} {source}")
+
+
+def _dropped_patrons(ctx: PhaseContext, extract: RunRef, rules: Any, tmp: Path) -> Any:
+    from aleph2alma.fixes.apply import patrons_to_drop
 
     if not rules.drop_patrons:
         return None
-    manifest = raw_manifest(store, migration_id, extract_run_id, "patrons")
-
-    def whole(source: str) -> pa.Table:
-        parts = [pq.read_table(store.download(p.key, tmp / f"{source}-{i}.parquet", p.sha256))
-                 for i, p in enumerate(manifest.parts(source))]
-        return pa.concat_tables(parts)
-
-    return patrons_to_drop(rules, whole("Z303"), whole("Z305"))
+    manifest = ctx.store.stage_manifest(ctx.scope_of(extract), RAW, "patrons")
+    z303, z305 = (ctx.store.read_table(manifest.parts(t), tmp / t) for t in ("Z303", "Z305"))
+    return patrons_to_drop(rules, z303, z305)
 
 
-def apply_fixes_step(store: ArtifactStore, scope: RunScope, migration_id: str, extract_run_id: str) -> dict[str, Any]:
+def apply_fixes_step(ctx: PhaseContext, extract_run: str) -> FixedExtract:
     """The extract with the fix rules applied, committed under this run as ``raw/``."""
-    from aleph2alma.fixes.rules import FixLog, fix_rules_for_migration
+    from aleph2alma.fixes.apply import FixLog
+    from aleph2alma.fixes.config import fix_rules_for_migration
 
-    rules = fix_rules_for_migration(migration_id)
-    extract_run_id = extract_run_id or latest_extract_run(store, migration_id)
-    applied: dict[str, Any] = {}
+    rules = fix_rules_for_migration(ctx.migration_id, ctx.config_root)
+    extract = extract_to_read(ctx.store, ctx.migration_id, extract_run)
+    applied: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        dropped = _dropped_patrons(store, migration_id, extract_run_id, rules, tmp)
+        dropped = _dropped_patrons(ctx, extract, rules, tmp)
         for entity in all_entities():
-            manifest = raw_manifest(store, migration_id, extract_run_id, entity)
+            manifest = ctx.store.stage_manifest(ctx.scope_of(extract), RAW, entity)
             files, log = [], None
             for part in manifest.files:
                 if part.kind == "part" and part.key.endswith(".parquet") and rules.for_table(part.source):
-                    fixed, part_log = _fixed_part(store, scope, part, rules, dropped, tmp)
+                    fixed, part_log = _fixed_part(ctx, part, rules, dropped, tmp)
                     files.append(fixed)
                     log = part_log if log is None else log.merge(part_log)
                 else:
@@ -83,48 +99,53 @@ def apply_fixes_step(store: ArtifactStore, scope: RunScope, migration_id: str, e
                     rejects_path = tmp / f"{entity}-dropped.jsonl"
                     with open(rejects_path, "w", encoding="utf-8") as fh:
                         RejectLog(fh).extend(log.rejects)
-                    files.append(store.put_file(scope.prefix("raw", entity) + "rejects/dropped_by_fix_rule.jsonl",
-                                                rejects_path, records=len(log.rejects), kind="rejects"))
-            store.commit(scope, "raw", entity, files, extra=extra)
-    return {"extract_ref": f"{scope.dag_id}/{scope.run_id}", "extract_run_id": extract_run_id, "fixes": applied}
+                    files.append(
+                        ctx.store.put_file(
+                            ctx.scope.prefix(RAW, entity) + "rejects/dropped_by_fix_rule.jsonl",
+                            rejects_path,
+                            records=len(log.rejects),
+                            kind="rejects",
+                        )
+                    )
+            _fixed_balance(entity, manifest.parts(), files)
+            ctx.store.commit(ctx.scope, RAW, entity, files, extra=extra)
+    return FixedExtract(extract=ctx.run, source_extract=extract, fixes=applied)
 
 
-def _issues_of(store: ArtifactStore, migration_id: str, transform_run_id: str) -> Iterator[Issue]:
-    scope = RunScope(migration_id, TRANSFORM_DAG, transform_run_id)
-    manifests = [scope.prefix(ALMA, "bibs"), scope.prefix(ALMA, "holdings"), scope.prefix(ISSUES, "tables")]
-    for prefix in manifests:
-        for f in store.manifest(prefix + "_MANIFEST.json").files:
+def _issues_of(ctx: PhaseContext, transform: RunRef) -> Iterator[Issue]:
+    scope = ctx.scope_of(transform)
+    for stage, entity in ((ALMA, "bibs"), (ALMA, "holdings"), (ISSUES, "tables")):
+        for f in ctx.store.stage_manifest(scope, stage, entity).files:
             if f.kind == "issues":
-                yield from read_issues(store.iter_lines(f.key))
+                yield from read_issues(ctx.store.iter_lines(f.key, f.sha256))
 
 
-def baseline(store: ArtifactStore, migration_id: str) -> dict[str, Any] | None:
-    key = BASELINE_KEY.format(migration_id=migration_id)
-    return json.loads(store.get_bytes(key)) if store.exists(key) else None
-
-
-def diff_step(store: ArtifactStore, scope: RunScope, migration_id: str, transform_run_id: str,
-              previous_run_id: str, rules: Any) -> dict[str, Any]:
-    """Issues fixed, new and still open per rule, against the previous iteration (or the baseline)."""
+def diff_step(ctx: PhaseContext, previous_transform_run: str) -> IterationDiff:
+    """Issues fixed, new and still open per rule, this iteration's transform against the previous
+    iteration's (the one the operator named, else the signed-off baseline)."""
     from aleph2alma.fixes.diff import diff_iterations
 
-    previous = previous_run_id or (baseline(store, migration_id) or {}).get("transform_run_id", "")
-    before = _issues_of(store, migration_id, previous) if previous else iter(())
-    result = diff_iterations(before, _issues_of(store, migration_id, transform_run_id), rules,
-                             labels=(previous or "(none)", transform_run_id))
-    prefix = scope.report_prefix() + "iteration_diff/"
-    html = store.put_bytes(prefix + "diff.html", result.to_html().encode("utf-8"), content_type="text/html")
-    store.put_bytes(prefix + "diff.json", result.to_json().encode("utf-8"), content_type="application/json")
+    current = ctx.run.child(ChildStep.TRANSFORM)
+    previous = (
+        RunRef.parse(previous_transform_run, TRANSFORM_DAG)
+        if previous_transform_run
+        else baseline_transform(ctx.store, ctx.migration_id)
+    )
+    before = _issues_of(ctx, previous) if previous else iter(())
+    result = diff_iterations(
+        before,
+        _issues_of(ctx, current),
+        ctx.rules,
+        labels=(previous.run_id if previous else "(none)", current.run_id),
+    )
+    prefix = ctx.scope.report_prefix() + "iteration_diff/"
+    html = ctx.store.put_bytes(
+        prefix + "diff.html", result.to_html().encode("utf-8"), content_type="text/html"
+    )
+    ctx.store.put_bytes(
+        prefix + "diff.json", result.to_json().encode("utf-8"), content_type="application/json"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for path in result.write_worklists(Path(tmp)).values():
-            store.put_file(prefix + f"worklists/{Path(path).name}", path, kind="report")
-    return {"previous_run_id": previous, "report_html": store.uri(html.key), "totals": result.totals}
-
-
-def record_baseline(store: ArtifactStore, migration_id: str, iteration: int, transform_run_id: str,
-                    fix_run_id: str) -> str:
-    """A signed-off iteration becomes the baseline for the next iteration and for cutover."""
-    key = BASELINE_KEY.format(migration_id=migration_id)
-    body = {"iteration": iteration, "transform_run_id": transform_run_id, "fix_cycle_run_id": fix_run_id}
-    store.put_bytes(key, json.dumps(body, sort_keys=True).encode("utf-8"), content_type="application/json")
-    return store.uri(key)
+            ctx.store.put_file(prefix + f"worklists/{Path(path).name}", path, kind="report")
+    return IterationDiff(previous=previous, report_html=ctx.store.uri(html.key), totals=result.totals)

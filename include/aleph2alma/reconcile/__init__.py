@@ -9,4 +9,11 @@ from aleph2alma.reconcile.reconcile import (
     reconcile,
 )
 
-__all__ = ["SAMPLE_FIELDS", "EntityReconciliation", "FieldMismatch", "Reconciliation", "SampleCheck", "reconcile"]
+__all__ = [
+    "SAMPLE_FIELDS",
+    "EntityReconciliation",
+    "FieldMismatch",
+    "Reconciliation",
+    "SampleCheck",
+    "reconcile",
+]

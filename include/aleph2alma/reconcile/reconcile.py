@@ -45,6 +45,21 @@ from datetime import date, datetime
 from typing import Any
 
 from aleph2alma.alma.statistics import AREA_FOR_ENTITY, AreaStatistics
+from aleph2alma.reporting import (
+    BLUE_GREY,
+    GREEN,
+    LIGHT_BLUE,
+    ORANGE,
+    PURPLE,
+    RED,
+    Bar,
+    BarGroup,
+    Chart,
+    Segment,
+    grouped_bar_chart,
+    render,
+    run_info,
+)
 
 REPORT_SCHEMA = "aleph2alma.reconciliation/1"
 DEFAULT_SAMPLE_SIZE = 10
@@ -63,9 +78,28 @@ SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
 """Entity → the delivered record's fields checked against Alma (patrons are Alma users; a holding's
 ``bib`` is the Aleph 035 of the bib it hangs off, ``library``/``location`` its 852 $b/$c in Alma's codes)."""
 
-PRIVATE_FIELD_WORDS = ("name", "address", "email", "mail", "phone", "telephone", "mobile", "birth", "pin",
-                       "password", "verification")
+PRIVATE_FIELD_WORDS = (
+    "name",
+    "address",
+    "email",
+    "mail",
+    "phone",
+    "telephone",
+    "mobile",
+    "birth",
+    "pin",
+    "password",
+    "verification",
+)
 WITHHELD = "(withheld)"
+
+API_LOAN_DATE_NOTE = (
+    "Loans created through Alma's API carry the day of the load as their loan date: Alma sets it "
+    "on the POST and takes none from the caller (rest_item_loan.xsd: loan_date is an output "
+    "field, 'Alma populate this field with the current date and time'). Aleph's loan dates are "
+    "in the delivered loans file only; due dates were set from Aleph."
+)
+"""The note on the loans entity when the test load created loans through the API."""
 
 Fetch = Callable[[str, str], Mapping[str, Any] | None]
 Expected = Callable[[str, str], Mapping[str, Any]]
@@ -160,12 +194,19 @@ class SampleCheck:
         return self.found and not self.mismatches
 
     def to_dict(self) -> dict[str, Any]:
-        return {"record_id": self.record_id, "found": self.found, "ok": self.ok,
-                "mismatches": [{"field": m.field, "expected": m.expected, "actual": m.actual}
-                               for m in self.mismatches]}
+        return {
+            "record_id": self.record_id,
+            "found": self.found,
+            "ok": self.ok,
+            "mismatches": [
+                {"field": m.field, "expected": m.expected, "actual": m.actual} for m in self.mismatches
+            ],
+        }
 
 
-def check_record(entity: str, record_id: str, fields: Sequence[str], fetch: Fetch, expected: Expected) -> SampleCheck:
+def check_record(
+    entity: str, record_id: str, fields: Sequence[str], fetch: Fetch, expected: Expected
+) -> SampleCheck:
     """Fetch one record back from Alma and compare ``fields`` with the delivered record."""
     actual = fetch(entity, record_id)
     if actual is None:
@@ -180,7 +221,9 @@ def check_record(entity: str, record_id: str, fields: Sequence[str], fetch: Fetc
     return SampleCheck(entity, record_id, found=True, mismatches=mismatches)
 
 
-def draw_sample(entity: str, ids: Sequence[str], size: int, seed: int, exclude: AbstractSet[str] = frozenset()) -> list[str]:
+def draw_sample(
+    entity: str, ids: Sequence[str], size: int, seed: int, exclude: AbstractSet[str] = frozenset()
+) -> list[str]:
     """``size`` ids of ``ids`` (fewer if there are not enough) not in ``exclude``; seeded per entity.
 
     Only indices are drawn, so ``ids`` may be a large sequence (it is never copied).
@@ -224,6 +267,8 @@ class EntityReconciliation:
     workbook_total: int | None = None
     workbook_loaded: int | None = None
     discrepancies: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What a reader must know about the entity's records in Alma (not a discrepancy)."""
 
     @property
     def source_balanced(self) -> bool:
@@ -235,21 +280,42 @@ class EntityReconciliation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "entity": self.entity, "source": self.source, "delivered": self.delivered, "rejected": self.rejected,
-            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())), "in_alma": self.in_alma,
-            "in_alma_from": self.in_alma_from, "alma_rejected": self.alma_rejected,
+            "entity": self.entity,
+            "source": self.source,
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "in_alma": self.in_alma,
+            "in_alma_from": self.in_alma_from,
+            "alma_rejected": self.alma_rejected,
             "alma_rejected_ids": [{"id": i, "reason": r} for i, r in self.alma_rejected_ids],
-            "missing_in_alma": self.missing_in_alma, "missing_ids": list(self.missing_ids),
-            "workbook_area": self.workbook_area, "workbook_total": self.workbook_total,
-            "workbook_loaded": self.workbook_loaded, "source_balanced": self.source_balanced,
-            "accounted": self.accounted, "discrepancies": list(self.discrepancies),
-            "sample": {"checked": len(self.sample), "failed": len(self.sample_failures),
-                       "records": [s.to_dict() for s in self.sample]},
+            "missing_in_alma": self.missing_in_alma,
+            "missing_ids": list(self.missing_ids),
+            "workbook_area": self.workbook_area,
+            "workbook_total": self.workbook_total,
+            "workbook_loaded": self.workbook_loaded,
+            "source_balanced": self.source_balanced,
+            "accounted": self.accounted,
+            "discrepancies": list(self.discrepancies),
+            "notes": list(self.notes),
+            "sample": {
+                "checked": len(self.sample),
+                "failed": len(self.sample_failures),
+                "records": [s.to_dict() for s in self.sample],
+            },
         }
 
 
-def _entity(entity: str, source: int, delivered: int, reasons: Mapping[str, int], alma_count: int | None,
-            stats: AreaStatistics | None, area: str | None, missing_ids: Sequence[str]) -> EntityReconciliation:
+def _entity(
+    entity: str,
+    source: int,
+    delivered: int,
+    reasons: Mapping[str, int],
+    alma_count: int | None,
+    stats: AreaStatistics | None,
+    area: str | None,
+    missing_ids: Sequence[str],
+) -> EntityReconciliation:
     rejected = sum(int(n) for n in reasons.values())
     notes: list[str] = []
     in_alma, from_ = alma_count, "alma" if alma_count is not None else ""
@@ -260,14 +326,26 @@ def _entity(entity: str, source: int, delivered: int, reasons: Mapping[str, int]
             if in_alma is None:
                 in_alma, from_ = stats.loaded, "workbook"
             elif stats.loaded != in_alma:
-                notes.append(f"Alma counts {in_alma:,} records, the workbook says {stats.loaded:,} were loaded")
+                notes.append(
+                    f"Alma counts {in_alma:,} records, the workbook says {stats.loaded:,} were loaded"
+                )
         if stats.total is not None and stats.total != delivered:
-            notes.append(f"the workbook counts {stats.total:,} records in the file, {delivered:,} were delivered")
-        if stats.rejected is not None and stats.rejected_records and stats.rejected != len(stats.rejected_records):
-            notes.append(f"the workbook counts {stats.rejected:,} rejected but lists {len(stats.rejected_records):,}")
+            notes.append(
+                f"the workbook counts {stats.total:,} records in the file, {delivered:,} were delivered"
+            )
+        if (
+            stats.rejected is not None
+            and stats.rejected_records
+            and stats.rejected != len(stats.rejected_records)
+        ):
+            notes.append(
+                f"the workbook counts {stats.rejected:,} rejected but lists {len(stats.rejected_records):,}"
+            )
     if source != delivered + rejected:
-        notes.append(f"source {source:,} ≠ delivered {delivered:,} + rejected {rejected:,} "
-                     f"(off by {source - delivered - rejected:,})")
+        notes.append(
+            f"source {source:,} ≠ delivered {delivered:,} + rejected {rejected:,} "
+            f"(off by {source - delivered - rejected:,})"
+        )
     if in_alma is None:
         notes.append("no Alma count (neither the Alma API nor the statistics workbook gives one)")
         missing = 0
@@ -278,10 +356,25 @@ def _entity(entity: str, source: int, delivered: int, reasons: Mapping[str, int]
         elif missing != len(missing_ids):
             notes.append(f"{missing:,} delivered records are not in Alma, {len(missing_ids):,} of them named")
     accounted = source == delivered + rejected and in_alma is not None and missing == len(missing_ids)
-    return EntityReconciliation(entity, source, delivered, rejected, {k: int(v) for k, v in reasons.items()},
-                                in_alma, alma_rejected_ids, missing, [], accounted, alma_rejected, from_,
-                                list(missing_ids), area if stats else None, stats.total if stats else None,
-                                stats.loaded if stats else None, notes)
+    return EntityReconciliation(
+        entity,
+        source,
+        delivered,
+        rejected,
+        {k: int(v) for k, v in reasons.items()},
+        in_alma,
+        alma_rejected_ids,
+        missing,
+        [],
+        accounted,
+        alma_rejected,
+        from_,
+        list(missing_ids),
+        area if stats else None,
+        stats.total if stats else None,
+        stats.loaded if stats else None,
+        notes,
+    )
 
 
 @dataclass
@@ -307,62 +400,84 @@ class Reconciliation:
     @property
     def status(self) -> str:
         """``PASS`` when all is accounted, every sampled record matches and no count disagrees."""
-        clean = self.all_accounted and not self.sample_failures and not any(e.discrepancies for e in self.entities)
+        clean = (
+            self.all_accounted
+            and not self.sample_failures
+            and not any(e.discrepancies for e in self.entities)
+        )
         return "PASS" if clean else "ATTENTION"
 
     @property
     def totals(self) -> dict[str, int]:
         es = self.entities
-        return {"entities": len(es), "accounted_entities": sum(e.accounted for e in es),
-                "source": sum(e.source for e in es), "delivered": sum(e.delivered for e in es),
-                "rejected": sum(e.rejected for e in es), "in_alma": sum(e.in_alma or 0 for e in es),
-                "alma_rejected": sum(e.alma_rejected for e in es),
-                "missing_in_alma": sum(e.missing_in_alma for e in es),
-                "sampled": sum(len(e.sample) for e in es), "sample_failures": len(self.sample_failures)}
+        return {
+            "entities": len(es),
+            "accounted_entities": sum(e.accounted for e in es),
+            "source": sum(e.source for e in es),
+            "delivered": sum(e.delivered for e in es),
+            "rejected": sum(e.rejected for e in es),
+            "in_alma": sum(e.in_alma or 0 for e in es),
+            "alma_rejected": sum(e.alma_rejected for e in es),
+            "missing_in_alma": sum(e.missing_in_alma for e in es),
+            "sampled": sum(len(e.sample) for e in es),
+            "sample_failures": len(self.sample_failures),
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": REPORT_SCHEMA, "run": self.run, "status": self.status, "all_accounted": self.all_accounted,
-                "totals": self.totals, "sample": {"size": self.sample_size, "seed": self.seed},
-                "workbook": {"source": self.workbook_source, "unknown_sheets": self.unknown_sheets,
-                             "other_areas": [a.to_dict() for a in self.other_areas]},
-                "entities": [e.to_dict() for e in self.entities]}
+        return {
+            "schema": REPORT_SCHEMA,
+            "run": self.run,
+            "status": self.status,
+            "all_accounted": self.all_accounted,
+            "totals": self.totals,
+            "sample": {"size": self.sample_size, "seed": self.seed},
+            "workbook": {
+                "source": self.workbook_source,
+                "unknown_sheets": self.unknown_sheets,
+                "other_areas": [a.to_dict() for a in self.other_areas],
+            },
+            "entities": [e.to_dict() for e in self.entities],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
 
     def to_html(self) -> str:
-        from jinja2 import Environment, PackageLoader, select_autoescape
-
-        env = Environment(loader=PackageLoader("aleph2alma.reconcile", "templates"),
-                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-        env.filters["num"] = lambda n: "—" if n is None else f"{n:,}"
-        template = env.get_template("reconciliation.html.j2")
-        return template.render(rec=self, totals=self.totals, funnel=_funnel_chart(self.entities),
-                               id_limit=HTML_ID_LIMIT)
-
-
-def _run_info(run: Mapping[str, Any] | None) -> dict[str, str]:
-    out = {k: "" for k in ("migration_id", "dag_id", "run_id", "as_of")}
-    for key, value in (run or {}).items():
-        out[key] = value.isoformat() if isinstance(value, date | datetime) else str(value)
-    return out
+        return render(
+            "reconciliation.html.j2",
+            rec=self,
+            totals=self.totals,
+            funnel=_funnel_chart(self.entities),
+            id_limit=HTML_ID_LIMIT,
+        )
 
 
-def reconcile(sources: Mapping[str, int], delivered: Mapping[str, int], rejected: Mapping[str, Mapping[str, int]],
-              alma_counts: Mapping[str, int], workbook: Mapping[str, AreaStatistics] | None,
-              sample_ids: Mapping[str, Sequence[str]], fetch: Fetch, expected: Expected, *,
-              sample_size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0,
-              fields: Mapping[str, Sequence[str]] = SAMPLE_FIELDS,
-              missing_ids: Mapping[str, Sequence[str]] | None = None,
-              run: Mapping[str, Any] | None = None) -> Reconciliation:
+def reconcile(
+    sources: Mapping[str, int],
+    delivered: Mapping[str, int],
+    rejected: Mapping[str, Mapping[str, int]],
+    alma_counts: Mapping[str, int],
+    workbook: Mapping[str, AreaStatistics] | None,
+    sample_ids: Mapping[str, Sequence[str]],
+    fetch: Fetch,
+    expected: Expected,
+    *,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = 0,
+    fields: Mapping[str, Sequence[str]] = SAMPLE_FIELDS,
+    missing_ids: Mapping[str, Sequence[str]] | None = None,
+    run: Mapping[str, Any] | None = None,
+    notes: Mapping[str, Sequence[str]] | None = None,
+) -> Reconciliation:
     """Reconcile every entity named in ``sources`` (then any other entity the inputs name).
 
     ``sources``/``delivered``: entity → records; ``rejected``: entity → reason → records
     (our rejects); ``alma_counts``: entity → records in Alma (API or emulator; leave an
     entity out when unknown); ``workbook``: the statistics workbook (``AREA_FOR_ENTITY``
     maps entities to its areas); ``sample_ids``: entity → delivered ids to sample from;
-    ``missing_ids``: entity → delivered ids known not to be in Alma. An entity with no
-    entry in ``fields`` is counted but not sampled.
+    ``missing_ids``: entity → delivered ids known not to be in Alma; ``notes``: entity → what
+    the report must say about its records in Alma (e.g. :data:`API_LOAN_DATE_NOTE`). An entity
+    with no entry in ``fields`` is counted but not sampled.
     """
     if sample_size < 0:
         raise ValueError(f"sample_size must be ≥ 0, not {sample_size}")
@@ -375,8 +490,17 @@ def reconcile(sources: Mapping[str, int], delivered: Mapping[str, int], rejected
         stats = workbook.get(area) if workbook is not None and area is not None else None
         if stats is not None and area is not None:
             used_areas.add(area)
-        result = _entity(name, int(sources.get(name, 0)), int(delivered.get(name, 0)), rejected.get(name, {}),
-                         alma_counts.get(name), stats, area, list(missing_ids.get(name, ())))
+        result = _entity(
+            name,
+            int(sources.get(name, 0)),
+            int(delivered.get(name, 0)),
+            rejected.get(name, {}),
+            alma_counts.get(name),
+            stats,
+            area,
+            list(missing_ids.get(name, ())),
+        )
+        result.notes = list((notes or {}).get(name, ()))
         entity_fields = fields.get(name, ())
         if entity_fields and sample_size:
             exclude = {i for i, _ in result.alma_rejected_ids} | set(result.missing_ids)
@@ -384,54 +508,77 @@ def reconcile(sources: Mapping[str, int], delivered: Mapping[str, int], rejected
             result.sample = [check_record(name, i, entity_fields, fetch, expected) for i in ids]
         entities.append(result)
     others = [stats for key, stats in (workbook or {}).items() if key not in used_areas]
-    return Reconciliation(_run_info(run), entities, sample_size, seed,
-                          getattr(workbook, "source", None) if workbook is not None else None,
-                          list(getattr(workbook, "unknown_sheets", [])), others)
+    return Reconciliation(
+        run_info(run),
+        entities,
+        sample_size,
+        seed,
+        getattr(workbook, "source", None) if workbook is not None else None,
+        list(getattr(workbook, "unknown_sheets", [])),
+        others,
+    )
 
 
-# --- inline SVG funnel --------------------------------------------------------------------
+# --- the funnel chart ---------------------------------------------------------------------
 
-CHART_WIDTH = 720
-LABEL_WIDTH = 110
-VALUE_WIDTH = 230
-BAR_HEIGHT = 14
-BAR_GAP = 4
-GROUP_GAP = 16
-COLOURS = {"source": "#78909c", "delivered": "#1e88e5", "rejected": "#c62828", "in_alma": "#43a047",
-           "alma_rejected": "#ef8f00", "missing": "#6a1b9a"}
-LABELS = {"source": "in Aleph", "delivered": "delivered", "rejected": "rejected by us", "in_alma": "in Alma",
-          "alma_rejected": "rejected by Alma", "missing": "missing in Alma"}
+COLOURS = {
+    "source": BLUE_GREY,
+    "delivered": LIGHT_BLUE,
+    "rejected": RED,
+    "in_alma": GREEN,
+    "alma_rejected": ORANGE,
+    "missing": PURPLE,
+}
+LABELS = {
+    "source": "in Aleph",
+    "delivered": "delivered",
+    "rejected": "rejected by us",
+    "in_alma": "in Alma",
+    "alma_rejected": "rejected by Alma",
+    "missing": "missing in Alma",
+}
 
 
-def _funnel_chart(entities: list[EntityReconciliation]) -> dict[str, Any]:
+def _funnel_chart(entities: list[EntityReconciliation]) -> Chart:
     """Per entity three bars (source; delivered + our rejects; in Alma + Alma's rejects + missing),
     each entity on its own scale (entities differ by orders of magnitude)."""
-    span = CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    groups, y = [], 0
+
+    def part(kind: str, n: int) -> Segment:
+        return Segment(n, COLOURS[kind], f"{n:,} {LABELS[kind]}")
+
+    groups = []
     for e in entities:
         missing = max(e.missing_in_alma, 0)
-        largest = max(e.source, e.delivered + e.rejected, (e.in_alma or 0) + e.alma_rejected + missing, 1)
-
-        def w(n: int, largest: int = largest) -> float:
-            return 0.0 if n <= 0 else round(max(1.5, span * n / largest), 1)
-
-        rows = [("Aleph", [("source", e.source)], f"{e.source:,}"),
-                ("delivered", [("delivered", e.delivered), ("rejected", e.rejected)],
-                 f"{e.delivered:,} + {e.rejected:,} rejected"),
-                ("in Alma", [("in_alma", e.in_alma or 0), ("alma_rejected", e.alma_rejected), ("missing", missing)],
-                 "unknown" if e.in_alma is None else
-                 f"{e.in_alma:,} + {e.alma_rejected:,} rejected" + (f" + {missing:,} missing" if missing else ""))]
-        bars = []
-        for i, (label, parts, text) in enumerate(rows):
-            by = y + 16 + i * (BAR_HEIGHT + BAR_GAP)
-            x, segments = float(LABEL_WIDTH), []
-            for kind, n in parts:
-                width = w(n)
-                if width:
-                    segments.append({"x": round(x, 1), "w": width, "colour": COLOURS[kind], "title": f"{n:,} {LABELS[kind]}"})
-                    x += width
-            bars.append({"label": label, "y": by, "segments": segments, "text": text, "text_x": round(x + 6, 1)})
-        groups.append({"entity": e.entity, "y": y, "accounted": e.accounted, "bars": bars})
-        y += 16 + len(rows) * (BAR_HEIGHT + BAR_GAP) + GROUP_GAP
-    return {"width": CHART_WIDTH, "height": max(y, 1), "bar_height": BAR_HEIGHT, "groups": groups,
-            "legend": [(LABELS[k], c) for k, c in COLOURS.items()]}
+        in_alma = (
+            "unknown"
+            if e.in_alma is None
+            else f"{e.in_alma:,} + {e.alma_rejected:,} rejected"
+            + (f" + {missing:,} missing" if missing else "")
+        )
+        groups.append(
+            BarGroup(
+                f"{e.entity} {'✓' if e.accounted else '✗'}",
+                [
+                    Bar("Aleph", [part("source", e.source)], f"{e.source:,}"),
+                    Bar(
+                        "delivered",
+                        [part("delivered", e.delivered), part("rejected", e.rejected)],
+                        f"{e.delivered:,} + {e.rejected:,} rejected",
+                    ),
+                    Bar(
+                        "in Alma",
+                        [
+                            part("in_alma", e.in_alma or 0),
+                            part("alma_rejected", e.alma_rejected),
+                            part("missing", missing),
+                        ],
+                        in_alma,
+                    ),
+                ],
+            )
+        )
+    return grouped_bar_chart(
+        groups,
+        title="Records per entity from Aleph to Alma",
+        legend=[(LABELS[k], c) for k, c in COLOURS.items()],
+    )

@@ -50,16 +50,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aleph2alma.validate.columns import (
-    BLANK,
-    INT_KEY_DIGITS,
-    OTHER,
-    SYSNO_WIDTH,
-    Column,
     KeySet,
-    codes_of,
     column,
     duplicates,
-    int_image,
     mask_of,
     strings_at,
     sysno_text,
@@ -69,15 +62,22 @@ from aleph2alma.validate.columns import (
 from aleph2alma.validate.issues import Issue
 from aleph2alma.validate.rules import RULES, Rules
 
-ACTIVE_LOAN_STATUSES = ("A",)
-"""Z36_STATUS values of a loan that is still out (C claimed returned and L lost are not)."""
+OPEN_LOAN_STATUSES = ("A", "L", "C")
+"""Z36_STATUS values of a loan that is still out: A active, L lost, C claimed returned (all three
+migrate as open loans; returned loans leave Z36 for Z36H)."""
 
 PATRON_KEY_WIDTH = 12
 ITEM_KEY_WIDTH = 15
 
 NEEDED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "Z30": ("Z30_REC_KEY", "Z30_BARCODE", "Z30_SUB_LIBRARY", "Z30_COLLECTION", "Z30_ITEM_STATUS",
-            "Z30_HOL_DOC_NUMBER_X"),
+    "Z30": (
+        "Z30_REC_KEY",
+        "Z30_BARCODE",
+        "Z30_SUB_LIBRARY",
+        "Z30_COLLECTION",
+        "Z30_ITEM_STATUS",
+        "Z30_HOL_DOC_NUMBER_X",
+    ),
     "Z303": ("Z303_REC_KEY", "Z303_PRIMARY_ID"),
     "Z305": ("Z305_REC_KEY", "Z305_BOR_TYPE", "Z305_BOR_STATUS", "Z305_EXPIRY_DATE"),
     "Z36": ("Z36_REC_KEY", "Z36_ID", "Z36_STATUS"),
@@ -126,9 +126,15 @@ class TableInputs:
 
     def totals(self) -> dict[str, int]:
         """Records per entity: the denominators of the rules' percentages."""
-        return {"bibs": self.bib_index.num_rows, "holdings": self.holdings_index.num_rows,
-                "items": self.z30.num_rows, "patrons": self.z303.num_rows, "loans": self.z36.num_rows,
-                "requests": self.z37.num_rows, "fines": self.z31.num_rows}
+        return {
+            "bibs": self.bib_index.num_rows,
+            "holdings": self.holdings_index.num_rows,
+            "items": self.z30.num_rows,
+            "patrons": self.z303.num_rows,
+            "loans": self.z36.num_rows,
+            "requests": self.z37.num_rows,
+            "fines": self.z31.num_rows,
+        }
 
 
 def read_parts(sources: Iterable[str | Path | BinaryIO], table: str) -> pa.Table:
@@ -143,7 +149,9 @@ def read_parts(sources: Iterable[str | Path | BinaryIO], table: str) -> pa.Table
         part = pq.read_table(src, columns=columns, read_dictionary=dictionary)
         for i, name in enumerate(part.column_names):  # drop the CHAR padding part by part: half the memory
             col = part.column(i)
-            if name not in dictionary and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            if name not in dictionary and (
+                pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            ):
                 part = part.set_column(i, name, pc.utf8_rtrim_whitespace(col))
         parts.append(part)
     if not parts:
@@ -186,57 +194,6 @@ class CheckContext:
         withheld = pa.chunked_array([pa.array(self.inputs.withheld_holdings, pa.string())])
         return KeySet.of(sysno_text(pa.chunked_array(delivered.chunks + withheld.chunks, pa.string())))
 
-    @cached_property
-    def libraries(self) -> dict[str, int]:
-        """Library code → small number, shared by the bib keys of both indexes."""
-        names = set(_distinct(column(self.inputs.bib_index, "library")))
-        names |= set(_distinct(column(self.inputs.holdings_index, "bib_library")))
-        return {name: i for i, name in enumerate(sorted(names))}
-
-    @cached_property
-    def bib_keys(self) -> KeySet:
-        """Library + sysno of every bib in the index (rejected ones too: they exist)."""
-        index = self.inputs.bib_index
-        return KeySet.of_ints(_bib_image(column(index, "library"), column(index, "sysno"), self.libraries))
-
-
-def _distinct(col: Column) -> list[str]:
-    codes, values = codes_of(col)
-    return [values[i] for i in np.flatnonzero(np.bincount(codes, minlength=len(values)))]
-
-
-def _bib_image(library: Column, sysno: Column, libraries: dict[str, int]) -> np.ndarray:
-    """int64 bib keys ``library number · 10^9 + sysno``; -1 for a blank or unknown library or
-    sysno, -2 for a sysno that is not a number of at most 9 digits (it names no bib)."""
-    codes, values = codes_of(library)
-    lib = np.asarray([libraries.get(v, -1) if v else -1 for v in values], dtype=np.int64)[codes]
-    image = int_image(sysno_text(sysno))
-    number = np.where(image >= 0, image % 10**INT_KEY_DIGITS, 0)
-    out = lib * 10**SYSNO_WIDTH + number
-    out[(image == BLANK) | (lib < 0)] = BLANK
-    out[(image == OTHER) | (image >= (SYSNO_WIDTH + 1) * 10**INT_KEY_DIGITS)] = OTHER
-    return out
-
-
-# --- holdings -------------------------------------------------------------------------------
-
-
-def check_orphan_holdings(ctx: CheckContext) -> Iterator[Issue]:
-    """Holdings whose LKR names a bib (library + sysno) that is not in the bib index at all.
-
-    A bib that exists but was rejected (bad leader, no title) does not make its holdings
-    orphans: the bib's own issue is what the librarian fixes.
-    """
-    index = ctx.inputs.holdings_index
-    bib_library, bib_sysno = column(index, "bib_library"), column(index, "bib_sysno")
-    bad = ~ctx.bib_keys.contains_ints(_bib_image(bib_library, bib_sysno, ctx.libraries))
-    sysnos = [f"{lib}:{sysno}" for lib, sysno in zip(strings_at(column(index, "library"), bad),
-                                                      strings_at(sysno_text(column(index, "sysno")), bad), strict=True)]
-    libraries, targets = strings_at(bib_library, bad), strings_at(sysno_text(bib_sysno), bad)
-    details = [f"LKR to {lib or '(no library)'} {target or '(no sysno)'}: no such bib record"
-               for lib, target in zip(libraries, targets, strict=True)]
-    yield from _issues("orphan_holdings", "holdings", sysnos, details)
-
 
 # --- items ----------------------------------------------------------------------------------
 
@@ -249,8 +206,10 @@ def check_duplicate_barcode(ctx: CheckContext) -> Iterator[Issue]:
     """Every item whose (non-blank) barcode is shared with another item."""
     barcodes = trimmed(column(ctx.inputs.z30, "Z30_BARCODE"))
     bad, sizes = duplicates(barcodes)
-    details = [f"barcode {v} shared by {n} items" for v, n in zip(strings_at(barcodes, bad), sizes[bad].tolist(),
-                                                                    strict=True)]
+    details = [
+        f"barcode {v} shared by {n} items"
+        for v, n in zip(strings_at(barcodes, bad), sizes[bad].tolist(), strict=True)
+    ]
     yield from _issues("duplicate_barcode", "items", _item_ids(ctx, bad), details)
 
 
@@ -266,8 +225,10 @@ def check_orphan_item(ctx: CheckContext) -> Iterator[Issue]:
     """Items whose Z30_HOL_DOC_NUMBER_X is blank or not a holdings record in the holdings index."""
     hol = sysno_text(column(ctx.inputs.z30, "Z30_HOL_DOC_NUMBER_X"))
     bad = ~ctx.holdings_sysnos.contains(hol)
-    details = [f"Z30_HOL_DOC_NUMBER_X {h}: no such holdings record" if h else "Z30_HOL_DOC_NUMBER_X is blank"
-               for h in strings_at(hol, bad)]
+    details = [
+        f"Z30_HOL_DOC_NUMBER_X {h}: no such holdings record" if h else "Z30_HOL_DOC_NUMBER_X is blank"
+        for h in strings_at(hol, bad)
+    ]
     yield from _issues("orphan_item", "items", _item_ids(ctx, bad), details)
 
 
@@ -275,8 +236,10 @@ def check_unmapped_location(ctx: CheckContext) -> Iterator[Issue]:
     """Items whose sub-library + collection has no locations row in the form (fallbacks included)."""
     sub, coll = column(ctx.inputs.z30, "Z30_SUB_LIBRARY"), column(ctx.inputs.z30, "Z30_COLLECTION")
     bad = unmapped_rows([sub, coll], lambda s, c: ctx.form.location_for(s, c) is not None)
-    details = [f"sub-library {s or '(blank)'} collection {c or '(blank)'} is not in the locations tab"
-               for s, c in zip(strings_at(sub, bad), strings_at(coll, bad), strict=True)]
+    details = [
+        f"sub-library {s or '(blank)'} collection {c or '(blank)'} is not in the locations tab"
+        for s, c in zip(strings_at(sub, bad), strings_at(coll, bad), strict=True)
+    ]
     yield from _issues("unmapped_location", "items", _item_ids(ctx, bad), details)
 
 
@@ -295,10 +258,13 @@ def check_duplicate_patron_id(ctx: CheckContext) -> Iterator[Issue]:
     """Every Z303 patron whose (non-blank) Z303_PRIMARY_ID is shared with another Z303 record."""
     primary = trimmed(column(ctx.inputs.z303, "Z303_PRIMARY_ID"))
     bad, sizes = duplicates(primary)
-    details = [f"primary id {v} shared by {n} patrons" for v, n in zip(strings_at(primary, bad), sizes[bad].tolist(),
-                                                                         strict=True)]
-    yield from _issues("duplicate_patron_id", "patrons", strings_at(column(ctx.inputs.z303, "Z303_REC_KEY"), bad),
-                       details)
+    details = [
+        f"primary id {v} shared by {n} patrons"
+        for v, n in zip(strings_at(primary, bad), sizes[bad].tolist(), strict=True)
+    ]
+    yield from _issues(
+        "duplicate_patron_id", "patrons", strings_at(column(ctx.inputs.z303, "Z303_REC_KEY"), bad), details
+    )
 
 
 def check_unmapped_user_group(ctx: CheckContext) -> Iterator[Issue]:
@@ -310,7 +276,9 @@ def check_unmapped_user_group(ctx: CheckContext) -> Iterator[Issue]:
     per_patron: dict[str, list[str]] = defaultdict(list)
     for key, s, t in zip(keys, strings_at(status, bad), strings_at(btype, bad), strict=True):
         sub = key[PATRON_KEY_WIDTH:].strip() or "(no sub-library)"
-        per_patron[key[:PATRON_KEY_WIDTH].strip()].append(f"{sub}: bor_status {s or '(blank)'} bor_type {t or '(blank)'}")
+        per_patron[key[:PATRON_KEY_WIDTH].strip()].append(
+            f"{sub}: bor_status {s or '(blank)'} bor_type {t or '(blank)'}"
+        )
     details = ["; ".join(sorted(v)) + " not in the user-group tab" for v in per_patron.values()]
     yield from _issues("unmapped_user_group", "patrons", list(per_patron), details)
 
@@ -330,8 +298,8 @@ def check_expired_patron_with_loans(ctx: CheckContext) -> Iterator[Issue]:
     if lapsed.num_rows == 0:
         return
     z36 = ctx.inputs.z36
-    active = pc.is_in(trimmed(column(z36, "Z36_STATUS")), value_set=pa.array(ACTIVE_LOAN_STATUSES))
-    borrowers = trimmed(column(z36, "Z36_ID"), 0, PATRON_KEY_WIDTH).filter(active)
+    out = pc.is_in(trimmed(column(z36, "Z36_STATUS")), value_set=pa.array(OPEN_LOAN_STATUSES))
+    borrowers = trimmed(column(z36, "Z36_ID"), 0, PATRON_KEY_WIDTH).filter(out)
     loans = pc.value_counts(borrowers)
     loan_count = dict(zip(loans.field("values").to_pylist(), loans.field("counts").to_pylist(), strict=True))
     ids, details = [], []
@@ -339,15 +307,23 @@ def check_expired_patron_with_loans(ctx: CheckContext) -> Iterator[Issue]:
         if loan_count.get(key, 0):
             ids.append(key)
             day = f"{expiry_max // 10000:04d}-{expiry_max // 100 % 100:02d}-{expiry_max % 100:02d}"
-            details.append(f"registration expired {day}; {loan_count[key]} active loan(s)")
+            details.append(f"registration expired {day}; {loan_count[key]} open loan(s)")
     yield from _issues("expired_patron_with_loans", "patrons", ids, details)
 
 
 # --- circulation ----------------------------------------------------------------------------
 
 
-def _missing(rule: str, entity: str, table: pa.Table, key_col: str, ref_col: str, ref_width: int,
-             keys: KeySet, what: str) -> Iterator[Issue]:
+def _missing(
+    rule: str,
+    entity: str,
+    table: pa.Table,
+    key_col: str,
+    ref_col: str,
+    ref_width: int,
+    keys: KeySet,
+    what: str,
+) -> Iterator[Issue]:
     """Rows whose reference (the first ``ref_width`` characters of ``ref_col``) is not in ``keys``."""
     ref = trimmed(column(table, ref_col), 0, ref_width)
     bad = ~keys.contains(ref)
@@ -358,38 +334,77 @@ def _missing(rule: str, entity: str, table: pa.Table, key_col: str, ref_col: str
 
 def check_loan_missing_item(ctx: CheckContext) -> Iterator[Issue]:
     """Loans whose Z36_REC_KEY is not a Z30 item key."""
-    yield from _missing("loan_missing_item", "loans", ctx.inputs.z36, "Z36_REC_KEY", "Z36_REC_KEY",
-                        ITEM_KEY_WIDTH, ctx.item_keys, "item (Z30)")
+    yield from _missing(
+        "loan_missing_item",
+        "loans",
+        ctx.inputs.z36,
+        "Z36_REC_KEY",
+        "Z36_REC_KEY",
+        ITEM_KEY_WIDTH,
+        ctx.item_keys,
+        "item (Z30)",
+    )
 
 
 def check_loan_missing_patron(ctx: CheckContext) -> Iterator[Issue]:
     """Loans whose Z36_ID is not a Z303 patron key."""
-    yield from _missing("loan_missing_patron", "loans", ctx.inputs.z36, "Z36_REC_KEY", "Z36_ID",
-                        PATRON_KEY_WIDTH, ctx.patron_keys, "patron (Z303)")
+    yield from _missing(
+        "loan_missing_patron",
+        "loans",
+        ctx.inputs.z36,
+        "Z36_REC_KEY",
+        "Z36_ID",
+        PATRON_KEY_WIDTH,
+        ctx.patron_keys,
+        "patron (Z303)",
+    )
 
 
 def check_request_missing_item(ctx: CheckContext) -> Iterator[Issue]:
     """Requests whose item part of the key (Z37_REC_KEY[:15]) is not a Z30 item key."""
-    yield from _missing("request_missing_item", "requests", ctx.inputs.z37, "Z37_REC_KEY", "Z37_REC_KEY",
-                        ITEM_KEY_WIDTH, ctx.item_keys, "item (Z30)")
+    yield from _missing(
+        "request_missing_item",
+        "requests",
+        ctx.inputs.z37,
+        "Z37_REC_KEY",
+        "Z37_REC_KEY",
+        ITEM_KEY_WIDTH,
+        ctx.item_keys,
+        "item (Z30)",
+    )
 
 
 def check_request_missing_patron(ctx: CheckContext) -> Iterator[Issue]:
     """Requests whose Z37_ID is not a Z303 patron key."""
-    yield from _missing("request_missing_patron", "requests", ctx.inputs.z37, "Z37_REC_KEY", "Z37_ID",
-                        PATRON_KEY_WIDTH, ctx.patron_keys, "patron (Z303)")
+    yield from _missing(
+        "request_missing_patron",
+        "requests",
+        ctx.inputs.z37,
+        "Z37_REC_KEY",
+        "Z37_ID",
+        PATRON_KEY_WIDTH,
+        ctx.patron_keys,
+        "patron (Z303)",
+    )
 
 
 def check_fine_missing_patron(ctx: CheckContext) -> Iterator[Issue]:
     """Cash transactions whose patron part of the key (Z31_REC_KEY[:12]) is not a Z303 patron key."""
-    yield from _missing("fine_missing_patron", "fines", ctx.inputs.z31, "Z31_REC_KEY", "Z31_REC_KEY",
-                        PATRON_KEY_WIDTH, ctx.patron_keys, "patron (Z303)")
+    yield from _missing(
+        "fine_missing_patron",
+        "fines",
+        ctx.inputs.z31,
+        "Z31_REC_KEY",
+        "Z31_REC_KEY",
+        PATRON_KEY_WIDTH,
+        ctx.patron_keys,
+        "patron (Z303)",
+    )
 
 
 Check = Callable[[CheckContext], Iterable[Issue]]
 
 CHECKS: dict[str, Check] = {
-    "orphan_holdings": check_orphan_holdings,
     "duplicate_barcode": check_duplicate_barcode,
     "missing_barcode": check_missing_barcode,
     "orphan_item": check_orphan_item,
@@ -407,8 +422,11 @@ CHECKS: dict[str, Check] = {
 """Rule id → check over the tables. Bib rules are not here: the bib transform emits them."""
 
 
-def check_tables(inputs: TableInputs, form: FormLookups, as_of: date, rules: Rules = RULES) -> Iterator[Issue]:
-    """Every table check whose rule is in ``rules``, in registry order; issues sorted by record id per rule."""
+def check_tables(
+    inputs: TableInputs, form: FormLookups, as_of: date, rules: Rules = RULES
+) -> Iterator[Issue]:
+    """Every table check whose rule is in ``rules``, in registry order; issues sorted by record id
+    per rule."""
     ctx = CheckContext(inputs, form, as_of)
     for rule_id in rules:
         check = CHECKS.get(rule_id)

@@ -30,17 +30,26 @@ Column: TypeAlias = pa.ChunkedArray | pa.Array
 
 def column(table: pa.Table, name: str) -> pa.ChunkedArray:
     if name not in table.column_names:
-        raise KeyError(f"column {name} missing; the table has {', '.join(table.column_names) or 'no columns'}")
+        raise KeyError(
+            f"column {name} missing; the table has {', '.join(table.column_names) or 'no columns'}"
+        )
     return table.column(name)
 
 
-def trimmed(col: Column, start: int = 0, width: int | None = None) -> Column:
-    """Trimmed strings (null → ""), optionally the code units ``[start, start + width)`` first."""
-    if pa.types.is_dictionary(col.type) or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+def trimmed(col: Column, start: int = 0, width: int | None = None, *, ascii_only: bool = False) -> Column:
+    """Trimmed strings (null → ""), optionally the code units ``[start, start + width)`` first.
+
+    Oracle pads CHAR columns with ASCII blanks. ``ascii_only`` strips only those and keeps
+    non-ASCII whitespace (the ideographic space U+3000 of Chinese data) as Aleph holds it:
+    what the transforms deliver. Without it every Unicode whitespace goes: what the checks compare.
+    """
+    if pa.types.is_dictionary(col.type) or not (
+        pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    ):
         col = pc.cast(col, pa.string())
     if width is not None:
         col = pc.utf8_slice_codeunits(col, start, start + width)
-    return pc.fill_null(pc.utf8_trim_whitespace(col), "")
+    return pc.fill_null(pc.ascii_trim_whitespace(col) if ascii_only else pc.utf8_trim_whitespace(col), "")
 
 
 def sysno_text(col: Column) -> Column:
@@ -133,7 +142,9 @@ def duplicates(text: Column) -> tuple[np.ndarray, np.ndarray]:
         sizes[order] = np.bincount(group)[group] if len(ordered) else ordered
         return (sizes > 1) & (image >= 0), sizes
     counts = pc.value_counts(text)
-    shared = counts.filter(pc.and_(pc.greater(counts.field("counts"), 1), pc.not_equal(counts.field("values"), "")))
+    shared = counts.filter(
+        pc.and_(pc.greater(counts.field("counts"), 1), pc.not_equal(counts.field("values"), ""))
+    )
     mask = mask_of(pc.is_in(text, value_set=shared.field("values")))
     size_of = dict(zip(shared.field("values").to_pylist(), shared.field("counts").to_pylist(), strict=True))
     sizes = np.zeros(len(image), dtype=np.int64)

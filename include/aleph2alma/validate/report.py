@@ -18,16 +18,26 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from aleph2alma.reporting import (
+    GREEN,
+    RED,
+    SEVERITY_COLOURS,
+    Bar,
+    Chart,
+    Segment,
+    bar_chart,
+    neutralise,
+    render,
+    run_info,
+)
 from aleph2alma.validate.issues import Issue, Severity
 from aleph2alma.validate.rules import Breach, Rule, Rules, evaluate, percent_of
 
 REPORT_SCHEMA = "aleph2alma.validation-report/1"
 DEFAULT_SAMPLES = 10
-SEVERITY_COLOURS = {Severity.FIX: "#c62828", Severity.REVIEW: "#ef8f00", Severity.INFO: "#1565c0"}
 WORKLIST_COLUMNS = ("record_id", "entity", "severity", "detail")
 
 
@@ -46,9 +56,14 @@ class EntityCounts:
         return self.records_in == self.records_out + self.rejected
 
     def to_dict(self) -> dict[str, Any]:
-        return {"entity": self.entity, "records_in": self.records_in, "records_out": self.records_out,
-                "rejected": self.rejected, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
-                "balanced": self.balanced}
+        return {
+            "entity": self.entity,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "balanced": self.balanced,
+        }
 
 
 @dataclass
@@ -112,9 +127,18 @@ class ValidationReport:
             "run": self.run,
             "status": self.status,
             "blocking_rules": [b.rule for b in self.blocking],
-            "breaches": [{"rule": b.rule, "severity": str(b.severity), "count": b.count, "total": b.total,
-                          "percent": round(b.percent, 4), "blocking": b.blocking, "message": b.describe()}
-                         for b in self.breaches],
+            "breaches": [
+                {
+                    "rule": b.rule,
+                    "severity": str(b.severity),
+                    "count": b.count,
+                    "total": b.total,
+                    "percent": round(b.percent, 4),
+                    "blocking": b.blocking,
+                    "message": b.describe(),
+                }
+                for b in self.breaches
+            ],
             "issues_by_severity": self.issues_by_severity,
             "entities": [e.to_dict() for e in self.entities],
             "rules": {r.rule.id: r.to_dict() for r in self.rules},
@@ -124,31 +148,25 @@ class ValidationReport:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
 
     def to_html(self) -> str:
-        from jinja2 import Environment, PackageLoader, select_autoescape
-
-        env = Environment(loader=PackageLoader("aleph2alma.validate", "templates"),
-                          autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-        env.filters["num"] = lambda n: f"{n:,}"
-        env.filters["pct"] = lambda p: f"{p:.2f}%" if p >= 0.01 or p == 0 else "<0.01%"
-        template = env.get_template("report.html.j2")
-        return template.render(report=self, hit=[r for r in self.rules if r.count],
-                               clean=[r for r in self.rules if not r.count], colours=SEVERITY_COLOURS,
-                               entity_chart=_entity_chart(self.entities), rule_chart=_rule_chart(self.rules))
-
-
-def _run_info(run: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for key in ("migration_id", "dag_id", "run_id", "as_of"):
-        value = run.get(key, "")
-        out[key] = value.isoformat() if isinstance(value, date | datetime) else str(value)
-    for key, value in run.items():
-        if key not in out:
-            out[key] = value.isoformat() if isinstance(value, date | datetime) else str(value)
-    return out
+        hit = [r for r in self.rules if r.count]
+        return render(
+            "validation.html.j2",
+            report=self,
+            hit=hit,
+            clean=[r for r in self.rules if not r.count],
+            entity_chart=_entity_chart(self.entities),
+            rule_chart=_rule_chart(hit),
+        )
 
 
-def build_report(run: Mapping[str, Any], entities: list[EntityCounts], issues: Iterable[Issue], rules: Rules,
-                 breaches: list[Breach] | None = None, samples: int = DEFAULT_SAMPLES) -> ValidationReport:
+def build_report(
+    run: Mapping[str, Any],
+    entities: list[EntityCounts],
+    issues: Iterable[Issue],
+    rules: Rules,
+    breaches: list[Breach] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+) -> ValidationReport:
     """Count ``issues`` (a stream) per rule, keep the first ``samples`` of each, and judge the run.
 
     ``run`` names the run (``migration_id``, ``dag_id``, ``run_id``, ``as_of``); the rules'
@@ -161,68 +179,71 @@ def build_report(run: Mapping[str, Any], entities: list[EntityCounts], issues: I
     kept: dict[str, list[Issue]] = {rule_id: [] for rule_id in rules}
     for issue in issues:
         if issue.rule not in kept:
-            raise ValueError(f"issue of unknown rule {issue.rule!r} (record {issue.record_id}); "
-                             f"known rule ids: {', '.join(rules)}")
+            raise ValueError(
+                f"issue of unknown rule {issue.rule!r} (record {issue.record_id}); "
+                f"known rule ids: {', '.join(rules)}"
+            )
         counts[issue.rule] += 1
         by_entity[issue.rule, issue.entity] += 1
         if len(kept[issue.rule]) < samples:
             kept[issue.rule].append(issue)
     totals = {e.entity: e.records_in for e in entities}
     if breaches is None:
-        breaches = evaluate(counts, {entity: totals.get(entity, 0) for r in rules.values() for entity in r.entities},
-                            rules)
+        breaches = evaluate(
+            counts, {entity: totals.get(entity, 0) for r in rules.values() for entity in r.entities}, rules
+        )
     by_rule = {b.rule: b for b in breaches}
-    results = [RuleResult(rule, counts[rule.id], rule.total(totals), rule.id in by_rule,
-                          by_rule[rule.id].blocking if rule.id in by_rule else False, kept[rule.id],
-                          {e: n for (r, e), n in by_entity.items() if r == rule.id})
-               for rule in rules.values()]
-    return ValidationReport(_run_info(run), list(entities), results, list(breaches))
+    results = [
+        RuleResult(
+            rule,
+            counts[rule.id],
+            rule.total(totals),
+            rule.id in by_rule,
+            by_rule[rule.id].blocking if rule.id in by_rule else False,
+            kept[rule.id],
+            {e: n for (r, e), n in by_entity.items() if r == rule.id},
+        )
+        for rule in rules.values()
+    ]
+    return ValidationReport(run_info(run), list(entities), results, list(breaches))
 
 
-# --- inline SVG charts ----------------------------------------------------------------------
-
-CHART_WIDTH = 640
-LABEL_WIDTH = 190
-BAR_HEIGHT = 18
-BAR_GAP = 8
-VALUE_WIDTH = 170
+# --- charts -------------------------------------------------------------------------------
 
 
-def _scale(value: int, largest: int) -> float:
-    span = CHART_WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    if value <= 0 or largest <= 0:
-        return 0.0
-    return max(2.0, span * value / largest)
+def _entity_chart(entities: list[EntityCounts]) -> Chart:
+    """A bar per entity: delivered, then rejected."""
+    return bar_chart(
+        [
+            Bar(
+                e.entity,
+                [
+                    Segment(e.records_out, GREEN, f"{e.records_out:,} delivered"),
+                    Segment(e.rejected, RED, f"{e.rejected:,} rejected"),
+                ],
+                f"{e.records_in:,} in · {e.rejected:,} rejected",
+            )
+            for e in entities
+        ],
+        title="Records per entity",
+        legend=[("delivered", GREEN), ("rejected", RED)],
+    )
 
 
-def _entity_chart(entities: list[EntityCounts]) -> dict[str, Any]:
-    """Stacked bars per entity: delivered (green) then rejected (red), length ∝ records in."""
-    largest = max((e.records_in for e in entities), default=0)
-    bars = []
-    for i, e in enumerate(entities):
-        y = i * (BAR_HEIGHT + BAR_GAP)
-        out_w = _scale(e.records_out, largest)
-        rej_w = _scale(e.rejected, largest)
-        bars.append({"label": e.entity, "y": y, "out_w": round(out_w, 1), "rej_x": round(LABEL_WIDTH + out_w, 1),
-                     "rej_w": round(rej_w, 1), "value_x": round(LABEL_WIDTH + out_w + rej_w + 6, 1),
-                     "text": f"{e.records_in:,} in · {e.rejected:,} rejected", "entity": e})
-    return {"width": CHART_WIDTH, "height": max(1, len(bars)) * (BAR_HEIGHT + BAR_GAP), "label_width": LABEL_WIDTH,
-            "bar_height": BAR_HEIGHT, "bars": bars}
-
-
-def _rule_chart(results: list[RuleResult]) -> dict[str, Any]:
-    """One bar per rule hit, length ∝ its count, coloured by severity."""
-    hit = [r for r in results if r.count]
-    largest = max((r.count for r in hit), default=0)
-    bars = []
-    for i, r in enumerate(hit):
-        y = i * (BAR_HEIGHT + BAR_GAP)
-        w = _scale(r.count, largest)
-        bars.append({"label": r.rule.id, "y": y, "w": round(w, 1), "value_x": round(LABEL_WIDTH + w + 6, 1),
-                     "text": f"{r.count:,} ({r.percent:.2f}%)", "colour": SEVERITY_COLOURS[r.rule.severity],
-                     "severity": str(r.rule.severity)})
-    return {"width": CHART_WIDTH, "height": max(1, len(bars)) * (BAR_HEIGHT + BAR_GAP), "label_width": LABEL_WIDTH,
-            "bar_height": BAR_HEIGHT, "bars": bars}
+def _rule_chart(hit: list[RuleResult]) -> Chart:
+    """A bar per rule hit, coloured by severity."""
+    return bar_chart(
+        [
+            Bar(
+                r.rule.id,
+                [Segment(r.count, SEVERITY_COLOURS[r.rule.severity], str(r.rule.severity))],
+                f"{r.count:,} ({r.percent:.2f}%)",
+            )
+            for r in hit
+        ],
+        title="Issues per rule",
+        legend=[(str(s), SEVERITY_COLOURS[s]) for s in Severity],
+    )
 
 
 # --- worklists ------------------------------------------------------------------------------
@@ -234,7 +255,9 @@ _Row = tuple[str, str, str, str]  # record_id, entity, severity, detail
 
 
 def _clean(value: str) -> str:
-    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    """One TSV cell: tabs and line breaks become blanks, and a cell that a spreadsheet would
+    run as a formula (``=``, ``+``, ``-``, ``@`` …) is neutralised (``reporting.neutralise``)."""
+    return neutralise(value.replace("\t", " ").replace("\r", " ").replace("\n", " "))
 
 
 def _tsv(row: _Row) -> str:
@@ -248,13 +271,15 @@ def _read_run(path: Path) -> Iterator[_Row]:
             yield record_id, entity, severity, detail
 
 
-def write_worklists(issues: Iterable[Issue], rules: Rules, out_dir: Path,
-                    buffer_rows: int = WORKLIST_SORT_BUFFER) -> dict[str, Path]:
+def write_worklists(
+    issues: Iterable[Issue], rules: Rules, out_dir: Path, buffer_rows: int = WORKLIST_SORT_BUFFER
+) -> dict[str, Path]:
     """One TSV per rule with issues, ``<out_dir>/<rule_id>.tsv``, sorted by record id.
 
     Columns ``record_id, entity, severity, detail`` with a header row; tabs and line breaks
-    in details become blanks. Memory is bounded by ``buffer_rows``: beyond it, sorted runs
-    go to a temporary folder in ``out_dir`` and are merged at the end. Returns rule id → path.
+    in details become blanks, and cells a spreadsheet would run as formulas are neutralised.
+    Memory is bounded by ``buffer_rows``: beyond it, sorted runs go to a temporary folder in
+    ``out_dir`` and are merged at the end. Returns rule id → path.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     buffers: dict[str, list[_Row]] = {}

@@ -1,0 +1,70 @@
+"""Names of runs: which DAG run a phase's artifacts belong to, and the child runs a phase starts.
+
+A phase DAG (test load, fix cycle, cutover …) runs the extract and the transform as child
+DAG runs named ``<parent run id>__<step>``. This module is the only place that builds or
+parses those names; everything else passes ``RunRef`` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aleph2alma.storage import RunScope
+
+EXTRACT_DAG = "migration_extract"
+TRANSFORM_DAG = "migration_transform"
+TEST_LOAD_DAG = "migration_test_load"
+FIX_CYCLE_DAG = "migration_fix_cycle"
+NIGHTLY_DELTA_DAG = "aleph_nightly_delta"
+_CHILD_SEPARATOR = "__"
+
+
+class RunRefError(ValueError):
+    """A run reference is not ``<run id>`` or ``<dag id>/<run id>``."""
+
+
+class ChildStep(StrEnum):
+    """A step a phase runs as a child DAG run; the value is the run-id suffix."""
+
+    EXTRACT = "extract"
+    TRANSFORM = "transform"
+
+    @property
+    def dag_id(self) -> str:
+        return {ChildStep.EXTRACT: EXTRACT_DAG, ChildStep.TRANSFORM: TRANSFORM_DAG}[self]
+
+    def run_id_template(self) -> str:
+        """The child's run id as a Jinja template of the parent's (for ``TriggerDagRunOperator``)."""
+        return "{{ run_id }}" + _CHILD_SEPARATOR + self.value
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One DAG run whose artifacts another step reads."""
+
+    dag_id: str
+    run_id: str
+
+    def child(self, step: ChildStep) -> RunRef:
+        """The child run this run started for ``step``."""
+        return RunRef(step.dag_id, f"{self.run_id}{_CHILD_SEPARATOR}{step.value}")
+
+    def scope(self, migration_id: str) -> RunScope:
+        return RunScope(migration_id, self.dag_id, self.run_id)
+
+    def __str__(self) -> str:
+        return f"{self.dag_id}/{self.run_id}"
+
+    @staticmethod
+    def template(dag_id: str) -> str:
+        """This run's reference as a Jinja template (for a child's conf): ``str()`` of it, rendered."""
+        return f"{dag_id}/{{{{ run_id }}}}"
+
+    @classmethod
+    def parse(cls, text: str, default_dag: str) -> RunRef:
+        """``<dag id>/<run id>``, or a bare ``<run id>`` of ``default_dag``."""
+        dag_id, _, run_id = text.strip().rpartition("/")
+        if not run_id or "/" in dag_id:
+            raise RunRefError(f"not a run reference: {text!r}; expected <run id> or <dag id>/<run id>")
+        return cls(dag_id or default_dag, run_id)
