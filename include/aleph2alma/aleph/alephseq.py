@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
@@ -45,12 +45,34 @@ from aleph2alma.rejects import Reject, RejectLog
 MIN_LINE = 18
 """Columns 0-17 hold system number, tag, indicators and ``L``; data starts at 18."""
 
+MAX_LINE = 1 << 20
+"""Longest line read (bytes, line end included). A MARC record is at most 99,999 bytes, so an
+ALEPHSEQ field line is far shorter; a longer "line" (a NUL-filled or binary file with no line
+end) is rejected as ``line_too_long`` and skipped without being held in memory."""
+
+MAX_RECORD_BYTES = 64 << 20
+"""Largest record (all its lines) held in memory; past it the file is not an Aleph export and
+reading stops with :class:`AlephSeqError`."""
+
+MAX_LINE_REJECTS = 10_000
+"""Malformed lines rejected one by one per stream; past it they are counted in one
+``too_many_malformed_lines`` reject, so rejects stay small whatever the input."""
+
+CHUNK = 1 << 20
+"""Bytes read at a time when skipping the rest of an over-long line."""
+
+EXCERPT = 200
+"""Characters of a rejected line kept in the reject (``raw``), never the whole line."""
+
 RAW_CODE = ""
 """Subfield code of text that is not introduced by ``$$ + code`` (see module docstring)."""
 
 LOCAL_TAGS = frozenset({"FMT", "CAT", "SYS", "OWN", "LKR", "SID", "BAS", "STA"})
 ITEM_TAG, ITEM_INDICATORS = "Z30", Indicators("-", "1")
 DELIMITER = "$$"
+
+TRUNCATED = "truncated_record"
+"""Reject reason of the last record of a file that does not end with a line end."""
 
 REASONS: dict[str, str] = {
     "short_line": f"line shorter than {MIN_LINE} characters",
@@ -60,8 +82,16 @@ REASONS: dict[str, str] = {
     "bad_indicator": "indicators (columns 14-15) are not printable ASCII",
     "bad_format_column": "column 17 is not 'L'",
     "control_field_indicators": "control field (FMT, LDR, 00X) with non-blank indicators",
+    "line_too_long": f"line longer than {MAX_LINE:,} bytes (not an ALEPHSEQ line; only its start is kept)",
+    "too_many_malformed_lines": f"more than {MAX_LINE_REJECTS:,} malformed lines: the rest are only counted",
+    "truncated_record": "the file ends inside this record, with no line end after its last line: "
+    "the export was cut (transfer stopped, disk full); export the library again",
 }
 """Reason codes of :func:`check_line`, with the text a librarian reads in reports."""
+
+
+class AlephSeqError(ValueError):
+    """The input cannot be an ALEPHSEQ export at all (a record larger than any Aleph record)."""
 
 
 @dataclass
@@ -76,9 +106,14 @@ class AlephSeqRecord:
     encoding_errors: list[tuple[int, str]] = field(default_factory=list)
     has_leader: bool = True
     """False when the record had no LDR line at its head: the writer then writes none."""
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    """What the reader found about the record as a whole, as ``(rule, detail)``: how its
+    character set was decided, a directory rebuilt, pymarc's warnings (ISO 2709 and MARCXML
+    readers). The transform turns them into issues with the record's id."""
 
 
 # --- line level -------------------------------------------------------------------------
+
 
 def _strip_eol(line: bytes) -> bytes:
     if line.endswith(b"\r\n"):
@@ -135,10 +170,63 @@ def _control_indicators(body: bytes) -> str | None:
 
 # --- grouping ---------------------------------------------------------------------------
 
-_Line = tuple[int, bytes, str | None]  # (line_no, raw line incl. end of line, check_line reason)
+
+@dataclass(frozen=True)
+class RawLine:
+    """One line as read: where it is, its bytes and what :func:`check_line` says of it.
+
+    ``data`` is the line with its line end; for a ``line_too_long`` line, only its first
+    :data:`EXCERPT` bytes (``length`` is the real length). ``reason`` is None for a valid
+    line, ``"blank"`` for a blank one, else a key of :data:`REASONS`.
+    """
+
+    line_no: int
+    offset: int
+    data: bytes
+    reason: str | None
+    length: int
+
+    @property
+    def ends(self) -> bool:
+        """Whether the line has its line end (the last line of a cut file has none)."""
+        return self.data.endswith(b"\n")
 
 
-def _grouped_lines(fh: BinaryIO) -> Iterator[tuple[str, list[_Line]]]:
+def scan_lines(fh: BinaryIO, *, max_line: int = MAX_LINE, offset: int = 0) -> Iterator[RawLine]:
+    """The lines of ``fh`` from its current position, each at most ``max_line`` bytes in memory.
+
+    A longer line is read on in chunks to its end and comes out as ``line_too_long`` with an
+    excerpt: a 2 GB file of NULs with no line end is one reject, read in bounded memory.
+    ``offset`` is the byte offset of the current position (for the offsets reported).
+    """
+    line_no = 0
+    while line := fh.readline(max_line + 1):
+        line_no += 1
+        length = len(line)
+        if length > max_line:
+            head = line[:EXCERPT]
+            while not line.endswith(b"\n") and (line := fh.readline(CHUNK)):
+                length += len(line)
+            yield RawLine(line_no, offset, head, "line_too_long", length)
+        else:
+            yield RawLine(line_no, offset, line, check_line(line) if line.strip() else "blank", length)
+        offset += length
+
+
+def _starts_record(line: RawLine, sysno: str) -> bool:
+    return bool(sysno) and (line.data[:9].decode("ascii") != sysno or line.data[10:13] == b"FMT")
+
+
+def _too_large(sysno: str, line: RawLine) -> AlephSeqError:
+    return AlephSeqError(
+        f"record {sysno or '(no system number)'} passes {MAX_RECORD_BYTES:,} bytes at line {line.line_no} "
+        f"(byte offset {line.offset:,}): no Aleph record is this large; is this an ALEPHSEQ export?"
+    )
+
+
+def grouped_lines(
+    fh: BinaryIO, on_invalid: Callable[[RawLine, str], None] | None = None, *, offset: int = 0
+) -> Iterator[tuple[str, list[RawLine]]]:
     """Group lines into records: a valid line starts a record when its system number
     differs from the record's or when it is an FMT line.
 
@@ -146,18 +234,28 @@ def _grouped_lines(fh: BinaryIO) -> Iterator[tuple[str, list[_Line]]]:
     (or with the first record, at the top of the file). This rule is what lets
     :func:`split_ranges` find record boundaries from any offset, and keeps
     :func:`iter_raw_records` and :func:`read_alephseq` counting the same records.
+
+    With ``on_invalid``, invalid and blank lines are handed to it as they are read, with the
+    system number of the record they follow (``""`` before the first valid line), and not
+    kept (a file of garbage lines then costs no memory); without, they are kept in the
+    record's lines. A record past :data:`MAX_RECORD_BYTES` raises :class:`AlephSeqError`.
     """
     sysno = ""
-    lines: list[_Line] = []
-    for line_no, line in enumerate(fh, start=1):
-        reason = check_line(line) if line.strip() else "blank"
-        if reason is None:
-            line_sysno = line[:9].decode("ascii")
-            if sysno and (line_sysno != sysno or line[10:13] == b"FMT"):
+    lines: list[RawLine] = []
+    size = 0
+    for line in scan_lines(fh, offset=offset):
+        if line.reason is None:
+            if _starts_record(line, sysno):
                 yield sysno, lines
-                lines = []
-            sysno = line_sysno
-        lines.append((line_no, line, reason))
+                lines, size = [], 0
+            sysno = line.data[:9].decode("ascii")
+        elif on_invalid is not None:
+            on_invalid(line, sysno)
+            continue
+        lines.append(line)
+        size += line.length
+        if size > MAX_RECORD_BYTES:
+            raise _too_large(sysno, line)
     if lines:
         yield sysno, lines
 
@@ -166,14 +264,16 @@ def iter_raw_records(fh: BinaryIO) -> Iterator[tuple[str, int, bytes]]:
     """(sysno, first line_no, raw bytes incl. newlines) per record, without parsing fields.
 
     Line numbers count from 1 at the current position of ``fh``. Malformed lines are
-    included in the bytes of the record they follow. A stretch with no valid line at
-    all (a file of garbage) comes out as one record with sysno ``""``.
+    included in the bytes of the record they follow (a ``line_too_long`` line by its
+    excerpt). A stretch with no valid line at all (a file of garbage) comes out as one
+    record with sysno ``""``.
     """
-    for sysno, lines in _grouped_lines(fh):
-        yield sysno, lines[0][0], b"".join(line for _, line, _ in lines)
+    for sysno, lines in grouped_lines(fh):
+        yield sysno, lines[0].line_no, b"".join(line.data for line in lines)
 
 
 # --- fields -----------------------------------------------------------------------------
+
 
 def parse_subfields(data: str) -> list[Subfield]:
     """Split data-field text at ``$$`` + code; text that no code introduces gets :data:`RAW_CODE`."""
@@ -189,7 +289,7 @@ def parse_subfields(data: str) -> list[Subfield]:
             break
         nxt = data.find(DELIMITER, pos + 3)
         end = len(data) if nxt == -1 else nxt
-        subfields.append(Subfield(data[pos + 2], data[pos + 3:end]))
+        subfields.append(Subfield(data[pos + 2], data[pos + 3 : end]))
         pos = nxt
     return subfields
 
@@ -215,6 +315,7 @@ def _item(subfields: list[Subfield]) -> dict[str, str]:
 
 
 # --- reader -----------------------------------------------------------------------------
+
 
 def _decode(data: bytes) -> tuple[str, bool]:
     """(text, ok): invalid UTF-8 keeps its bytes as surrogates for a later GBK attempt."""
@@ -252,10 +353,76 @@ class _RecordBuilder:
             self.result.record.add_field(new)
 
 
-def _reject(entity: str, source: str, line_no: int, line: bytes, reason: str) -> Reject:
-    sysno = line[:9].decode("ascii") if line[:9].isdigit() else "?"
-    raw = _strip_eol(line).decode("utf-8", "backslashreplace")
-    return Reject(entity, sysno, reason, detail=REASONS[reason], source=source, line_no=line_no, raw=raw)
+def excerpt(data: bytes) -> str:
+    """At most :data:`EXCERPT` characters of a line, as text a report can show."""
+    text = _strip_eol(data)[:EXCERPT].decode("utf-8", "backslashreplace")[:EXCERPT]
+    return text + "…" if len(_strip_eol(data)) > EXCERPT else text
+
+
+def line_reject(entity: str, record_id: str, source: str, line: RawLine, *, detail: str = "") -> Reject:
+    """The reject of one malformed line: its reason, where it is and an excerpt, never the whole line."""
+    reason = line.reason or "blank"
+    text = REASONS.get(reason, reason)
+    if line.reason == "line_too_long":
+        text += f"; the line has {line.length:,} bytes"
+    if detail:
+        text += f"; {detail}"
+    return Reject(
+        entity, record_id, reason, detail=text, source=source, line_no=line.line_no, raw=excerpt(line.data)
+    )
+
+
+class LineRejects:
+    """The malformed lines of one stream, sent to ``add``: the first ``limit`` one by one, the
+    rest counted and reported by :meth:`close` as one ``too_many_malformed_lines`` reject."""
+
+    def __init__(
+        self, add: Callable[[Reject], None], entity: str, source: str, limit: int = MAX_LINE_REJECTS
+    ) -> None:
+        self._add, self.entity, self.source, self.limit = add, entity, source, limit
+        self.count = 0
+        """Malformed lines seen."""
+        self.written = 0
+        """Rejects sent to ``add`` (one per line up to ``limit``, then the summary)."""
+        self._skipped: list[tuple[RawLine, str]] = []  # (first, its record id), (last, …) past the limit
+        self._closed = False
+
+    def _emit(self, reject: Reject) -> None:
+        self.written += 1
+        self._add(reject)
+
+    def reject(self, line: RawLine, record_id: str, detail: str = "") -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            self._emit(line_reject(self.entity, record_id, self.source, line, detail=detail))
+        else:
+            self._skipped[1:] = [(line, record_id)]
+            if len(self._skipped) == 1:
+                self._skipped.append((line, record_id))
+
+    def close(self) -> None:
+        """Send the summary of the lines past the limit, if any (once)."""
+        if self._closed or not self._skipped:
+            return
+        self._closed = True
+        (first, record_id), (last, _) = self._skipped[0], self._skipped[-1]
+        self._emit(
+            Reject(
+                self.entity,
+                record_id,
+                "too_many_malformed_lines",
+                detail=f"{REASONS['too_many_malformed_lines']}: {self.count - self.limit:,} more, "
+                f"lines {first.line_no:,} to {last.line_no:,} "
+                f"(byte offsets {first.offset:,} to {last.offset:,})",
+                source=self.source,
+                line_no=first.line_no,
+                raw=excerpt(first.data),
+            )
+        )
+
+
+def _line_sysno(line: RawLine) -> str:
+    return line.data[:9].decode("ascii") if line.data[:9].isdigit() else "?"
 
 
 def _source_label(source: str | os.PathLike[str] | BinaryIO) -> str:
@@ -265,31 +432,76 @@ def _source_label(source: str | os.PathLike[str] | BinaryIO) -> str:
     return os.path.basename(name) if isinstance(name, str) else "<stream>"
 
 
-def read_alephseq(source: str | os.PathLike[str] | BinaryIO, *, keep_local: bool = True,
-                  source_name: str | None = None, rejects: RejectLog | None = None,
-                  entity: str = "bibs") -> Iterator[AlephSeqRecord]:
+def _cut(last: RawLine | None) -> bool:
+    """Whether the file's last line was cut: it has no line end (and is not blank)."""
+    return last is not None and not last.ends and last.reason != "blank"
+
+
+def read_alephseq(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    keep_local: bool = True,
+    source_name: str | None = None,
+    rejects: RejectLog | None = None,
+    entity: str = "bibs",
+    malformed: Callable[[Reject], None] | None = None,
+) -> Iterator[AlephSeqRecord]:
     """Stream the records of an ALEPHSEQ file (path or binary file object).
 
     ``keep_local=False`` drops Aleph-local fields (Z30-1 items still fill ``.items``).
-    Malformed lines are rejected (``rejects``, if given) and skipped; blank lines are
-    skipped silently.
+    Malformed lines are rejected and skipped (to ``malformed`` if given, else to
+    ``rejects``; past :data:`MAX_LINE_REJECTS` they are counted in one reject); blank lines
+    are skipped silently. Lines are read in bounded memory (:func:`scan_lines`).
+
+    When the file does not end with a line end, its last line was cut and the last record is
+    incomplete: it is not yielded but rejected (``truncated_record``, to ``rejects``) with
+    its system number. (A file cut exactly at a line end cannot be told from a whole one:
+    ALEPHSEQ has no record length or trailer.)
     """
     label = source_name or _source_label(source)
+    sink = malformed or (rejects.add if rejects is not None else None)
+    bad = LineRejects(sink, entity, label) if sink is not None else None
+    last: list[RawLine] = []
+
+    def on_invalid(line: RawLine, _sysno: str) -> None:
+        last[:] = [line]
+        if bad is not None and line.reason != "blank":
+            bad.reject(line, _line_sysno(line))
+
+    pending: AlephSeqRecord | None = None
     with ExitStack() as stack:
         fh = stack.enter_context(open(source, "rb")) if isinstance(source, str | os.PathLike) else source
-        for sysno, lines in _grouped_lines(fh):
-            builder: _RecordBuilder | None = None
-            for line_no, line, reason in lines:
-                if reason is None:
-                    builder = builder or _RecordBuilder(sysno, label, line_no, keep_local)
-                    builder.add(line_no, _strip_eol(line))
-                elif reason != "blank" and rejects is not None:
-                    rejects.add(_reject(entity, label, line_no, line, reason))
-            if builder is not None:
-                yield builder.result
+        for sysno, lines in grouped_lines(fh, on_invalid):
+            builder = _RecordBuilder(sysno, label, lines[0].line_no, keep_local)
+            for line in lines:
+                builder.add(line.line_no, _strip_eol(line.data))
+            if pending is not None:
+                yield pending
+            pending = builder.result
+            if not last or last[0].line_no < lines[-1].line_no:
+                last[:] = [lines[-1]]
+    if bad is not None:
+        bad.close()
+    if pending is not None and _cut(last[0] if last else None):
+        if rejects is not None:
+            cut = last[0]
+            rejects.add(
+                Reject(
+                    entity,
+                    pending.sysno,
+                    "truncated_record",
+                    detail=f"{REASONS['truncated_record']}; line {cut.line_no:,} has no line end",
+                    source=label,
+                    line_no=pending.line_no,
+                    raw=excerpt(cut.data),
+                )
+            )
+    elif pending is not None:
+        yield pending
 
 
 # --- writer -----------------------------------------------------------------------------
+
 
 def _line(sysno: str, tag: str, ind1: str, ind2: str, data: str) -> str:
     if len(tag) != 3 or "\n" in data:
@@ -309,8 +521,9 @@ def field_line(sysno: str, fld: Field) -> str:
     return _line(sysno, fld.tag, ind1, ind2, subfields_text(fld.subfields))
 
 
-def record_lines(sysno: str, record: pymarc.Record, items: list[dict[str, str]] | None = None,
-                 *, leader: bool = True) -> list[str]:
+def record_lines(
+    sysno: str, record: pymarc.Record, items: list[dict[str, str]] | None = None, *, leader: bool = True
+) -> list[str]:
     """ALEPHSEQ lines (no newlines) of a record: fields in order, the leader after a
     leading FMT (``leader=False`` writes none), then one Z30-1 line per item in ``items``.
     """
@@ -343,20 +556,21 @@ def write_alephseq(records: Iterable[AlephSeqRecord], out: TextIO) -> int:
 
 # --- splitting --------------------------------------------------------------------------
 
+
 def _next_boundary(fh: BinaryIO, target: int, size: int) -> int:
     """Offset of the first record start at or after ``target`` that is a change of
-    system number (always a boundary under the rule of :func:`_grouped_lines`)."""
+    system number (always a boundary under the rule of :func:`grouped_lines`)."""
     if target >= size:
         return size
     fh.seek(target - 1)
-    fh.readline()  # finish the line that holds byte target-1
-    pos, previous = fh.tell(), b""
-    for line in iter(fh.readline, b""):
-        if check_line(line) is None:
-            if previous and line[:9] != previous:
-                return pos
-            previous = line[:9]
-        pos += len(line)
+    while (chunk := fh.readline(CHUNK)) and not chunk.endswith(b"\n"):
+        pass  # finish the line that holds byte target-1, in bounded reads
+    previous = b""
+    for line in scan_lines(fh, offset=fh.tell()):
+        if line.reason is None:
+            if previous and line.data[:9] != previous:
+                return line.offset
+            previous = line.data[:9]
     return size
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from aleph2alma.sftp_session import sftp_session
+
 CHUNK = 1 << 20
 
 
@@ -94,7 +96,9 @@ class S3Landing:
     def read_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         if end <= start:
             return
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(name), Range=f"bytes={start}-{end - 1}")["Body"]
+        body = self.client.get_object(
+            Bucket=self.bucket, Key=self._key(name), Range=f"bytes={start}-{end - 1}"
+        )["Body"]
         yield from body.iter_chunks(CHUNK)
 
     def fetch(self, name: str, dest: Path) -> Path:
@@ -118,28 +122,34 @@ class SftpLanding:
     def _path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
 
+    # each call opens its own connection and closes it (with its SSH transport) when done
     def size(self, name: str) -> int:
-        try:
-            return int(self.open_sftp().stat(self._path(name)).st_size)
-        except OSError as exc:
-            raise LandingError(f"{name} is not on the Aleph server at {self.uri}") from exc
+        with sftp_session(self.open_sftp) as sftp:
+            try:
+                return int(sftp.stat(self._path(name)).st_size)
+            except OSError as exc:
+                raise LandingError(f"{name} is not on the Aleph server at {self.uri}") from exc
 
     def read_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
-        with self.open_sftp().open(self._path(name), "rb") as fh:
+        with sftp_session(self.open_sftp) as sftp, sftp.open(self._path(name), "rb") as fh:
             yield from _span(fh, start, end)
 
     def fetch(self, name: str, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with self.open_sftp().open(self._path(name), "rb") as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
+        with sftp_session(self.open_sftp) as sftp:
+            with sftp.open(self._path(name), "rb") as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
         return dest
 
 
-def parse_landing(uri: str, *, s3_client: Callable[[], Any] | None = None,
-                  sftp_client: Callable[[str], Any] | None = None) -> Landing:
+def parse_landing(
+    uri: str, *, s3_client: Callable[[], Any] | None = None, sftp_client: Callable[[str], Any] | None = None
+) -> Landing:
     """Build the landing location a URI names; clients are supplied by the caller's wiring."""
     if not uri:
-        raise LandingError("no ALEPHSEQ landing location given; use file:///dir, s3://bucket/prefix or sftp://conn_id/path")
+        raise LandingError(
+            "no ALEPHSEQ landing location given; use file:///dir, s3://bucket/prefix or sftp://conn_id/path"
+        )
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         root = Path(parsed.path if parsed.scheme else uri)
@@ -155,4 +165,6 @@ def parse_landing(uri: str, *, s3_client: Callable[[], Any] | None = None,
             raise LandingError(f"{uri}: an SFTP landing location needs an SFTP connection")
         conn_id = parsed.netloc
         return SftpLanding(lambda: sftp_client(conn_id), conn_id, parsed.path or "/")
-    raise LandingError(f"unsupported landing location {uri!r}; use file:///dir, s3://bucket/prefix or sftp://conn_id/path")
+    raise LandingError(
+        f"unsupported landing location {uri!r}; use file:///dir, s3://bucket/prefix or sftp://conn_id/path"
+    )

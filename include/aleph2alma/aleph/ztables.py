@@ -4,6 +4,10 @@ Column names and types follow Aleph 500's Oracle schema: CHAR columns are blank-
 their width, dates are NUMBER(8) holding YYYYMMDD (0 when unset). Only the columns the
 migration uses are listed; a real Aleph table has more and they are simply not selected.
 
+Secret columns (PINs, passwords: ``secret=True``) are listed so that the demo replica has
+them as Aleph does, but they are never selected: patron PINs never leave Aleph, not even
+into the raw extract (``ZTable.extracted``).
+
 The same definitions build the SQLAlchemy tables for the demo replica (SQLite or
 PostgreSQL) and the SELECTs against a production Oracle, so both read alike.
 """
@@ -23,6 +27,7 @@ class ZColumn:
     name: str
     kind: ColumnKind = "char"
     width: int = 0  # CHAR width; 0 for date/int
+    secret: bool = False  # a PIN or password: in Aleph (and the demo replica), never extracted
 
     def sa_type(self) -> sa.types.TypeEngine:
         if self.kind == "char":
@@ -41,10 +46,19 @@ class ZTable:
     entity: str
     key: str
     columns: tuple[ZColumn, ...]
+    updated: str = ""
+    """The column Aleph stamps with the day a row last changed (YYYYMMDD), where the table has one:
+    the nightly delta reads such a table by it instead of hashing every row."""
 
     @property
     def column_names(self) -> list[str]:
+        """Every listed column, in the table's order (the demo replica's rows follow it)."""
         return [c.name for c in self.columns]
+
+    @property
+    def extracted(self) -> tuple[ZColumn, ...]:
+        """What extraction selects and the raw extract holds: every column but the secret ones."""
+        return tuple(c for c in self.columns if not c.secret)
 
     def sa_table(self, metadata: sa.MetaData, schema: str | None = None) -> sa.Table:
         return sa.Table(
@@ -55,8 +69,8 @@ class ZTable:
         )
 
 
-def _c(name: str, width: int) -> ZColumn:
-    return ZColumn(name, "char", width)
+def _c(name: str, width: int, *, secret: bool = False) -> ZColumn:
+    return ZColumn(name, "char", width, secret)
 
 
 def _d(name: str) -> ZColumn:
@@ -99,6 +113,7 @@ Z30 = ZTable(
         _c("Z30_CHRONOLOGICAL_J", 20),
         _c("Z30_UPD_TIME_STAMP", 15),
     ),
+    updated="Z30_UPDATE_DATE",
 )
 
 Z303 = ZTable(
@@ -118,6 +133,7 @@ Z303 = ZTable(
         _c("Z303_DELINQ_N_1", 200),
         _c("Z303_UPD_TIME_STAMP", 15),
     ),
+    updated="Z303_UPDATE_DATE",
 )
 
 Z304 = ZTable(
@@ -161,7 +177,7 @@ Z308 = ZTable(
     (
         _c("Z308_REC_KEY", 257),  # key type (2) + identifier value
         _c("Z308_ID", 12),  # the Z303 key
-        _c("Z308_VERIFICATION", 20),  # PIN: never leaves the source in clear
+        _c("Z308_VERIFICATION", 20, secret=True),  # the PIN: never leaves Aleph
         _c("Z308_STATUS", 2),
     ),
 )
@@ -281,12 +297,9 @@ Z103 = ZTable(
     ),
 )
 
-Z_TABLES: dict[str, ZTable] = {t.name: t for t in (Z103, Z30, Z303, Z304, Z305, Z308, Z36, Z37, Z31, Z68, Z70, Z76)}
-
-
-def tables_for_entity(entity: str) -> list[ZTable]:
-    """The Z-tables that make up one entity, in the order they are read."""
-    return [t for t in Z_TABLES.values() if t.entity == entity]
+Z_TABLES: dict[str, ZTable] = {
+    t.name: t for t in (Z103, Z30, Z303, Z304, Z305, Z308, Z36, Z37, Z31, Z68, Z70, Z76)
+}
 
 
 def table_entities() -> list[str]:

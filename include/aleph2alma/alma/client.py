@@ -7,7 +7,26 @@ Endpoints (Alma's own paths under ``base_url``, e.g.
 (``?item_pid=`` or ``?mms_id=``), ``GET/POST /users/{id}/fees``,
 ``GET /items?item_barcode=`` (Alma answers with a redirect to
 ``/bibs/{mms_id}/holdings/{holding_id}/items/{pid}``, followed here, throttled like any call),
-``GET /bibs?other_system_id=`` and ``GET /bibs/{mms_id}/holdings[/{holding_id}]`` (reconciliation). The key travels in ``Authorization: apikey <key>``; bodies are JSON.
+``GET /bibs?other_system_id=`` and ``GET /bibs/{mms_id}/holdings[/{holding_id}]``
+(reconciliation). The key travels in ``Authorization: apikey <key>``; bodies are JSON.
+
+**The key goes to the configured host only.** ``base_url`` must be ``https://`` (plain
+``http://`` only for ``localhost``, ``127.0.0.1`` and ``::1``, where the emulator runs): a
+plain-http URL to any other host is a :class:`~aleph2alma.errors.ConfigError`, the key would
+cross the network in clear. Redirects (the ``/items?item_barcode=`` alias) are followed only
+to the same scheme, host and port as ``base_url``; any other target is
+:class:`AlmaRedirectRefused` (nothing is sent there, the load stops). Ex Libris' developer
+network (https://developers.exlibrisgroup.com/alma/apis/, "Calling Alma APIs") has the key
+sent with every call, as the ``apikey`` query parameter or the ``Authorization: apikey``
+header, to the institution's regional ``https://api-<region>.hosted.exlibrisgroup.com``
+gateway; the client uses the header so that the key is in no URL. Not verified against
+Alma: whether its gateways ever redirect to another host (none is documented; the item alias
+redirects within the gateway).
+
+**Logs.** Alma's URLs carry patron ids and barcodes (``/users/{id}``, ``?item_barcode=``).
+httpx logs every request at INFO with its URL; a filter on the ``httpx`` logger rewrites the
+URLs of every Alma client's origin to their resource names (``/almaws/v1/users/*/fees``, no
+query). Errors name the call the same way.
 
 **Errors.** A 429 ``PER_SECOND_THRESHOLD``, a 5xx, a timeout or a connection error is
 transient: retried up to ``max_retries`` times with exponential backoff and jitter
@@ -16,24 +35,44 @@ transient: retried up to ``max_retries`` times with exponential backoff and jitt
 count for the whole institution) reaching ``quota_floor``: the client stops before the
 institution's other integrations run dry. A missing or refused key is :class:`AlmaAuthError`.
 Any other 4xx is :class:`AlmaApiError` with Alma's ``errorCode``, ``errorMessage`` and
-``trackingId``.
+``trackingId``. Error bodies are read as JSON or as Alma's XML ``web_service_result``
+(:func:`parse_error`): Alma's gateway answers a refused key (400 ``UNAUTHORIZED``, "API-key not
+defined or not configured to allow this API.") and its thresholds in XML even to a JSON client,
+so an XML ``UNAUTHORIZED`` stops the load like a JSON one, and an XML ``DAILY_THRESHOLD`` is
+quota, not an outage. The XML shape is Alma's ``web_service_result.xsd`` (as vendored by the
+``kb-dk/alma-client`` repository, ``src/main/resources/alma_xsd/web_service_result.xsd``:
+``errorsExist``, ``errorList/error`` with ``errorCode``, ``errorMessage``, ``trackingId``);
+the gateway sometimes leaves ``trackingId`` out. Which status codes the gateway pairs with
+each code is not published: the codes decide here, not the status.
+The thresholds and their error codes are Ex Libris' API governance thresholds
+(https://developers.exlibrisgroup.com/alma/apis/#threshold).
 
 **Idempotency.** Every create looks first (user by primary id, the user's loans for the item
 barcode, the user's requests and fees for the marker ``[aleph:<key>]`` the client writes into
 their ``comment``) and returns what is there. A write that may have reached Alma without an
-answer (timeout, 5xx) is never blindly repeated: the client looks again, then re-posts.
-Alma's own "already exists" answers (401851 user, 401136 request) also resolve to the existing
-record. Re-running a load after a failure therefore resumes it.
+answer (timeout, 5xx) is never blindly repeated: the client looks again, then re-posts. A
+write Alma may still be working on (our timeout, a gateway's 502-504) can commit after the
+client gave up: the client keeps looking for ``settle`` seconds (default ``timeout``) before it
+writes again. Alma's own "already exists" answers (401851 user, 401651 item on loan, 401136
+request) resolve to the existing record. Re-running a load after a failure therefore resumes it.
+Left open: a fee (Alma keeps no unique key on one) that Alma commits more than ``settle``
+seconds after the client timed out is there twice; the next look names it (``ensure_fee``'s
+warning ``fee_twins_in_alma``). Loans, requests and users are unique in Alma, so a late twin of
+those is refused. How late Alma can commit a write it was still working on is not published.
+
+**Time.** ``sleep`` (backoff, settling) and ``clock`` (the settle window) are injectable, as are
+the throttle's: tests run on virtual time and count attempts instead of timing them.
 
 **Rate.** Alma allows about 25 calls per second per institution. Each client paces itself
 (:mod:`aleph2alma.alma.throttle`: ``per_second`` × ``headroom``, at most ``per_second`` − 1
-calls per wall-clock second). In Airflow the Alma tasks share the pool ``alma_api`` of 25
-slots, one slot per call per second: a task whose client runs at ``per_second=N`` takes
-``pool_slots=N``, so the pool keeps the running tasks' rates summed under Alma's 25/s while
-each client's throttle keeps its own task at N.
+calls per wall-clock second), shared by every thread that uses it. ``rate``
+(:class:`~aleph2alma.alma.rate.AlmaRate`) turns ``per_second`` and the expected ``latency``
+of a call into the number of threads that reach it. In Airflow one Alma task runs at a time
+(the pool :data:`~aleph2alma.alma.rate.ALMA_POOL`, all its slots per task).
 
-:meth:`AlmaClient.load` (:mod:`aleph2alma.alma.client_load`) loads the records of the
-transforms; a permanent error rejects the record (``alma_<errorCode>``) and the load goes on.
+The loader (:func:`aleph2alma.alma.client_load.load`) loads the records of the transforms
+through a client, on ``rate.workers`` threads unless told otherwise; a permanent error
+rejects the record (``alma_<errorCode>``) and the load goes on.
 """
 
 from __future__ import annotations
@@ -42,31 +81,30 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 from urllib.parse import quote
+from xml.etree import ElementTree as ET
 
 import httpx
 
+from aleph2alma.alma.rate import DEFAULT_LATENCY, DEFAULT_PER_SECOND, MAX_WORKERS, AlmaRate
 from aleph2alma.alma.throttle import DEFAULT_HEADROOM, Throttle, tuned
-from aleph2alma.rejects import RejectLog
-
-if TYPE_CHECKING:
-    from aleph2alma.alma.client_load import LoadStats
+from aleph2alma.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-Kind = Literal["users", "loans", "requests", "fees"]
 
 USER_NOT_FOUND = frozenset({"401861", "401890"})
 ITEM_NOT_FOUND = "401689"
 BIB_OR_HOLDING_NOT_FOUND = frozenset({"402203", "402204"})  # invalid mmsId / holdingId
 USER_EXISTS = "401851"
+ITEM_ON_LOAN = "401651"  # "Item is not loanable": the item has an active loan
 REQUEST_EXISTS = "401136"
 AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY"})
+DAILY_THRESHOLD, PER_SECOND_THRESHOLD = "DAILY_THRESHOLD", "PER_SECOND_THRESHOLD"
 PAGE = 100  # Alma's largest page
 
 
@@ -91,6 +129,74 @@ class AlmaAuthError(AlmaApiError):
     """The API key is missing, unknown or lacks permission: nothing will work until it is fixed."""
 
 
+class AlmaRedirectRefused(AlmaApiError):
+    """Alma (or something posing as it) redirected to another scheme, host or port: not followed."""
+
+
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Hosts a plain-http ``base_url`` may name (the emulator); anything else needs https."""
+
+ALMA_WORDS = frozenset({"almaws", "v1", "users", "loans", "requests", "fees", "items", "bibs", "holdings"})
+"""Path segments kept when a URL is logged; every other segment (ids, barcodes) becomes ``*``."""
+
+
+def origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host.lower(), parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+
+
+def checked_base_url(base_url: str) -> str:
+    """``base_url`` when the API key may go there: https, or plain http to this machine only."""
+    shown = base_url.split("?", 1)[0]
+    try:
+        scheme, host, _port = origin(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"Alma base_url {shown!r} is not a URL: {exc}") from None
+    if not host or scheme not in ("https", "http"):
+        raise ConfigError(f"Alma base_url {shown!r} must be an https:// URL with a host")
+    if scheme == "http" and host not in LOOPBACK:
+        raise ConfigError(
+            f"Alma base_url {shown!r} is plain http to {host}: the API key would travel in clear; "
+            "use https:// (plain http only for localhost, 127.0.0.1 or ::1)"
+        )
+    return base_url
+
+
+def redacted(url: str | httpx.URL) -> str:
+    """``url`` without patron ids, barcodes or query: Alma's resource names only."""
+    parsed = httpx.URL(url)
+    path = "/".join(s if s in ALMA_WORDS or not s else "*" for s in parsed.path.split("/"))
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}{path}" if parsed.host else path
+
+
+class _RedactAlmaUrls(logging.Filter):
+    """Rewrites the URLs httpx logs (``HTTP Request: GET <url> ...``, INFO) for Alma origins."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.origins: set[tuple[str, str, int | None]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and self.origins:
+            record.args = tuple(
+                redacted(arg) if isinstance(arg, httpx.URL) and origin(arg) in self.origins else arg
+                for arg in record.args
+            )
+        return True
+
+
+_HTTPX_LOG_FILTER = _RedactAlmaUrls()
+
+
+def _redact_httpx_log(base_url: str) -> None:
+    """From now on, httpx's log lines name ``base_url``'s origin's URLs without ids."""
+    _HTTPX_LOG_FILTER.origins.add(origin(base_url))
+    logger = logging.getLogger("httpx")
+    if _HTTPX_LOG_FILTER not in logger.filters:
+        logger.addFilter(_HTTPX_LOG_FILTER)
+
+
 class _AmbiguousWrite(Exception):
     """A write failed in a way that may still have reached Alma (timeout, 5xx).
 
@@ -102,15 +208,64 @@ class _AmbiguousWrite(Exception):
         self.error, self.retry_after, self.in_flight = error, retry_after, in_flight
 
 
-def parse_error(response: httpx.Response) -> tuple[str, str, str]:
-    """(errorCode, errorMessage, trackingId) of an Alma error body; ``HTTP_<status>`` when it has none."""
+WEB_SERVICE_RESULT_NS = "http://com/exlibris/urm/general/xmlbeans"
+"""Namespace of Alma's XML error document ``web_service_result`` (``web_service_result.xsd``)."""
+ERROR_BODY_LIMIT = 64 * 1024
+"""Bytes of an error body that are parsed; Alma's error documents are a few hundred bytes."""
+
+
+def _json_error(response: httpx.Response) -> tuple[str, str, str] | None:
     try:
         errors = response.json()["errorList"]["error"]
         first = errors[0] if isinstance(errors, list) else errors
-        return str(first.get("errorCode", "")), str(first.get("errorMessage", "")).strip(), \
-            str(first.get("trackingId", ""))
+        return (
+            str(first.get("errorCode", "")),
+            str(first.get("errorMessage", "")).strip(),
+            str(first.get("trackingId", "") or ""),
+        )
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return f"HTTP_{response.status_code}", response.text[:200].strip(), ""
+        return None
+
+
+def _xml_error(body: bytes) -> tuple[str, str, str] | None:
+    """The first ``error`` of a ``web_service_result`` (namespaced or not); None when it is not one.
+
+    A document with a DTD is not parsed (no entity expansion from an error body).
+    """
+    head = body[:ERROR_BODY_LIMIT]
+    if b"<!DOCTYPE" in head.upper() or b"<!ENTITY" in head.upper():
+        return None
+    try:
+        root = ET.fromstring(head)
+    except ET.ParseError:
+        return None
+
+    def local(elem: ET.Element) -> str:
+        return elem.tag.rsplit("}", 1)[-1]
+
+    if local(root) != "web_service_result":
+        return None
+    error = next((e for e in root.iter() if local(e) == "error"), None)
+    if error is None:
+        return None
+    fields = {local(child): (child.text or "").strip() for child in error}
+    if not fields.get("errorCode"):
+        return None
+    return fields["errorCode"], fields.get("errorMessage", ""), fields.get("trackingId", "")
+
+
+def parse_error(response: httpx.Response) -> tuple[str, str, str]:
+    """(errorCode, errorMessage, trackingId) of an Alma error body; ``HTTP_<status>`` when it has none.
+
+    Alma answers errors as JSON (``errorList.error[]``) or, whatever the ``Accept`` header asked
+    for, as XML: the ``web_service_result`` document (namespace :data:`WEB_SERVICE_RESULT_NS`,
+    Alma's ``web_service_result.xsd``; its gateway sends the key and threshold errors that way).
+    Both are read; the first error counts.
+    """
+    parsed = _json_error(response) or _xml_error(response.content)
+    if parsed is not None:
+        return parsed
+    return f"HTTP_{response.status_code}", response.text[:200].strip(), ""
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -149,26 +304,39 @@ class AlmaClient:
 
     base_url: str  # e.g. https://api-ap.hosted.exlibrisgroup.com/almaws/v1, or the emulator's
     api_key: str = field(repr=False)
-    per_second: float = 25.0  # the rate this client must stay under (its share of 25/s); <= 0: no pacing
+    per_second: float = DEFAULT_PER_SECOND  # the institution's limit this client stays under; <= 0: no pacing
+    latency: float = DEFAULT_LATENCY  # expected seconds per call: sizes the loader's threads (``rate``)
     session: httpx.Client | None = None  # injectable; default: one made (and closed) by the client
     max_retries: int = 6  # per call, for 429 per second, 5xx, timeouts, connection errors
     backoff_base: float = 0.5  # seconds before the first retry; doubles each time, with jitter
     backoff_max: float = 30.0
     timeout: float = 30  # seconds per HTTP request
+    settle: float | None = None  # seconds a timed-out write is looked for before re-sending; None: timeout
     quota_floor: int = 1000  # calls left for the institution's other integrations
     headroom: float = DEFAULT_HEADROOM
     throttle: Throttle | None = None  # injectable (e.g. one shared by several clients); default tuned()
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)  # backoff and settling
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # the settle window
     remaining: int | None = field(default=None, init=False)
     stats: ClientStats = field(default_factory=ClientStats, init=False)
 
     def __post_init__(self) -> None:
+        checked_base_url(self.base_url)
+        self._origin = origin(self.base_url)
+        _redact_httpx_log(self.base_url)
         self._own_session = self.session is None
-        self._http = self.session or httpx.Client(limits=httpx.Limits(max_connections=32))
-        self._throttle: Throttle = self.throttle or tuned(self.per_second, self.headroom)
+        rate = self.rate  # a NaN per_second or a latency <= 0 is a ConfigError here
+        self._http = self.session or httpx.Client(limits=httpx.Limits(max_connections=MAX_WORKERS))
+        self._throttle: Throttle = self.throttle or tuned(rate.per_second, self.headroom)
         self._lock = threading.Lock()
         self._in_flight = 0
         self._headers = {"Authorization": f"apikey {self.api_key}", "Accept": "application/json"}
+
+    @property
+    def rate(self) -> AlmaRate:
+        """This client's budget: the threads a load needs to reach ``per_second`` (``rate.workers``)."""
+        return AlmaRate(self.per_second, self.latency)
 
     def close(self) -> None:
         if self._own_session:
@@ -191,17 +359,27 @@ class AlmaClient:
         with self._lock:
             if self.remaining is not None and self.remaining - self._in_flight <= self.quota_floor:
                 raise AlmaQuotaExhausted(
-                    0, "QUOTA_FLOOR",
-                    f"X-Exl-Api-Remaining is {self.remaining} with {self._in_flight} call(s) in flight, at the "
-                    f"floor of {self.quota_floor} calls kept for the institution's other integrations; stopped "
-                    "before the daily quota runs out. Alma resets it at midnight: re-run then (loads resume).")
+                    0,
+                    "QUOTA_FLOOR",
+                    f"X-Exl-Api-Remaining is {self.remaining} with {self._in_flight} call(s) in flight, "
+                    f"at the floor of {self.quota_floor} calls kept for the institution's other "
+                    "integrations; stopped before the daily quota runs out. Alma resets it at midnight: "
+                    "re-run then (loads resume).",
+                )
         self._throttle.acquire()
         with self._lock:
             self._in_flight += 1
             self.stats.requests += 1
         try:
-            response = self._http.request(method, url, params=params, json=body, headers=self._headers,
-                                          timeout=self.timeout, follow_redirects=False)
+            response = self._http.request(
+                method,
+                url,
+                params=params,
+                json=body,
+                headers=self._headers,
+                timeout=self.timeout,
+                follow_redirects=False,
+            )
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -217,57 +395,95 @@ class AlmaClient:
             return min(retry_after, self.backoff_max)
         return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + self.rng.random() / 2)
 
-    def _request(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None,
-                 write: bool = False) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        write: bool = False,
+    ) -> httpx.Response:
         """One call with retries; ``write``: a timeout or 5xx raises ``_AmbiguousWrite`` instead."""
         url = path if path.startswith("http") else self.base_url.rstrip("/") + path
-        where = f"{method} {path}"
+        where = f"{method} {redacted(path)}"
         attempt = hops = 0
         while True:
             retry_after: float | None = None
+            if origin(url) != self._origin:
+                there, ours = (f"{o[0]}://{o[1]}:{o[2]}" for o in (origin(url), self._origin))
+                raise AlmaRedirectRefused(
+                    0,
+                    "REDIRECT_REFUSED",
+                    f"{'redirected' if hops else 'asked'} to {there}, not the configured {ours}; "
+                    "not followed, the API key is not sent there (check the alma connection's base_url)",
+                    where=where,
+                )
             try:
                 response = self._send_once(method, url, params, body)
             except httpx.TransportError as exc:
                 self._count(transport_errors=1)
                 failure = AlmaUnavailable(0, type(exc).__name__, str(exc) or "no answer", where=where)
-                if write and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+                if write and not isinstance(
+                    exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                ):
                     raise _AmbiguousWrite(failure, None, in_flight=True) from exc
             else:
                 status = response.status_code
                 if status in (301, 302, 303, 307, 308) and method == "GET" and hops < 5:
+                    # checked against base_url's origin at the top of the loop, before anything is sent
                     url, params, hops = str(response.url.join(response.headers["Location"])), None, hops + 1
                     continue
                 if status < 300:
                     return response
                 code, message, tracking = parse_error(response)
-                if status == 429 and code == "DAILY_THRESHOLD":
-                    raise AlmaQuotaExhausted(status, code, f"{message} Stopped for today; re-run after "
-                                             "Alma resets the quota at midnight (loads resume).", tracking, where)
+                if code == DAILY_THRESHOLD:  # 429 from the gateway; by its code whatever the status
+                    raise AlmaQuotaExhausted(
+                        status,
+                        code,
+                        f"{message} Stopped for today; re-run after "
+                        "Alma resets the quota at midnight (loads resume).",
+                        tracking,
+                        where,
+                    )
                 if status in (401, 403) or code in AUTH_CODES:
                     raise AlmaAuthError(status, code, message, tracking, where)
-                if status != 429 and status < 500:
+                throttled = status == 429 or code == PER_SECOND_THRESHOLD
+                if not throttled and status < 500:
                     raise AlmaApiError(status, code, message, tracking, where)
-                self._count(**({"throttled": 1} if status == 429 else {"server_errors": 1}))
+                self._count(**({"throttled": 1} if throttled else {"server_errors": 1}))
                 failure = AlmaUnavailable(status, code, message, tracking, where)
                 retry_after = _retry_after(response)
                 if write and status >= 500:
                     raise _AmbiguousWrite(failure, retry_after, in_flight=status in (502, 503, 504))
             if attempt >= self.max_retries:
-                raise AlmaUnavailable(failure.status, failure.code, f"{failure.message} (gave up after "
-                                      f"{attempt + 1} attempts)", failure.tracking_id, where)
+                raise AlmaUnavailable(
+                    failure.status,
+                    failure.code,
+                    f"{failure.message} (gave up after {attempt + 1} attempts)",
+                    failure.tracking_id,
+                    where,
+                )
             attempt += 1
             self._count(retries=1)
-            time.sleep(self._delay(attempt, retry_after))
+            self.sleep(self._delay(attempt, retry_after))
 
-    def _json(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None,
-              write: bool = False) -> dict[str, Any]:
+    def _json(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        write: bool = False,
+    ) -> dict[str, Any]:
         response = self._request(method, path, params, body, write)
         if not response.content:
             return {}
         data = response.json()
         return data if isinstance(data, dict) else {"value": data}
 
-    def _list(self, path: str, key: str, params: dict[str, str] | None = None, paged: bool = True) -> list[dict]:
+    def _list(
+        self, path: str, key: str, params: dict[str, str] | None = None, paged: bool = True
+    ) -> list[dict]:
         out: list[dict] = []
         while True:
             query = {**(params or {}), **({"limit": str(PAGE), "offset": str(len(out))} if paged else {})}
@@ -277,18 +493,23 @@ class AlmaClient:
             if not paged or not rows or len(out) >= int(page.get("total_record_count") or 0):
                 return out
 
-    def _create_once(self, find: Callable[[], dict | None], post: Callable[[], dict],
-                     exists_codes: frozenset[str] = frozenset()) -> tuple[dict, bool]:
+    def _create_once(
+        self,
+        find: Callable[[], dict | None],
+        post: Callable[[], dict],
+        exists_codes: frozenset[str] = frozenset(),
+    ) -> tuple[dict, bool]:
         """Look, then write; after an ambiguous write look again before writing again.
 
-        A write Alma may still be processing (timeout, 502-504) is given ``timeout`` seconds to
-        land before the look. Alma refusing the write (an "exists" code, or any code after an
-        ambiguous attempt: an earlier attempt may have gone through) resolves to the record
-        when the look finds it.
+        A write Alma may still be processing (timeout, 502-504) is looked for during ``settle``
+        seconds (:meth:`_settle`) before it is sent again; after a plain 500 one look follows the
+        backoff. Alma refusing the write (an "exists" code, or any code after an ambiguous
+        attempt: an earlier attempt may have gone through) resolves to the record when the look
+        finds it. Write attempts are bounded by ``max_retries + 1``.
         """
         last: AlmaUnavailable | None = None
+        found = find()
         for attempt in range(self.max_retries + 1):
-            found = find()
             if found is not None:
                 return found, False
             try:
@@ -300,10 +521,31 @@ class AlmaClient:
             except _AmbiguousWrite as exc:
                 last = exc.error
                 self._count(retries=1, ambiguous_writes=1)
-                delay = self._delay(attempt + 1, exc.retry_after)
-                time.sleep(max(delay, self.timeout) if exc.in_flight else delay)
+                if exc.in_flight:
+                    found = self._settle(find, self._delay(attempt + 1, exc.retry_after))
+                else:
+                    self.sleep(self._delay(attempt + 1, exc.retry_after))
+                    found = find()
+        if found is not None:
+            return found, False
         assert last is not None
         raise last
+
+    def _settle(self, find: Callable[[], dict | None], first: float) -> dict | None:
+        """Look for a write that may still commit, until ``settle`` seconds have passed (4 looks or more).
+
+        ``first``: the backoff before the first look. The last look comes at or after the end of
+        the window, so a write that commits within it is found, however the time is spent.
+        """
+        window = self.timeout if self.settle is None else self.settle
+        deadline = self.clock() + window
+        step = max(window / 4, 1e-3)
+        self.sleep(min(first, window) if window > 0 else first)
+        while True:
+            found = find()
+            if found is not None or self.clock() >= deadline:
+                return found
+            self.sleep(min(step, max(deadline - self.clock(), 1e-3)))
 
     # -- entities ----------------------------------------------------------------------
 
@@ -322,12 +564,11 @@ class AlmaClient:
     def ensure_user(self, user: dict) -> tuple[dict, bool]:
         """The user with ``user['primary_id']``, created from ``user`` if Alma has none; (user, created)."""
         primary_id = str(user.get("primary_id") or "")
-        return self._create_once(lambda: self.get_user(primary_id) if primary_id else None,
-                                 lambda: self._json("POST", "/users", body=user, write=True),
-                                 frozenset({USER_EXISTS}))
-
-    def create_user(self, user: dict) -> dict:
-        return self.ensure_user(user)[0]
+        return self._create_once(
+            lambda: self.get_user(primary_id) if primary_id else None,
+            lambda: self._json("POST", "/users", body=user, write=True),
+            frozenset({USER_EXISTS}),
+        )
 
     def find_item_by_barcode(self, barcode: str) -> dict | None:
         try:
@@ -366,43 +607,73 @@ class AlmaClient:
     def user_loans(self, primary_id: str) -> list[dict]:
         return self._list(self._user_path(primary_id, "/loans"), "item_loan")
 
-    def ensure_loan(self, primary_id: str, item_barcode: str, library: str, circ_desk: str, *,
-                    aleph_key: str, due_date: str | None = None) -> tuple[dict, bool, str | None]:
+    def ensure_loan(
+        self,
+        primary_id: str,
+        item_barcode: str,
+        library: str,
+        circ_desk: str,
+        *,
+        aleph_key: str,
+        due_date: str | None = None,
+    ) -> tuple[dict, bool, str | None]:
         """(loan, created, warning): the user's active loan of the item, made if missing.
 
         A loan has no field for the Aleph key; one active loan per item is its natural key.
-        Alma sets the due date by policy; a ``due_date`` from Aleph is then applied with
-        ``PUT`` (Alma refuses past dates, 401681: the warning, the loan stays).
+        The POST carries ``circ_desk`` and ``library`` only (``rest_item_loan.xsd``: the
+        item_loan elements tagged ``post``). Alma sets the loan date to the call's time (the
+        Aleph loan date cannot be sent) and the due date by policy; a ``due_date`` from Aleph is
+        then applied with ``PUT`` whose body is ``due_date`` alone, the one element tagged
+        ``put`` (never the loan read back: its ``loan_status`` is the code ``ACTIVE``, which a
+        JSON PUT must not send, and ``link`` and the rest are output only). Alma refuses past
+        dates (401681): the warning, the loan stays.
         """
+
         def find() -> dict | None:
-            return next((loan for loan in self.user_loans(primary_id) if loan.get("item_barcode") == item_barcode),
-                        None)
+            return next(
+                (loan for loan in self.user_loans(primary_id) if loan.get("item_barcode") == item_barcode),
+                None,
+            )
 
         body = {"circ_desk": {"value": circ_desk}, "library": {"value": library}}
-        loan, created = self._create_once(find, lambda: self._json(
-            "POST", self._user_path(primary_id, "/loans"), {"item_barcode": item_barcode}, body, write=True))
+        loan, created = self._create_once(
+            find,
+            lambda: self._json(
+                "POST",
+                self._user_path(primary_id, "/loans"),
+                {"item_barcode": item_barcode},
+                body,
+                write=True,
+            ),
+            frozenset({ITEM_ON_LOAN}),
+        )
         log.debug("loan %s (%s): %s", aleph_key, item_barcode, "created" if created else "exists")
         warning = None
         if due_date and loan.get("loan_id") and not _same_instant(loan.get("due_date"), due_date):
             try:
-                loan = self._json("PUT", self._user_path(primary_id, f"/loans/{loan['loan_id']}"),
-                                  body={**loan, "due_date": _utc(due_date)})
+                loan = self._json(
+                    "PUT",
+                    self._user_path(primary_id, f"/loans/{loan['loan_id']}"),
+                    body={"due_date": _utc(due_date)},
+                )
             except AlmaApiError as exc:
                 if isinstance(exc, AlmaQuotaExhausted | AlmaUnavailable | AlmaAuthError):
                     raise
                 warning = f"due_date_not_set_alma_{exc.code}"
         return loan, created, warning
 
-    def create_loan(self, primary_id: str, item_barcode: str, library: str, circ_desk: str, *,
-                    aleph_key: str, due_date: str | None = None) -> dict:
-        return self.ensure_loan(primary_id, item_barcode, library, circ_desk, aleph_key=aleph_key,
-                                due_date=due_date)[0]
-
     def user_requests(self, primary_id: str) -> list[dict]:
         return self._list(self._user_path(primary_id, "/requests"), "user_request")
 
-    def ensure_request(self, primary_id: str, body: dict, *, aleph_key: str, item_pid: str | None = None,
-                       mms_id: str | None = None) -> tuple[dict, bool]:
+    def ensure_request(
+        self,
+        primary_id: str,
+        body: dict,
+        *,
+        aleph_key: str,
+        item_pid: str | None = None,
+        mms_id: str | None = None,
+    ) -> tuple[dict, bool]:
         """(request, created): an item-level (``item_pid``) or title-level (``mms_id``) request."""
         if not (item_pid or mms_id):
             raise ValueError("a request needs item_pid (item level) or mms_id (title level)")
@@ -411,39 +682,43 @@ class AlmaClient:
 
         def find() -> dict | None:
             for request in self.user_requests(primary_id):
-                if marker in (request.get("comment") or "") or (item_pid and request.get("item_id") == item_pid):
+                if marker in (request.get("comment") or "") or (
+                    item_pid and request.get("item_id") == item_pid
+                ):
                     return request
             return None
 
         params = {"item_pid": item_pid} if item_pid else {"mms_id": str(mms_id)}
-        return self._create_once(find, lambda: self._json(
-            "POST", self._user_path(primary_id, "/requests"), params, body, write=True), frozenset({REQUEST_EXISTS}))
-
-    def create_request(self, primary_id: str, body: dict, *, aleph_key: str, item_pid: str | None = None,
-                       mms_id: str | None = None) -> dict:
-        return self.ensure_request(primary_id, body, aleph_key=aleph_key, item_pid=item_pid, mms_id=mms_id)[0]
+        return self._create_once(
+            find,
+            lambda: self._json("POST", self._user_path(primary_id, "/requests"), params, body, write=True),
+            frozenset({REQUEST_EXISTS}),
+        )
 
     def user_fees(self, primary_id: str) -> list[dict]:
         return self._list(self._user_path(primary_id, "/fees"), "fee", paged=False)
 
-    def ensure_fee(self, primary_id: str, fee: dict, *, aleph_key: str) -> tuple[dict, bool]:
-        """(fee, created): Alma keeps no external id on a fee, so its comment carries the marker."""
+    def ensure_fee(self, primary_id: str, fee: dict, *, aleph_key: str) -> tuple[dict, bool, str | None]:
+        """(fee, created, warning): Alma keeps no external id on a fee, so its comment carries the marker.
+
+        ``warning`` is ``fee_twins_in_alma`` when more than one active fee carries the marker: a
+        write Alma committed after the client had stopped looking for it (see the module doc).
+        Alma's API cannot delete a fee; waiving the twin needs one of the institution's
+        transaction reasons, so it is left to the operator.
+        """
         fee = {**fee, "comment": with_marker(fee.get("comment"), aleph_key)}
         marker = f"[aleph:{aleph_key}]"
-        return self._create_once(
-            lambda: next((f for f in self.user_fees(primary_id) if marker in (f.get("comment") or "")), None),
-            lambda: self._json("POST", self._user_path(primary_id, "/fees"), body=fee, write=True))
+        twins: list[dict] = []
 
-    def create_fee(self, primary_id: str, fee: dict, *, aleph_key: str) -> dict:
-        return self.ensure_fee(primary_id, fee, aleph_key=aleph_key)[0]
+        def find() -> dict | None:
+            twins[:] = [f for f in self.user_fees(primary_id) if marker in (f.get("comment") or "")]
+            return twins[0] if twins else None
 
-    # -- loads ----------------------------------------------------------------------
-
-    def load(self, kind: Kind, records: Iterable[dict], rejects: RejectLog, *, workers: int = 1) -> LoadStats:
-        """Load transform records of one kind (see :func:`aleph2alma.alma.client_load.load`)."""
-        from aleph2alma.alma.client_load import load
-
-        return load(self, kind, records, rejects, workers=workers)
+        found, created = self._create_once(
+            find,
+            lambda: self._json("POST", self._user_path(primary_id, "/fees"), body=fee, write=True),
+        )
+        return found, created, "fee_twins_in_alma" if len(twins) > 1 else None
 
 
 def _instant(value: Any) -> datetime | None:

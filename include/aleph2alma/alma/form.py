@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from aleph2alma.alma import form_io
+from aleph2alma.alma.fee_types import DEFAULT_FEE_TYPES
 from aleph2alma.alma.form_spec import (
     COUNT,
     DEFAULT_KEYS,
@@ -98,8 +99,10 @@ class MigrationForm:
         for name, spec in TABS.items():
             frame = self.tabs[name]
             keys = zip(*(frame[c].tolist() for c in spec.keys), strict=True)
-            values = (dict(zip(spec.values, v, strict=True))
-                      for v in zip(*(frame[c].tolist() for c in spec.values), strict=True))
+            values = (
+                dict(zip(spec.values, v, strict=True))
+                for v in zip(*(frame[c].tolist() for c in spec.values), strict=True)
+            )
             self._rows[name] = dict(zip(keys, values, strict=True))
         self._memo = {name: {} for name in TABS}
         self._results = {}
@@ -110,7 +113,8 @@ class MigrationForm:
             return NotImplemented
         return self.tabs.keys() == other.tabs.keys() and all(
             self.tabs[n].equals(other.tabs[n]) and list(self.tabs[n].columns) == list(other.tabs[n].columns)
-            for n in self.tabs)
+            for n in self.tabs
+        )
 
     # --- resolution -----------------------------------------------------------------------
 
@@ -195,6 +199,10 @@ class MigrationForm:
     def user_group_for(self, bor_status: Any, bor_type: Any) -> str | None:
         return self._lookup("user_groups", self._value_of("user_groups"), bor_status, bor_type)
 
+    def fee_type_for(self, fine_type: Any) -> str | None:
+        """Alma fine/fee type of an Aleph cash type (Z31_TYPE)."""
+        return self._lookup("fee_types", self._value_of("fee_types"), fine_type)
+
     def default(self, key: str) -> str | None:
         """A questionnaire answer of the defaults tab; None when blank or absent."""
         if key not in DEFAULT_KEYS:
@@ -225,23 +233,22 @@ class MigrationForm:
     def map_item_policies(self, item_status: pd.Series) -> pd.Series:
         return self.map_codes("item_policies", item_status)
 
-    def map_process_types(self, process_status: pd.Series) -> pd.Series:
-        return self.map_codes("process_types", process_status)
-
-    def map_material_types(self, material: pd.Series) -> pd.Series:
-        return self.map_codes("material_types", material)
-
     def map_user_groups(self, df: pd.DataFrame, status_col: str, type_col: str) -> pd.Series:
         return self.map_codes("user_groups", df[status_col], df[type_col])
 
     def map_locations(self, df: pd.DataFrame, sub_col: str, coll_col: str) -> pd.DataFrame:
-        """Columns alma_library, alma_location (NaN where unmapped) and electronic (bool), aligned to ``df``."""
+        """Columns alma_library, alma_location (NaN where unmapped) and electronic (bool), aligned
+        to ``df``."""
         codes, uniques = _factorize([df[sub_col], df[coll_col]])
         located = [self._location(u) for u in uniques]
         electronic = np.array([self._electronic(u) for u in uniques], dtype=bool)
-        return pd.DataFrame({"alma_library": _strings([loc[0] if loc else None for loc in located], codes, df.index),
-                             "alma_location": _strings([loc[1] if loc else None for loc in located], codes, df.index),
-                             "electronic": pd.Series(electronic[codes], index=df.index, dtype="bool")})
+        return pd.DataFrame(
+            {
+                "alma_library": _strings([loc[0] if loc else None for loc in located], codes, df.index),
+                "alma_location": _strings([loc[1] if loc else None for loc in located], codes, df.index),
+                "electronic": pd.Series(electronic[codes], index=df.index, dtype="bool"),
+            }
+        )
 
     # --- against the data -----------------------------------------------------------------
 
@@ -258,8 +265,11 @@ class MigrationForm:
         for spec in MAPPING_TABS:
             assert spec.code_type is not None
             counter = inventory.counts[spec.code_type]
-            missing = [(code, n) for code, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-                       if self._resolve_key(spec.name, code) is None]
+            missing = [
+                (code, n)
+                for code, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+                if self._resolve_key(spec.name, code) is None
+            ]
             if missing:
                 out[spec.name] = missing
         return out
@@ -296,6 +306,7 @@ class MigrationForm:
 
 # --- building and files -----------------------------------------------------------------
 
+
 def _empty(spec: TabSpec) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype="str") for c in spec.columns})
 
@@ -306,6 +317,8 @@ def _new_row(spec: TabSpec, code: Key) -> dict[str, str]:
         row["electronic"] = "N"
     if spec.none_allowed and code == ("",):
         row[spec.mapped_by] = NO_VALUE  # a blank process status is an item in place
+    if spec.name == "fee_types" and code[0] in DEFAULT_FEE_TYPES:
+        row[spec.mapped_by] = DEFAULT_FEE_TYPES[code[0]]  # Aleph's standard cash type: a suggestion
     return row
 
 
@@ -321,8 +334,9 @@ def generate_form(inventory: CodeInventory, existing: MigrationForm | None = Non
 
     Rows of ``existing`` keep their place and every filled cell, including ``*`` rows, extra
     columns and codes no longer in the data (those get ``in_data`` N); new codes are
-    appended in code order with blank Alma columns (except: ``electronic`` N, and ``-`` for
-    the blank process status). ``count`` and ``in_data`` are recomputed.
+    appended in code order with blank Alma columns (except: ``electronic`` N, ``-`` for
+    the blank process status, and the suggested Alma fee type of Aleph's standard cash types,
+    ``fee_types.DEFAULT_FEE_TYPES``). ``count`` and ``in_data`` are recomputed.
     """
     tabs: dict[str, pd.DataFrame] = {}
     for spec in MAPPING_TABS:
@@ -335,8 +349,14 @@ def generate_form(inventory: CodeInventory, existing: MigrationForm | None = Non
     blank = defaults["description"] == ""
     defaults.loc[blank, "description"] = [DEFAULT_KEYS[k].doc for k in defaults.loc[blank, "key"]]
     have_keys = set(defaults["key"])
-    tabs[DEFAULTS_TAB.name] = _merged(defaults, [{"key": k, "value": "", "description": d.doc}
-                                                 for k, d in DEFAULT_KEYS.items() if k not in have_keys])
+    tabs[DEFAULTS_TAB.name] = _merged(
+        defaults,
+        [
+            {"key": k, "value": "", "description": d.doc}
+            for k, d in DEFAULT_KEYS.items()
+            if k not in have_keys
+        ],
+    )
     return MigrationForm(tabs).with_counts(inventory)
 
 

@@ -15,7 +15,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from aleph2alma.aleph.ztables import Z30, Z305, ZTable
+from aleph2alma.aleph.ztables import Z30, Z31, Z305, ZTable
+from aleph2alma.errors import ConfigError
 
 WILDCARD = "*"
 NO_VALUE = "-"
@@ -33,6 +34,8 @@ CONVENTIONS = """\
 - locations: a blank alma_library_code means the library the libraries tab gives the
   sub-library; electronic is Y or N (blank = N).
 - process_types: an Alma value of - means no process type (the item is in place).
+- fee_types: new rows of Aleph's standard cash types (0003, 0004, 0005, 0040-0042) come
+  pre-filled with a suggested Alma fee type; check them against your tab18.
 - count and in_data are written by the generator from the latest code inventory and
   refreshed on every regeneration. Every other filled cell is kept as you set it; rows
   whose code is no longer in the data are kept with in_data = N.
@@ -40,8 +43,11 @@ CONVENTIONS = """\
 """
 
 
-class FormError(ValueError):
-    """The migration form is malformed; the message names file/sheet, row, column and value."""
+class FormError(ConfigError):
+    """The migration form is malformed; the message names file/sheet, row, column and value.
+
+    A ``ConfigError``: the task fails at once (retrying reads the same form).
+    """
 
 
 @dataclass(frozen=True)
@@ -80,28 +86,79 @@ KEY_WIDTHS: dict[str, tuple[str, int]] = {
     "aleph_material": ("Z30_MATERIAL", _width(Z30, "Z30_MATERIAL")),
     "aleph_bor_status": ("Z305_BOR_STATUS", _width(Z305, "Z305_BOR_STATUS")),
     "aleph_bor_type": ("Z305_BOR_TYPE", _width(Z305, "Z305_BOR_TYPE")),
+    "aleph_fine_type": ("Z31_TYPE", _width(Z31, "Z31_TYPE")),
 }
 
 MAPPING_TABS: tuple[TabSpec, ...] = (
-    TabSpec("libraries", ("aleph_sub_library",), ("alma_library_code", "alma_library_name"),
-            "alma_library_code", "sub_library", "Aleph sub-library → Alma library"),
-    TabSpec("locations", ("aleph_sub_library", "aleph_collection"),
-            ("alma_library_code", "alma_location_code", "alma_location_name", "electronic"),
-            "alma_location_code", "collection",
-            "Aleph sub-library + collection → Alma library + location (blank library: the libraries tab's)",
-            flags=("electronic",)),
-    TabSpec("item_policies", ("aleph_item_status",), ("alma_item_policy",),
-            "alma_item_policy", "item_status", "Aleph item status → Alma item policy"),
-    TabSpec("process_types", ("aleph_item_process_status",), ("alma_process_type",),
-            "alma_process_type", "item_process_status",
-            "Aleph item process status → Alma process type ('-' = none, item in place)", none_allowed=True),
-    TabSpec("material_types", ("aleph_material",), ("alma_material_type",),
-            "alma_material_type", "material", "Aleph material → Alma material type"),
-    TabSpec("user_groups", ("aleph_bor_status", "aleph_bor_type"), ("alma_user_group",),
-            "alma_user_group", "user_group", "Aleph bor status + bor type → Alma user group"),
+    TabSpec(
+        "libraries",
+        ("aleph_sub_library",),
+        ("alma_library_code", "alma_library_name"),
+        "alma_library_code",
+        "sub_library",
+        "Aleph sub-library → Alma library",
+    ),
+    TabSpec(
+        "locations",
+        ("aleph_sub_library", "aleph_collection"),
+        ("alma_library_code", "alma_location_code", "alma_location_name", "electronic"),
+        "alma_location_code",
+        "collection",
+        "Aleph sub-library + collection → Alma library + location (blank library: the libraries tab's)",
+        flags=("electronic",),
+    ),
+    TabSpec(
+        "item_policies",
+        ("aleph_item_status",),
+        ("alma_item_policy",),
+        "alma_item_policy",
+        "item_status",
+        "Aleph item status → Alma item policy",
+    ),
+    TabSpec(
+        "process_types",
+        ("aleph_item_process_status",),
+        ("alma_process_type",),
+        "alma_process_type",
+        "item_process_status",
+        "Aleph item process status → Alma process type ('-' = none, item in place)",
+        none_allowed=True,
+    ),
+    TabSpec(
+        "material_types",
+        ("aleph_material",),
+        ("alma_material_type",),
+        "alma_material_type",
+        "material",
+        "Aleph material → Alma material type",
+    ),
+    TabSpec(
+        "user_groups",
+        ("aleph_bor_status", "aleph_bor_type"),
+        ("alma_user_group",),
+        "alma_user_group",
+        "user_group",
+        "Aleph bor status + bor type → Alma user group",
+    ),
+    TabSpec(
+        "fee_types",
+        ("aleph_fine_type",),
+        ("alma_fee_type",),
+        "alma_fee_type",
+        "fine_type",
+        "Aleph cash type (Z31_TYPE, tab18) → Alma fine/fee type (new rows pre-filled for Aleph's "
+        "standard codes; unmapped → OTHER)",
+    ),
 )
-DEFAULTS_TAB = TabSpec("defaults", ("key",), ("value",), "value", None,
-                       "Questionnaire values of the migration form", optional=("description",))
+DEFAULTS_TAB = TabSpec(
+    "defaults",
+    ("key",),
+    ("value",),
+    "value",
+    None,
+    "Questionnaire values of the migration form",
+    optional=("description",),
+)
 TABS: dict[str, TabSpec] = {spec.name: spec for spec in (*MAPPING_TABS, DEFAULTS_TAB)}
 
 COLUMN_DOCS: dict[str, str] = {
@@ -112,6 +169,7 @@ COLUMN_DOCS: dict[str, str] = {
     "aleph_material": "Aleph material (Z30_MATERIAL), or * for any",
     "aleph_bor_status": "Aleph patron status (Z305_BOR_STATUS), or * for any",
     "aleph_bor_type": "Aleph patron type (Z305_BOR_TYPE), or * for any",
+    "aleph_fine_type": "Aleph cash type of a fine (Z31_TYPE, defined in tab18), or * for any",
     "alma_library_code": "Alma library code (locations: blank = the sub-library's library)",
     "alma_library_name": "Alma library name",
     "alma_location_code": "Alma location code",
@@ -121,6 +179,7 @@ COLUMN_DOCS: dict[str, str] = {
     "alma_process_type": "Alma process type code, or - for none (item in place)",
     "alma_material_type": "Alma material type code",
     "alma_user_group": "Alma user group code",
+    "alma_fee_type": "Alma fine/fee type code (rest_fee.xsd type, e.g. OVERDUEFINE, LOSTITEMREPLACEMENTFEE)",
     COUNT: "Records with this code in the last profiled data (written by the generator)",
     IN_DATA: "Y if the code occurs in the last profiled data, N if the row is kept from an earlier form",
     "key": "Questionnaire key",
@@ -150,7 +209,9 @@ class DefaultKey:
 DEFAULT_KEYS: dict[str, DefaultKey] = {
     "institution_code": DefaultKey("Alma institution code, e.g. 86BNU_INST"),
     "default_library": DefaultKey("Alma library code for records the tabs give no library (questionnaire)"),
-    "default_location": DefaultKey("Alma location code in default_library for records the tabs give no location"),
+    "default_location": DefaultKey(
+        "Alma location code in default_library for records the tabs give no location"
+    ),
     "default_item_policy": DefaultKey("Alma item policy for items the item_policies tab does not cover"),
     "default_material_type": DefaultKey("Alma material type for items the material_types tab does not cover"),
     "default_user_group": DefaultKey("Alma user group for patrons the user_groups tab does not cover"),
@@ -168,8 +229,11 @@ def _fail(where: str, row: int, column: str, value: str, accepted: str) -> FormE
 def candidates(key: tuple[str, ...]) -> list[tuple[str, ...]]:
     """The rows that may map ``key``, most specific first: exact, then later columns as ``*`` first."""
     masks = sorted(itertools.product((False, True), repeat=len(key)), key=lambda m: (sum(m), m))
-    return list(dict.fromkeys(tuple(WILDCARD if wild else k for k, wild in zip(key, mask, strict=True))
-                              for mask in masks))
+    return list(
+        dict.fromkeys(
+            tuple(WILDCARD if wild else k for k, wild in zip(key, mask, strict=True)) for mask in masks
+        )
+    )
 
 
 def _flag_columns(spec: TabSpec) -> tuple[str, ...]:
@@ -186,15 +250,25 @@ def _check_cells(spec: TabSpec, data: Columns, where: str, rows: Sequence[int]) 
             if value != WILDCARD and WILDCARD in value:
                 raise _fail(where, row, column, value, "an Aleph code, or * alone for any code")
             if width and len(value) > width:
-                raise _fail(where, row, column, value,
-                            f"an Aleph code of at most {width} characters ({KEY_WIDTHS[column][0]}), or *")
+                raise _fail(
+                    where,
+                    row,
+                    column,
+                    value,
+                    f"an Aleph code of at most {width} characters ({KEY_WIDTHS[column][0]}), or *",
+                )
     for column in spec.values:
         for row, value in zip(rows, data[column], strict=True):
             if value == WILDCARD:
                 raise _fail(where, row, column, value, "an Alma code; * is only for Aleph columns")
             if value == NO_VALUE and not (spec.none_allowed and column == spec.mapped_by):
-                raise _fail(where, row, column, value,
-                            "an Alma code; '-' (none) only in process_types.alma_process_type")
+                raise _fail(
+                    where,
+                    row,
+                    column,
+                    value,
+                    "an Alma code; '-' (none) only in process_types.alma_process_type",
+                )
     for column in _flag_columns(spec):
         for row, value in zip(rows, data[column], strict=True):
             if value.upper() not in FLAG_VALUES:
@@ -217,8 +291,10 @@ def _check_duplicates(spec: TabSpec, data: Columns, where: str, rows: Sequence[i
         if key in seen:
             columns = " + ".join(repr(c) for c in spec.keys)
             value = " + ".join(repr(k) for k in key)
-            raise FormError(f"{where}, row {row}, column {columns}: {value} duplicates row {seen[key]}; "
-                            "accepted: each key once (a * row once per key shape)")
+            raise FormError(
+                f"{where}, row {row}, column {columns}: {value} duplicates row {seen[key]}; "
+                "accepted: each key once (a * row once per key shape)"
+            )
         seen[key] = row
 
 
@@ -239,13 +315,17 @@ def check_tab(spec: TabSpec, df: pd.DataFrame, where: str, rows: Sequence[int] |
     """
     missing = [c for c in spec.required if c not in df.columns]
     if missing:
-        raise FormError(f"{where}: column {', '.join(repr(c) for c in missing)} missing; "
-                        f"required columns: {', '.join(spec.required)} (optional: {', '.join(spec.optional)})")
+        raise FormError(
+            f"{where}: column {', '.join(repr(c) for c in missing)} missing; "
+            f"required columns: {', '.join(spec.required)} (optional: {', '.join(spec.optional)})"
+        )
     rows = list(range(2, len(df) + 2)) if rows is None else list(rows)
     extras = [str(c) for c in df.columns if c not in spec.columns]
     blank = [""] * len(df)
-    data: Columns = {c: [_text(v) for v in df[c].tolist()] if c in df.columns else list(blank)
-                     for c in (*spec.columns, *extras)}
+    data: Columns = {
+        c: [_text(v) for v in df[c].tolist()] if c in df.columns else list(blank)
+        for c in (*spec.columns, *extras)
+    }
     _check_cells(spec, data, where, rows)
     for column in _flag_columns(spec):
         data[column] = [v.upper() for v in data[column]]
@@ -255,17 +335,24 @@ def check_tab(spec: TabSpec, df: pd.DataFrame, where: str, rows: Sequence[int] |
     return pd.DataFrame(data, columns=list(data), dtype="str")
 
 
-def check_tabs(tabs: dict[str, pd.DataFrame], where: dict[str, str] | None = None,
-               rows: dict[str, Sequence[int]] | None = None) -> dict[str, pd.DataFrame]:
+def check_tabs(
+    tabs: dict[str, pd.DataFrame],
+    where: dict[str, str] | None = None,
+    rows: dict[str, Sequence[int]] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Check every tab of a form: all required tabs present, each tab valid (``check_tab``)."""
     missing = [name for name in TABS if name not in tabs]
     if missing:
-        raise FormError(f"migration form: tab {', '.join(repr(m) for m in missing)} missing; "
-                        f"required tabs: {', '.join(TABS)}")
+        raise FormError(
+            f"migration form: tab {', '.join(repr(m) for m in missing)} missing; "
+            f"required tabs: {', '.join(TABS)}"
+        )
     where = where or {}
     rows = rows or {}
-    return {name: check_tab(spec, tabs[name], where.get(name, f"tab {name!r}"), rows.get(name))
-            for name, spec in TABS.items()}
+    return {
+        name: check_tab(spec, tabs[name], where.get(name, f"tab {name!r}"), rows.get(name))
+        for name, spec in TABS.items()
+    }
 
 
 def instructions() -> str:

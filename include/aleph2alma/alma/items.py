@@ -14,7 +14,8 @@ process status gets no process type. Fallbacks are counted in ``ItemStats.fallba
 reporting the codes is the validation stage's job.
 
 This module also holds the column helpers the other Z-table transforms share
-(``users``, ``fulfillment``): ``FormLookups``, ``text_column``, ``iso_date_column``.
+(``users``, ``fulfillment``): ``FormLookups``, ``text_column``, ``key_prefix``,
+``iso_date_column``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from aleph2alma.accounting import Tally
 from aleph2alma.rejects import Reject, RejectLog
+from aleph2alma.validate.columns import trimmed
 
 ENTITY = "items"
 
@@ -48,6 +51,7 @@ class FormLookups(Protocol):
     def material_type_for(self, material: str) -> str | None: ...
     def user_group_for(self, bor_status: str, bor_type: str) -> str | None: ...
     def library_for(self, sub_library: str) -> str | None: ...
+    def fee_type_for(self, fine_type: str) -> str | None: ...
     def default(self, key: str) -> str | None: ...
 
 
@@ -62,15 +66,16 @@ def form_default(form: FormLookups, key: str, fallback: str = "") -> str:
 def require_columns(table: pa.Table, names: list[str], what: str) -> None:
     missing = [n for n in names if n not in table.column_names]
     if missing:
-        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}; got {', '.join(table.column_names)}")
+        raise ValueError(
+            f"{what}: missing column(s) {', '.join(missing)}; got {', '.join(table.column_names)}"
+        )
 
 
 def text_column(table: pa.Table, name: str) -> pa.Array:
     """A CHAR column stripped of Aleph's blank padding; Oracle NULL becomes ``""``.
 
-    ASCII trimming is safe on UTF-8 (no byte of a multi-byte character is ASCII) and five
-    times faster than Unicode trimming; the stripped column is combined into one array. A
-    dictionary-encoded column (``read_z30``) is stripped once per distinct value.
+    The stripped column is combined into one array. A dictionary-encoded column
+    (``read_z30``) is stripped once per distinct value.
     """
     col = table.column(name)
     if pa.types.is_dictionary(col.type):
@@ -79,13 +84,25 @@ def text_column(table: pa.Table, name: str) -> pa.Array:
     return _stripped(col)
 
 
-def _stripped(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = col.cast(pa.string())
-    trimmed = pc.ascii_trim_whitespace(col).fill_null("")
-    if isinstance(trimmed, pa.ChunkedArray):
-        trimmed = trimmed.combine_chunks()
-    return trimmed.cast(pa.string()) if pa.types.is_large_string(trimmed.type) else trimmed
+def key_prefix(table: pa.Table, name: str, width: int) -> pa.Array:
+    """The leading key inside a composite key (the patron id in ``Z305_REC_KEY``, the item key
+    in ``Z37_REC_KEY``): its first ``width`` characters, sliced before the padding is stripped."""
+    return _stripped(table.column(name), 0, width)
+
+
+def _stripped(col: pa.Array | pa.ChunkedArray, start: int = 0, width: int | None = None) -> pa.Array:
+    """``validate.columns.trimmed`` as the transforms trim: ASCII whitespace only, into one ``string`` array.
+
+    Only ASCII blanks are stripped (Aleph pads CHAR columns with them): non-ASCII whitespace
+    at either end of a value, such as the ideographic space U+3000 of Chinese data, is
+    delivered as Aleph holds it, where ``trimmed`` (the validation checks, the code
+    inventory) strips all Unicode whitespace. ASCII trimming is also safe on UTF-8 (no byte
+    of a multi-byte character is ASCII) and five times faster.
+    """
+    stripped = trimmed(col, start, width, ascii_only=True)
+    if isinstance(stripped, pa.ChunkedArray):
+        stripped = stripped.combine_chunks()
+    return stripped.cast(pa.string()) if pa.types.is_large_string(stripped.type) else stripped
 
 
 def code_column(table: pa.Table, name: str) -> pa.DictionaryArray:
@@ -118,8 +135,9 @@ def _dates(col: pa.Array) -> pa.Array:
         col = pc.if_else(pc.utf8_is_digit(col), col, None)
     digits = col.cast(pa.int64())
     plausible = pc.and_(pc.greater_equal(digits, 10000101), pc.less_equal(digits, 99991231))
-    parsed = pc.strptime(pc.if_else(plausible, digits.cast(pa.string()), None),
-                         format="%Y%m%d", unit="s", error_is_null=True)
+    parsed = pc.strptime(
+        pc.if_else(plausible, digits.cast(pa.string()), None), format="%Y%m%d", unit="s", error_is_null=True
+    )
     # strptime is lenient (20230231 → 2023-03-03): keep only dates whose day survived.
     real = pc.equal(pc.day(parsed), pc.remainder(digits, 100))
     return pc.if_else(real, parsed.cast(pa.date32()), None)
@@ -162,7 +180,9 @@ def drop_rows(table: pa.Table, mask: pa.Array, max_runs: int = 1000) -> pa.Table
     return pa.concat_tables(pieces)
 
 
-def map_codes(codes: pa.Array, lookup: Callable[[str], str | None], fallback: str) -> tuple[pa.Array, pa.Array]:
+def map_codes(
+    codes: pa.Array, lookup: Callable[[str], str | None], fallback: str
+) -> tuple[pa.Array, pa.Array]:
     """Map every code through ``lookup`` once per distinct value; ``None`` → ``fallback``.
 
     Returns the mapped column and a boolean column: which rows fell back. ``codes`` may come
@@ -226,11 +246,30 @@ _COPIED = {
 }
 _CALL_NUMBERS = {"call_number": "Z30_CALL_NO", "alternative_call_number": "Z30_CALL_NO_2"}
 _CODES = ["Z30_SUB_LIBRARY", "Z30_COLLECTION", "Z30_ITEM_STATUS", "Z30_ITEM_PROCESS_STATUS", "Z30_MATERIAL"]
-Z30_INPUT = ["Z30_REC_KEY", *_COPIED.values(), *_CALL_NUMBERS.values(), *_CODES,
-             "Z30_OPEN_DATE", "Z30_UPDATE_DATE", "Z30_HOL_DOC_NUMBER_X", "Z30_NO_LOANS"]
-Z30_DICTIONARY = [*_CODES, "Z30_CALL_NO_TYPE", "Z30_CALL_NO_2", "Z30_DESCRIPTION", "Z30_NOTE_OPAC",
-                  "Z30_NOTE_CIRCULATION", "Z30_NOTE_INTERNAL", "Z30_PRICE", "Z30_ENUMERATION_A",
-                  "Z30_ENUMERATION_B", "Z30_CHRONOLOGICAL_I", "Z30_CHRONOLOGICAL_J"]
+Z30_INPUT = [
+    "Z30_REC_KEY",
+    *_COPIED.values(),
+    *_CALL_NUMBERS.values(),
+    *_CODES,
+    "Z30_OPEN_DATE",
+    "Z30_UPDATE_DATE",
+    "Z30_HOL_DOC_NUMBER_X",
+    "Z30_NO_LOANS",
+]
+Z30_DICTIONARY = [
+    *_CODES,
+    "Z30_CALL_NO_TYPE",
+    "Z30_CALL_NO_2",
+    "Z30_DESCRIPTION",
+    "Z30_NOTE_OPAC",
+    "Z30_NOTE_CIRCULATION",
+    "Z30_NOTE_INTERNAL",
+    "Z30_PRICE",
+    "Z30_ENUMERATION_A",
+    "Z30_ENUMERATION_B",
+    "Z30_CHRONOLOGICAL_I",
+    "Z30_CHRONOLOGICAL_J",
+]
 """Z30 columns ``read_z30`` reads dictionary-encoded: codes and mostly blank text, a few hundred
 distinct values per part. Keys, barcodes, inventory numbers, holdings and call numbers are
 (nearly) unique: hashing them into a dictionary would cost more than stripping every row."""
@@ -240,25 +279,30 @@ HOL_LINK_DICTIONARY = ["bib_library"]
 dictionary-encoded: a task reads the whole index (1.6M links at bnu) for each Z30 part."""
 MAX_NO_LOANS = 999
 
-ITEMS_BY_BIB_KEYS = ("barcode", "library", "location", "item_policy", "call_number", "description",
-                     "public_note", "fulfillment_note", "internal_note", "process_type", "material_type")
+ITEMS_BY_BIB_KEYS = (
+    "barcode",
+    "library",
+    "location",
+    "item_policy",
+    "call_number",
+    "description",
+    "public_note",
+    "fulfillment_note",
+    "internal_note",
+    "process_type",
+    "material_type",
+)
 """Keys of each item dict from ``items_by_bib`` (the item subfields of a bib's embedded-item field)."""
 
 
 @dataclass
-class ItemStats:
-    """Counts of one part: ``records_in == records_out + rejected`` always holds."""
+class ItemStats(Tally):
+    """One part's in, out and rejected by reason (the ``Tally``), and what the form filled in."""
 
-    records_in: int = 0
-    records_out: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # Alma field → rows given the form default
-    unlinked_to_bib: int = 0  # delivered rows with no holdings link (only counted when ``hol_links`` is given)
-
-    @property
-    def balanced(self) -> bool:
-        return self.records_in == self.records_out + self.rejected
+    unlinked_to_bib: int = (
+        0  # delivered rows with no holdings link (only counted when ``hol_links`` is given)
+    )
 
 
 def call_number_text(col: pa.Array) -> pa.Array:
@@ -277,29 +321,42 @@ def _sysno(col: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(col, ""), col, pc.utf8_lpad(col, width=9, padding="0"))
 
 
-def _reject_rows(z30: pa.Table, keys: pa.Array, mask: pa.Array, reasons: Mapping[str, str] | str,
-                 rejects: RejectLog, stats: ItemStats) -> None:
+def _reject_rows(
+    z30: pa.Table,
+    keys: pa.Array,
+    mask: pa.Array,
+    reasons: Mapping[str, str] | str,
+    rejects: RejectLog,
+    stats: ItemStats,
+) -> None:
     """Log one Reject per masked row (a handful per part: a plain loop is fine here)."""
     where = pc.indices_nonzero(mask)
     positions = where.to_pylist()
     # A few rows: zero-copy slices; many: one take (its fixed cost is a pass over the part).
-    raws = (z30.take(where).to_pylist() if len(positions) > 64
-            else [z30.slice(at, 1).to_pylist()[0] for at in positions])
+    raws = (
+        z30.take(where).to_pylist()
+        if len(positions) > 64
+        else [z30.slice(at, 1).to_pylist()[0] for at in positions]
+    )
     for at, key, raw in zip(positions, keys.take(where).to_pylist(), raws, strict=True):
         reason = reasons if isinstance(reasons, str) else reasons[key]
         clean = {k: (v.strip() if isinstance(v, str) else v) for k, v in raw.items()}
         detail = "" if key else f"row {at} of the part"
         rejects.add(Reject(ENTITY, key, reason, detail=detail, raw=_compact_json(clean)))
-        stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + 1
-        stats.rejected += 1
+        stats.reject(reason)
 
 
 def _compact_json(row: Mapping[str, object]) -> str:
     return json.dumps({k: v for k, v in row.items() if v not in ("", None, 0)}, ensure_ascii=False)
 
 
-def transform_items(z30: pa.Table, form: FormLookups, excluded: Mapping[str, str], rejects: RejectLog,
-                    hol_links: pa.Table | None = None) -> tuple[pa.Table, ItemStats]:
+def transform_items(
+    z30: pa.Table,
+    form: FormLookups,
+    excluded: Mapping[str, str],
+    rejects: RejectLog,
+    hol_links: pa.Table | None = None,
+) -> tuple[pa.Table, ItemStats]:
     """One Z30 part → Alma item rows (``ITEM_SCHEMA``), in input order.
 
     ``excluded`` maps Z30 keys (stripped) to the reason a validation rule rejected them;
@@ -351,7 +408,7 @@ def transform_items(z30: pa.Table, form: FormLookups, excluded: Mapping[str, str
     stats.fallbacks = {k: pc.sum(flags.column(f"fallback:{k}")).as_py() or 0 for k in fell_back}
     stats.unlinked_to_bib = pc.sum(flags.column("unlinked")).as_py() or 0
     stats.records_out = table.num_rows
-    return table, stats
+    return table, stats.check(ENTITY)
 
 
 def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -> dict[str, pa.Array]:
@@ -363,8 +420,9 @@ def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -
     # Location: the (sub-library, collection) pair; unmapped → the sub-library's library + default location.
     # A pair is numbered by the two dictionary positions, so each distinct pair is looked up once.
     width = len(coll.dictionary)
-    encoded = pc.dictionary_encode(pc.add(pc.multiply(sub.indices.cast(pa.int64()), width),
-                                          coll.indices.cast(pa.int64())))
+    encoded = pc.dictionary_encode(
+        pc.add(pc.multiply(sub.indices.cast(pa.int64()), width), coll.indices.cast(pa.int64()))
+    )
     sub_codes, coll_codes = sub.dictionary.to_pylist(), coll.dictionary.to_pylist()
     libraries, locations, missed = [], [], []
     default_library = form_default(form, "default_library")
@@ -384,9 +442,11 @@ def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -
     fell_back["location"] = pa.array(missed, pa.bool_()).take(encoded.indices)
 
     cols["item_policy"], fell_back["item_policy"] = map_codes(
-        code_column(z30, "Z30_ITEM_STATUS"), form.item_policy_for, form_default(form, "default_item_policy"))
+        code_column(z30, "Z30_ITEM_STATUS"), form.item_policy_for, form_default(form, "default_item_policy")
+    )
     cols["material_type"], fell_back["material_type"] = map_codes(
-        code_column(z30, "Z30_MATERIAL"), form.material_type_for, form_default(form, "default_material_type"))
+        code_column(z30, "Z30_MATERIAL"), form.material_type_for, form_default(form, "default_material_type")
+    )
 
     def process_type(code: str) -> str | None:
         # Blank process status = in place: no Alma process type, unless the form maps blank.
@@ -394,7 +454,8 @@ def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -
         return "" if found is None and code == "" else found
 
     cols["process_type"], fell_back["process_type"] = map_codes(
-        code_column(z30, "Z30_ITEM_PROCESS_STATUS"), process_type, "")
+        code_column(z30, "Z30_ITEM_PROCESS_STATUS"), process_type, ""
+    )
     return fell_back
 
 
@@ -418,7 +479,8 @@ def read_z30(source: str | Path) -> pa.Table:
     """A Z30 Parquet part as ``transform_items`` wants it: the ``Z30_DICTIONARY`` columns dictionary-encoded.
 
     Their blank-padded CHAR values (990 of the 1,159 bytes of a row's CHAR columns: ~250 MB
-    per 250k-row part) are then neither copied out nor stripped row by row. Every column is read: a rejected row's raw values name them all.
+    per 250k-row part) are then neither copied out nor stripped row by row. Every column is
+    read: a rejected row's raw values name them all.
     """
     present = set(pq.read_schema(source).names)
     return pq.read_table(source, read_dictionary=[c for c in Z30_DICTIONARY if c in present])
@@ -426,7 +488,9 @@ def read_z30(source: str | Path) -> pa.Table:
 
 def item_barcodes(items: pa.Table) -> dict[str, str]:
     """``aleph_item_key`` → barcode of transformed items (what loans and requests link through)."""
-    return dict(zip(items.column("aleph_item_key").to_pylist(), items.column("barcode").to_pylist(), strict=True))
+    return dict(
+        zip(items.column("aleph_item_key").to_pylist(), items.column("barcode").to_pylist(), strict=True)
+    )
 
 
 def write_items_csv(table: pa.Table, out: str | Path | IO[bytes], header: bool = True) -> None:
@@ -435,10 +499,28 @@ def write_items_csv(table: pa.Table, out: str | Path | IO[bytes], header: bool =
     pacsv.write_csv(table.select(ITEM_COLUMNS), out, write_options=options)
 
 
-ITEM_DICTIONARY = ["library", "location", "item_policy", "material_type", "process_type", "call_number_type",
-                   "alternative_call_number", "description", "enumeration_a", "enumeration_b", "chronology_i",
-                   "chronology_j", "public_note", "fulfillment_note", "internal_note_1", "inventory_price",
-                   "creation_date", "modification_date", "bib_library", "no_loans"]
+ITEM_DICTIONARY = [
+    "library",
+    "location",
+    "item_policy",
+    "material_type",
+    "process_type",
+    "call_number_type",
+    "alternative_call_number",
+    "description",
+    "enumeration_a",
+    "enumeration_b",
+    "chronology_i",
+    "chronology_j",
+    "public_note",
+    "fulfillment_note",
+    "internal_note_1",
+    "inventory_price",
+    "creation_date",
+    "modification_date",
+    "bib_library",
+    "no_loans",
+]
 """Item columns with few distinct values per part: dictionary pages in Parquet. The others are
 (nearly) unique, and hashing them for a dictionary that Parquet then drops is wasted work."""
 

@@ -3,10 +3,11 @@
 After a test or cutover load Ex Libris sends an ``.xlsx``/``.xlsm`` with one tab per
 functional area (``AREAS``: bib_inventory, vendor, fund, fund_tx, p_order, invoice, patron,
 loan, request, course, p2e) and one for the MARC holdings (``SUB_AREA_TABS``: the key
-``bib_inventory.holdings``, as when the bib_inventory tab counts them). Each tab starts with a block of counts ("Total records in
-file", "Loaded", "Rejected"), then lists every record that did not migrate with its source
-id and the reason. The exact layout changes from load to load and from one Ex Libris
-analyst to the next, so the reader looks for meaning, not positions:
+``bib_inventory.holdings``, as when the bib_inventory tab counts them). Each tab starts with
+a block of counts ("Total records in file", "Loaded", "Rejected"), then lists every record
+that did not migrate with its source id and the reason. The exact layout changes from load
+to load and from one Ex Libris analyst to the next, so the reader looks for meaning, not
+positions:
 
 - **Sheets** are matched to areas by name, case-insensitively and ignoring blanks, ``-``
   and ``_`` (``StatisticsAliases.areas``: "Bib Inventory", "patrons", "Holdings", …). A sheet
@@ -51,8 +52,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-AREAS: tuple[str, ...] = ("bib_inventory", "vendor", "fund", "fund_tx", "p_order", "invoice", "patron", "loan",
-                          "request", "course", "p2e")
+AREAS: tuple[str, ...] = (
+    "bib_inventory",
+    "vendor",
+    "fund",
+    "fund_tx",
+    "p_order",
+    "invoice",
+    "patron",
+    "loan",
+    "request",
+    "course",
+    "p2e",
+)
 """The tabs Ex Libris' statistics workbook may hold, in its order."""
 
 SUB_AREAS: dict[str, tuple[str, ...]] = {"bib_inventory": ("holdings", "items", "portfolios")}
@@ -79,11 +91,17 @@ AREA_FOR_ENTITY: dict[str, str] = {
 """Our entity → the workbook key that counts it (fines have no tab of their own: none)."""
 
 COUNT_FIELDS = ("total", "loaded", "rejected")
+EXCEL_ROWS = 1_048_576
+"""Rows of an Excel sheet: a statistics sheet is read to at most this many."""
 
-FILLER_WORDS = frozenset({"records", "record", "rows", "row", "number", "no", "of", "the", "count", "#", "nr"})
+FILLER_WORDS = frozenset(
+    {"records", "record", "rows", "row", "number", "no", "of", "the", "count", "#", "nr"}
+)
 """Words a count label may carry without changing its meaning."""
 
-HEADING_WORDS = frozenset({"rejected", "not", "migrated", "loaded", "counts", "statistics", "summary", "list"})
+HEADING_WORDS = frozenset(
+    {"rejected", "not", "migrated", "loaded", "counts", "statistics", "summary", "list"}
+)
 """Words a heading row may carry beside the sub-area it names ("Rejected items")."""
 
 
@@ -91,52 +109,109 @@ HEADING_WORDS = frozenset({"rejected", "not", "migrated", "loaded", "counts", "s
 class StatisticsAliases:
     """The words the reader recognises. Replace a field (``dataclasses.replace``) to add your own."""
 
-    areas: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "bib_inventory": ("bib_inventory", "bib inventory", "inventory", "bibs", "bib"),
-        "vendor": ("vendor", "vendors"),
-        "fund": ("fund", "funds", "budget", "budgets"),
-        "fund_tx": ("fund_tx", "fund transactions", "fund transaction", "fund tx", "transactions"),
-        "p_order": ("p_order", "po", "orders", "order", "purchase orders", "po lines", "pol"),
-        "invoice": ("invoice", "invoices"),
-        "patron": ("patron", "patrons", "user", "users"),
-        "loan": ("loan", "loans"),
-        "request": ("request", "requests", "holds", "hold requests"),
-        "course": ("course", "courses", "course reserves", "reading lists"),
-        "p2e": ("p2e", "physical to electronic"),
-        "bib_inventory.holdings": ("holdings", "holding", "holdings records", "mfhd", "mfhds", "hol"),
-    })
-    """Area (or sub-area with a tab: ``SUB_AREA_TABS``) → sheet names (compared lower-cased, without blanks, ``-`` and ``_``)."""
-    counts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "total": ("total records in file", "total", "total in file", "records in file", "in file", "input",
-                  "total input", "extracted", "delivered", "received", "total records"),
-        "loaded": ("loaded", "migrated", "successfully loaded", "successfully migrated", "loaded successfully",
-                   "created", "in alma", "records in alma", "total loaded", "total migrated"),
-        "rejected": ("rejected", "not loaded", "not migrated", "failed", "total rejected", "rejected records"),
-    })
+    areas: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "bib_inventory": ("bib_inventory", "bib inventory", "inventory", "bibs", "bib"),
+            "vendor": ("vendor", "vendors"),
+            "fund": ("fund", "funds", "budget", "budgets"),
+            "fund_tx": ("fund_tx", "fund transactions", "fund transaction", "fund tx", "transactions"),
+            "p_order": ("p_order", "po", "orders", "order", "purchase orders", "po lines", "pol"),
+            "invoice": ("invoice", "invoices"),
+            "patron": ("patron", "patrons", "user", "users"),
+            "loan": ("loan", "loans"),
+            "request": ("request", "requests", "holds", "hold requests"),
+            "course": ("course", "courses", "course reserves", "reading lists"),
+            "p2e": ("p2e", "physical to electronic"),
+            "bib_inventory.holdings": ("holdings", "holding", "holdings records", "mfhd", "mfhds", "hol"),
+        }
+    )
+    """Area (or sub-area with a tab: ``SUB_AREA_TABS``) → sheet names (compared lower-cased,
+    without blanks, ``-`` and ``_``)."""
+    counts: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "total": (
+                "total records in file",
+                "total",
+                "total in file",
+                "records in file",
+                "in file",
+                "input",
+                "total input",
+                "extracted",
+                "delivered",
+                "received",
+                "total records",
+            ),
+            "loaded": (
+                "loaded",
+                "migrated",
+                "successfully loaded",
+                "successfully migrated",
+                "loaded successfully",
+                "created",
+                "in alma",
+                "records in alma",
+                "total loaded",
+                "total migrated",
+            ),
+            "rejected": (
+                "rejected",
+                "not loaded",
+                "not migrated",
+                "failed",
+                "total rejected",
+                "rejected records",
+            ),
+        }
+    )
     """Count field → labels (compared as words, filler words dropped)."""
-    nouns: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "bib_inventory": ("bibs", "bib", "bibliographic", "bibliographic records", "titles", "mms"),
-        "bib_inventory.holdings": ("holdings", "holding", "mfhd", "mfhds"),
-        "bib_inventory.items": ("items", "item", "physical items"),
-        "bib_inventory.portfolios": ("portfolios", "portfolio", "electronic portfolios"),
-        "vendor": ("vendors", "vendor"),
-        "fund": ("funds", "fund"),
-        "fund_tx": ("transactions", "transaction"),
-        "p_order": ("orders", "order", "po lines", "pol", "polines"),
-        "invoice": ("invoices", "invoice"),
-        "patron": ("patrons", "patron", "users", "user"),
-        "loan": ("loans", "loan"),
-        "request": ("requests", "request", "holds"),
-        "course": ("courses", "course"),
-        "p2e": ("p2e", "portfolios", "databases"),
-    })
+    nouns: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "bib_inventory": ("bibs", "bib", "bibliographic", "bibliographic records", "titles", "mms"),
+            "bib_inventory.holdings": ("holdings", "holding", "mfhd", "mfhds"),
+            "bib_inventory.items": ("items", "item", "physical items"),
+            "bib_inventory.portfolios": ("portfolios", "portfolio", "electronic portfolios"),
+            "vendor": ("vendors", "vendor"),
+            "fund": ("funds", "fund"),
+            "fund_tx": ("transactions", "transaction"),
+            "p_order": ("orders", "order", "po lines", "pol", "polines"),
+            "invoice": ("invoices", "invoice"),
+            "patron": ("patrons", "patron", "users", "user"),
+            "loan": ("loans", "loan"),
+            "request": ("requests", "request", "holds"),
+            "course": ("courses", "course"),
+            "p2e": ("p2e", "portfolios", "databases"),
+        }
+    )
     """Workbook key → the nouns that name its records in labels, headings and type columns."""
-    id_headers: tuple[str, ...] = ("aleph id", "aleph system number", "aleph key", "source id", "record id",
-                                   "code/id", "code / id", "primary id", "user primary id", "barcode",
-                                   "item barcode", "identifier", "id", "code")
+    id_headers: tuple[str, ...] = (
+        "aleph id",
+        "aleph system number",
+        "aleph key",
+        "source id",
+        "record id",
+        "code/id",
+        "code / id",
+        "primary id",
+        "user primary id",
+        "barcode",
+        "item barcode",
+        "identifier",
+        "id",
+        "code",
+    )
     """Headers of the rejected record's id column, most preferred first."""
-    reason_headers: tuple[str, ...] = ("reason", "rejection reason", "reason for rejection", "reject reason",
-                                       "error", "error message", "failure reason", "message", "description")
+    reason_headers: tuple[str, ...] = (
+        "reason",
+        "rejection reason",
+        "reason for rejection",
+        "reject reason",
+        "error",
+        "error message",
+        "failure reason",
+        "message",
+        "description",
+    )
     type_headers: tuple[str, ...] = ("type", "record type", "entity", "object type")
 
 
@@ -164,15 +239,24 @@ class AreaStatistics:
         return self.rejected if self.rejected is not None else len(self.rejected_records)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"area": self.area, "total": self.total, "loaded": self.loaded, "rejected": self.rejected,
-                "rejected_records": [list(r) for r in self.rejected_records]}
+        return {
+            "area": self.area,
+            "total": self.total,
+            "loaded": self.loaded,
+            "rejected": self.rejected,
+            "rejected_records": [list(r) for r in self.rejected_records],
+        }
 
 
 class StatisticsWorkbook(dict[str, AreaStatistics]):
     """Workbook key (``patron``, ``bib_inventory.items``, …) → statistics; plus what was not read."""
 
-    def __init__(self, areas: Mapping[str, AreaStatistics] | None = None, unknown_sheets: Iterable[str] = (),
-                 source: str = "") -> None:
+    def __init__(
+        self,
+        areas: Mapping[str, AreaStatistics] | None = None,
+        unknown_sheets: Iterable[str] = (),
+        source: str = "",
+    ) -> None:
         super().__init__(areas or {})
         self.unknown_sheets: list[str] = list(unknown_sheets)
         """Sheets that name no known area: listed, not read."""
@@ -243,15 +327,21 @@ class _Vocabulary:
         keys = [area, *(f"{area}.{sub}" for sub in SUB_AREAS.get(area, ()))]
         nouns = [(_words(noun), key) for key in keys for noun in aliases.nouns.get(key, ())]
         nouns = sorted((n for n in nouns if n[0]), key=lambda n: -len(n[0]))
-        return cls(area, counts, nouns, {_header(h): i for i, h in enumerate(aliases.id_headers)},
-                   {_header(h) for h in aliases.reason_headers}, {_header(h) for h in aliases.type_headers})
+        return cls(
+            area,
+            counts,
+            nouns,
+            {_header(h): i for i, h in enumerate(aliases.id_headers)},
+            {_header(h) for h in aliases.reason_headers},
+            {_header(h) for h in aliases.type_headers},
+        )
 
     def split_noun(self, words: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
         """(key named, the other words) when ``words`` hold one of the area's nouns."""
         for noun, key in self.nouns:
             for i in range(len(words) - len(noun) + 1):
-                if words[i:i + len(noun)] == noun:
-                    return key, words[:i] + words[i + len(noun):]
+                if words[i : i + len(noun)] == noun:
+                    return key, words[:i] + words[i + len(noun) :]
         return None
 
     def count_label(self, words: tuple[str, ...]) -> tuple[str | None, str] | None:
@@ -306,8 +396,11 @@ class _SheetReader:
         return self.stats[key]
 
     def header(self, row: tuple[Any, ...]) -> _Table | None:
-        ids = [(self.vocab.id_headers[h], i) for i, v in enumerate(row)
-               if (h := _header(_text(v))) in self.vocab.id_headers]
+        ids = [
+            (self.vocab.id_headers[h], i)
+            for i, v in enumerate(row)
+            if (h := _header(_text(v))) in self.vocab.id_headers
+        ]
         reasons = [i for i, v in enumerate(row) if _header(_text(v)) in self.vocab.reason_headers]
         types = [i for i, v in enumerate(row) if _header(_text(v)) in self.vocab.type_headers]
         if not ids or not reasons:
@@ -338,13 +431,16 @@ class _SheetReader:
         key, name = label
         value = _whole_number(cells[1][1])
         if value is None:
-            raise self.fail(row_no, f"{cells[0][1].strip()!r} is {_text(cells[1][1])!r}, not a whole number ≥ 0")
+            raise self.fail(
+                row_no, f"{cells[0][1].strip()!r} is {_text(cells[1][1])!r}, not a whole number ≥ 0"
+            )
         key = key or self.section
         stats = self.area(key)
         previous = getattr(stats, name)
         if previous is not None and previous != value:
-            raise self.fail(row_no, f"{key} {name} given twice: {previous} (row {self.count_rows[key, name]}) "
-                                    f"and {value}")
+            raise self.fail(
+                row_no, f"{key} {name} given twice: {previous} (row {self.count_rows[key, name]}) and {value}"
+            )
         setattr(stats, name, value)
         self.count_rows[key, name] = row_no
         self.table = None
@@ -378,8 +474,12 @@ class _SheetReader:
 
         record_id, reason = cell(t.id_col), cell(t.reason_col)
         if not record_id:
-            raise self.fail(row_no, f"rejected record with no id (reason {reason!r})" if reason
-                            else "row in the rejected-records table with no id and no reason")
+            raise self.fail(
+                row_no,
+                f"rejected record with no id (reason {reason!r})"
+                if reason
+                else "row in the rejected-records table with no id and no reason",
+            )
         key = self.section
         kind = cell(t.type_col)
         if kind:
@@ -402,12 +502,11 @@ def read_statistics_workbook(path: Path, aliases: StatisticsAliases = DEFAULT_AL
     Unknown sheets are listed in the result's ``unknown_sheets``; a malformed sheet raises
     ``StatisticsWorkbookError`` naming it and the row (see the module docstring).
     """
-    from openpyxl import load_workbook
+    from aleph2alma.alma.form_io import open_workbook, sheet_rows
 
-    try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises zipfile, KeyError, InvalidFileException… for a bad file
-        raise StatisticsWorkbookError(f"{path}: not a readable .xlsx/.xlsm workbook ({exc})") from exc
+    workbook = open_workbook(
+        path, StatisticsWorkbookError, "accepted: the workbook Ex Libris sent", kind=".xlsx/.xlsm workbook"
+    )
     out = StatisticsWorkbook(source=str(path))
     seen: dict[str, str] = {}
     counted_on: dict[str, str] = {}  # key → the sheet that gave it
@@ -416,27 +515,37 @@ def read_statistics_workbook(path: Path, aliases: StatisticsAliases = DEFAULT_AL
             area = area_of_sheet(sheet.title, aliases)
             if area is None:
                 out.unknown_sheets.append(sheet.title)
-                log.warning("%s: sheet %r names no statistics area (known: %s); not read", path, sheet.title,
-                            ", ".join(aliases.areas))
+                log.warning(
+                    "%s: sheet %r names no statistics area (known: %s); not read",
+                    path,
+                    sheet.title,
+                    ", ".join(aliases.areas),
+                )
                 continue
             if area in seen:
-                raise StatisticsWorkbookError(f"{path}: sheets {seen[area]!r} and {sheet.title!r} are both "
-                                              f"area {area!r}")
+                raise StatisticsWorkbookError(
+                    f"{path}: sheets {seen[area]!r} and {sheet.title!r} are both area {area!r}"
+                )
             seen[area] = sheet.title
             reader = _SheetReader(str(path), sheet.title, _Vocabulary.build(area, aliases))
-            rows = list(sheet.iter_rows(min_row=1, min_col=1, values_only=True))
+            # Rows as they are (the sheet's <dimension> is not trusted), at most Excel's own limit.
+            where = f"{path}, sheet {sheet.title!r}"
+            rows = [values for _, values in sheet_rows(sheet, where, StatisticsWorkbookError, EXCEL_ROWS)]
             stats = reader.read(rows)
             if not reader.found:
                 if any(_cells(r) for r in rows):
                     raise StatisticsWorkbookError(
-                        f"{path}, sheet {sheet.title!r}: neither counts ({', '.join(COUNT_FIELDS)}: labels like "
-                        f"'Total records in file', 'Loaded', 'Rejected') nor a rejected-records table (a header "
-                        f"row with an id column such as 'Aleph ID' and a 'Reason' column) found")
+                        f"{path}, sheet {sheet.title!r}: neither counts ({', '.join(COUNT_FIELDS)}: "
+                        "labels like 'Total records in file', 'Loaded', 'Rejected') nor a rejected-records "
+                        "table (a header row with an id column such as 'Aleph ID' and a 'Reason' column) "
+                        "found"
+                    )
                 stats = {area: AreaStatistics(area)}
             for key in stats:
                 if key in counted_on:
-                    raise StatisticsWorkbookError(f"{path}: sheets {counted_on[key]!r} and {sheet.title!r} both "
-                                                  f"count {key!r}")
+                    raise StatisticsWorkbookError(
+                        f"{path}: sheets {counted_on[key]!r} and {sheet.title!r} both count {key!r}"
+                    )
                 counted_on[key] = sheet.title
             out.update(stats)
     finally:
@@ -493,6 +602,8 @@ def write_statistics_workbook(stats: Mapping[str, AreaStatistics], path: Path) -
     """
     from openpyxl import Workbook
 
+    from aleph2alma.alma.form_io import text_cell
+
     by_sheet: dict[str, list[tuple[str | None, AreaStatistics]]] = {}
     for key, value in stats.items():
         area, sub = _split_key(key)
@@ -509,6 +620,6 @@ def write_statistics_workbook(stats: Mapping[str, AreaStatistics], path: Path) -
         sheet = workbook.create_sheet(name)
         sections = sorted(by_sheet[area], key=lambda s: (s[0] is not None, s[0] or ""))
         for row in _sheet_rows(name, sections):
-            sheet.append(row)
+            sheet.append([text_cell(sheet, v) for v in row])
     path.parent.mkdir(parents=True, exist_ok=True)
     workbook.save(path)

@@ -10,18 +10,20 @@ a binary stream: the document is never held in memory. Per user:
 - ``user_group`` from the Z305 row with the latest expiry (bor status + bor type through
   the form; unmapped → the form's ``default_user_group``);
 - ``expiry_date`` the latest Z305_EXPIRY_DATE of the patron's sub-libraries (else the
-  form's ``patron_expiry_default``), ``purge_date`` the form's ``patron_purge_default``,
-  ``birth_date``; dates as Alma writes them, ``2031-07-31Z``;
+  form's ``patron_expiry_default``), ``birth_date``; dates as Alma writes them, ``2031-07-31Z``;
+- ``purge_date`` (when Alma purges the user; never before ``expiry_date``): only for a
+  patron whose Z305 gives no expiry date, the form's ``patron_purge_default``, moved up to
+  ``patron_expiry_default`` when the form sets it earlier. A patron with its own expiry gets
+  no purge date: a single form date would purge some users before they expire;
 - ``contact_info``: one address per Z304 row with address lines (ADDRESS_0 is skipped when
   it repeats the name, as Aleph's mailing label does), its e-mails and phones; the first row
   valid on ``as_of`` is preferred;
 - ``user_identifiers`` from Z308: key type 01 → BARCODE, 02 → UNIV_ID (``identifier_types``);
 - ``user_notes``: Z303_DELINQ_N_1 as a circulation note.
 
-PINs (Z308_VERIFICATION) are never written. With ``pin_hash_secret`` set, an internal
-note carries ``aleph-pin-hmac-sha256:<hex>``: HMAC-SHA256 keyed by the secret over
-``primary_id + NUL + PIN`` (the primary id salts it per user). A PIN has few digits, so the
-hash is only as safe as the secret: keep the secret out of the delivery.
+PINs never leave Aleph: Z308_VERIFICATION is not extracted (``aleph.ztables`` marks it a
+secret column, never selected), so no PIN, in clear or hashed, reaches this module or the
+user XML; patrons set a new PIN (or sign in through the institution's SSO) in Alma.
 
 Text is NFC-normalised and escaped; characters XML 1.0 cannot hold are removed and counted.
 With ``scrub_emails``, every address becomes ``<primary_id>@<scrub_domain>`` so that a test
@@ -31,15 +33,11 @@ The XML is built column-wise with Arrow compute, a chunk of users at a time: eac
 column is cleaned once (and only when a cheap check over all its bytes finds something to
 normalise, remove or escape), child rows (Z304/Z305/Z308) are sorted by user and their
 fragments joined per user through list offsets. Python runs per distinct code (user
-groups, address and identifier types), per rejected patron and, with ``pin_hash_secret``,
-per PIN hash.
+groups, address and identifier types) and per rejected patron.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,10 +48,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aleph2alma.accounting import Tally
 from aleph2alma.alma.items import (
     FormLookups,
     date_column,
     form_default,
+    key_prefix,
     map_codes,
     require_columns,
     text_column,
@@ -83,7 +83,8 @@ _NAME_DOTS = "·・•‧"  # separators of transliterated names: 约翰·史密
 COMPOUND_SURNAMES = frozenset(
     "欧阳 司马 上官 诸葛 东方 皇甫 尉迟 公孙 慕容 长孙 宇文 司徒 夏侯 轩辕 令狐 澹台 端木 呼延 南宫 万俟 "
     "闻人 钟离 申屠 西门 独孤 单于 太史 濮阳 公冶 赫连 百里 东郭 左丘 梁丘 拓跋 第五 歐陽 司馬 諸葛 "
-    "長孫 軒轅 鍾離".split())
+    "長孫 軒轅 鍾離".split()
+)
 """Two-character Chinese family names (simplified and traditional); all others have one."""
 _COMPOUND = pa.array(sorted(COMPOUND_SURNAMES), pa.string())
 
@@ -99,35 +100,25 @@ _ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))  # xml.sax.saxutils.e
 
 @dataclass(frozen=True)
 class UserOptions:
-    """How patrons are written. Defaults suit a test load without PIN hashes."""
+    """How patrons are written. Defaults suit a test load."""
 
     scrub_emails: bool = False  # replace every e-mail with <primary_id>@<scrub_domain>
     scrub_domain: str = "example.invalid"
     as_of: date | None = None  # the run's logical date: picks the preferred (current) address
-    pin_hash_secret: str = ""  # opt-in: HMAC of the Aleph PIN as an internal note; "" = no PIN at all
     external_id: str = ""  # the SIS profile's external system code, written when set
     identifier_types: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_IDENTIFIER_TYPES))
     address_types: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ADDRESS_TYPES))
 
 
 @dataclass
-class UserStats:
-    """Counts of one part: ``records_in == records_out + rejected`` always holds."""
+class UserStats(Tally):
+    """One part's patrons in, out and rejected by reason (the ``Tally``), and what was done to them."""
 
-    records_in: int = 0
-    records_out: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     group_fallbacks: int = 0  # users given the form's default_user_group
     invalid_chars_removed: int = 0
     emails_scrubbed: int = 0
     identifiers_skipped: int = 0  # Z308 rows of a key type not in identifier_types
-    pins_hashed: int = 0
     orphan_rows: int = 0  # Z304/Z305/Z308 rows whose patron is not in this Z303 part
-
-    @property
-    def balanced(self) -> bool:
-        return self.records_in == self.records_out + self.rejected
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -155,7 +146,9 @@ def split_names(names: pa.Array) -> tuple[pa.Array, pa.Array]:
     full_width = pc.and_not(pc.and_(todo, pc.match_substring(name, "，")), comma)
     cjk = pc.and_not(pc.and_(todo, pc.match_substring_regex(name, _CJK)), pc.or_(comma, full_width))
     rules: list[tuple[pa.Array, str | int]] = [
-        (comma, r"(?s)^(?P<last>.*?),(?P<first>.*)$"), (full_width, r"(?s)^(?P<last>.*?)，(?P<first>.*)$")]
+        (comma, r"(?s)^(?P<last>.*?),(?P<first>.*)$"),
+        (full_width, r"(?s)^(?P<last>.*?)，(?P<first>.*)$"),
+    ]
     rest = cjk
     for dot in _NAME_DOTS:
         dotted = pc.and_(rest, pc.match_substring(name, dot))
@@ -163,11 +156,20 @@ def split_names(names: pa.Array) -> tuple[pa.Array, pa.Array]:
         rest = pc.and_not(rest, dotted)
     spaced = pc.and_(rest, pc.match_substring(name, " "))
     rest = pc.and_not(rest, spaced)
-    compound = pc.and_(rest, pc.and_(pc.is_in(pc.utf8_slice_codeunits(name, 0, 2), value_set=_COMPOUND),
-                                     pc.greater(pc.utf8_length(name), 2)))
+    compound = pc.and_(
+        rest,
+        pc.and_(
+            pc.is_in(pc.utf8_slice_codeunits(name, 0, 2), value_set=_COMPOUND),
+            pc.greater(pc.utf8_length(name), 2),
+        ),
+    )
     western = pc.and_not(todo, pc.or_(pc.or_(comma, full_width), cjk))
-    rules += [(spaced, r"(?s)^(?P<last>[^ ]*) (?P<first>.*)$"), (compound, 2), (pc.and_not(rest, compound), 1),
-              (western, r"(?s)^(?:(?P<first>.*) )?(?P<last>[^ ]*)$")]
+    rules += [
+        (spaced, r"(?s)^(?P<last>[^ ]*) (?P<first>.*)$"),
+        (compound, 2),
+        (pc.and_not(rest, compound), 1),
+        (western, r"(?s)^(?:(?P<first>.*) )?(?P<last>[^ ]*)$"),
+    ]
     for mask, rule in rules:
         if pc.any(mask).as_py():
             some = name.filter(mask)
@@ -188,8 +190,11 @@ def patron_primary_ids(z303: pa.Table, excluded: Mapping[str, str] | None = None
     records of patrons who do not migrate are rejected as ``unknown_patron``.
     """
     excluded = excluded or {}
-    pairs = zip(text_column(z303, "Z303_REC_KEY").to_pylist(), text_column(z303, "Z303_PRIMARY_ID").to_pylist(),
-                strict=True)
+    pairs = zip(
+        text_column(z303, "Z303_REC_KEY").to_pylist(),
+        text_column(z303, "Z303_PRIMARY_ID").to_pylist(),
+        strict=True,
+    )
     return {key: primary for key, primary in pairs if key and primary and key not in excluded}
 
 
@@ -205,7 +210,7 @@ def _data(values: pa.Array) -> memoryview:
     _, offsets, data = values.buffers()
     width = np.int64 if pa.types.is_large_string(values.type) else np.int32
     start, stop = np.frombuffer(offsets, width)[[values.offset, values.offset + len(values)]]
-    return memoryview(b"") if data is None else memoryview(data)[int(start):int(stop)]
+    return memoryview(b"") if data is None else memoryview(data)[int(start) : int(stop)]
 
 
 def _chars(values: pa.Array) -> bytes:
@@ -229,7 +234,11 @@ def _nfc(values: pa.Array) -> pa.Array:
 def _squeeze(values: pa.Array) -> pa.Array:
     """``" ".join(value.split())`` per value: whitespace runs become one space, none at the ends."""
     data = _chars(values)
-    if b"  " in data or data.translate(None, _NOT_ASCII_SPACE) or any(seq in data for seq in _WIDE_SPACE_BYTES):
+    if (
+        b"  " in data
+        or data.translate(None, _NOT_ASCII_SPACE)
+        or any(seq in data for seq in _WIDE_SPACE_BYTES)
+    ):
         values = pc.replace_substring_regex(values, f"[{_SPACE}]+", " ")
     return pc.ascii_trim(values, " ")
 
@@ -256,7 +265,9 @@ def _count(mask: pa.Array) -> int:
 
 
 def _constant(n: int, value: str) -> pa.Array:
-    return pa.array([value], pa.string()).take(np.zeros(n, dtype=np.int32))  # 40× faster than nulls + fill_null
+    return pa.array([value], pa.string()).take(
+        np.zeros(n, dtype=np.int32)
+    )  # 40× faster than nulls + fill_null
 
 
 def _scatter(n: int, at: np.ndarray, values: pa.Array, default: str | None) -> pa.Array:
@@ -277,9 +288,11 @@ def _only(values: pa.Array, keep: pa.Array) -> pa.Array:
     if values.null_count:
         keep = pc.and_(keep, pc.is_valid(values))
     bits = np.zeros(values.offset + len(values), dtype=bool)
-    bits[values.offset:] = pc.fill_null(keep, False).to_numpy(zero_copy_only=False)
+    bits[values.offset :] = pc.fill_null(keep, False).to_numpy(zero_copy_only=False)
     validity = pa.py_buffer(np.packbits(bits, bitorder="little"))
-    return pa.Array.from_buffers(values.type, len(values), [validity, *values.buffers()[1:]], offset=values.offset)
+    return pa.Array.from_buffers(
+        values.type, len(values), [validity, *values.buffers()[1:]], offset=values.offset
+    )
 
 
 def _cat(*parts: pa.Array | str) -> pa.Array:
@@ -332,12 +345,6 @@ def _alma_date(yyyymmdd: str) -> str:
     return ""
 
 
-def _patron_of(table: pa.Table, key: str) -> pa.Array:
-    """The patron id inside a composite key: its first 12 characters, sliced before stripping."""
-    raw = table.column(key).combine_chunks().fill_null("")
-    return pc.ascii_trim_whitespace(pc.utf8_slice_codeunits(raw, 0, KEY_WIDTH))
-
-
 # --- child rows per user ------------------------------------------------------------------
 
 
@@ -353,8 +360,11 @@ def _first_occurrences(user: np.ndarray, values: pa.Array) -> np.ndarray:
     if not shared.any():
         return np.ones(len(user), dtype=bool)
     pos = np.flatnonzero(shared)
-    firsts = (pa.table({"user": user[pos], "value": values.take(pa.array(pos)), "pos": pos})
-              .group_by(["user", "value"], use_threads=False).aggregate([("pos", "min")]))
+    firsts = (
+        pa.table({"user": user[pos], "value": values.take(pa.array(pos)), "pos": pos})
+        .group_by(["user", "value"], use_threads=False)
+        .aggregate([("pos", "min")])
+    )
     unique = ~shared
     unique[firsts["pos_min"].to_numpy()] = True
     return unique
@@ -399,7 +409,8 @@ class _Rows:
 
     @classmethod
     def of_users(cls, rows: pa.Table, owners: _Owners, order: list[tuple[str, str]]) -> _Rows:
-        """``rows`` (with a ``patron`` column) of the written users, sorted by user, ``order`` and input order."""
+        """``rows`` (with a ``patron`` column) of the written users, sorted by user, ``order`` and
+        input order."""
         rows = owners.attach(rows.append_column("row", pa.array(np.arange(rows.num_rows))))
         rows = rows.sort_by([("user", "ascending"), *order, ("row", "ascending")]).combine_chunks()
         return cls(rows, rows["user"].to_numpy())
@@ -424,9 +435,17 @@ class _Rows:
 # --- the document -------------------------------------------------------------------------
 
 
-def write_users_xml(z303: pa.Table, z304: pa.Table, z305: pa.Table, z308: pa.Table, form: FormLookups,
-                    out: BinaryIO, excluded: Mapping[str, str], rejects: RejectLog,
-                    options: UserOptions) -> UserStats:
+def write_users_xml(
+    z303: pa.Table,
+    z304: pa.Table,
+    z305: pa.Table,
+    z308: pa.Table,
+    form: FormLookups,
+    out: BinaryIO,
+    excluded: Mapping[str, str],
+    rejects: RejectLog,
+    options: UserOptions,
+) -> UserStats:
     """Write one part's patrons as an Alma users XML document to ``out``.
 
     ``z304``/``z305``/``z308`` hold (at least) the rows of the patrons in ``z303``; rows of
@@ -434,50 +453,94 @@ def write_users_xml(z303: pa.Table, z304: pa.Table, z305: pa.Table, z308: pa.Tab
     a blank key or primary id, or repeating a primary id already written are rejected.
     Rejects carry the patron id only: no names or addresses leave for reports.
     """
-    require_columns(z303, ["Z303_REC_KEY", "Z303_PRIMARY_ID", "Z303_NAME", "Z303_BIRTH_DATE", "Z303_DELINQ_N_1"],
-                    "Z303")
-    require_columns(z304, ["Z304_REC_KEY", "Z304_ADDRESS_0", "Z304_ADDRESS_1", "Z304_ADDRESS_2", "Z304_ZIP",
-                           "Z304_EMAIL_ADDRESS", "Z304_TELEPHONE", "Z304_DATE_FROM", "Z304_DATE_TO",
-                           "Z304_ADDRESS_TYPE"], "Z304")
+    require_columns(
+        z303, ["Z303_REC_KEY", "Z303_PRIMARY_ID", "Z303_NAME", "Z303_BIRTH_DATE", "Z303_DELINQ_N_1"], "Z303"
+    )
+    require_columns(
+        z304,
+        [
+            "Z304_REC_KEY",
+            "Z304_ADDRESS_0",
+            "Z304_ADDRESS_1",
+            "Z304_ADDRESS_2",
+            "Z304_ZIP",
+            "Z304_EMAIL_ADDRESS",
+            "Z304_TELEPHONE",
+            "Z304_DATE_FROM",
+            "Z304_DATE_TO",
+            "Z304_ADDRESS_TYPE",
+        ],
+        "Z304",
+    )
     require_columns(z305, ["Z305_REC_KEY", "Z305_BOR_TYPE", "Z305_BOR_STATUS", "Z305_EXPIRY_DATE"], "Z305")
-    require_columns(z308, ["Z308_REC_KEY", "Z308_ID", "Z308_VERIFICATION"], "Z308")
+    require_columns(z308, ["Z308_REC_KEY", "Z308_ID"], "Z308")
     stats = UserStats(records_in=z303.num_rows)
-    patrons = pa.table({
-        "key": text_column(z303, "Z303_REC_KEY"), "primary_id": text_column(z303, "Z303_PRIMARY_ID"),
-        "name": text_column(z303, "Z303_NAME"), "birth": date_column(z303, "Z303_BIRTH_DATE"),
-        "delinq": text_column(z303, "Z303_DELINQ_N_1")})
+    patrons = pa.table(
+        {
+            "key": text_column(z303, "Z303_REC_KEY"),
+            "primary_id": text_column(z303, "Z303_PRIMARY_ID"),
+            "name": text_column(z303, "Z303_NAME"),
+            "birth": date_column(z303, "Z303_BIRTH_DATE"),
+            "delinq": text_column(z303, "Z303_DELINQ_N_1"),
+        }
+    )
     accepted = _accepted(patrons, excluded, rejects, stats)
     users = patrons.filter(accepted)
     stats.records_out = users.num_rows
     owners = _Owners(patrons["key"].combine_chunks(), accepted, stats)
-    addresses = _Rows.of_users(_address_rows(z304, options.as_of), owners,
-                               [("stale", "ascending"), ("key", "ascending")])
+    addresses = _Rows.of_users(
+        _address_rows(z304, options.as_of), owners, [("stale", "ascending"), ("key", "ascending")]
+    )
     expiry = date_column(z305, "Z305_EXPIRY_DATE")
-    locals_ = _Rows.of_users(pa.table({
-        "patron": _patron_of(z305, "Z305_REC_KEY"), "key": text_column(z305, "Z305_REC_KEY"),
-        "bor_status": text_column(z305, "Z305_BOR_STATUS"), "bor_type": text_column(z305, "Z305_BOR_TYPE"),
-        "expiry": expiry, "undated": pc.is_null(expiry)}), owners,
-        [("undated", "ascending"), ("expiry", "descending"), ("key", "ascending")])
-    identifiers = _Rows.of_users(pa.table({
-        "patron": text_column(z308, "Z308_ID"), "key": text_column(z308, "Z308_REC_KEY"),
-        "pin": text_column(z308, "Z308_VERIFICATION")}), owners, [("key", "ascending")])
+    locals_ = _Rows.of_users(
+        pa.table(
+            {
+                "patron": key_prefix(z305, "Z305_REC_KEY", KEY_WIDTH),
+                "key": text_column(z305, "Z305_REC_KEY"),
+                "bor_status": text_column(z305, "Z305_BOR_STATUS"),
+                "bor_type": text_column(z305, "Z305_BOR_TYPE"),
+                "expiry": expiry,
+                "undated": pc.is_null(expiry),
+            }
+        ),
+        owners,
+        [("undated", "ascending"), ("expiry", "descending"), ("key", "ascending")],
+    )
+    identifiers = _Rows.of_users(
+        pa.table(
+            {
+                "patron": text_column(z308, "Z308_ID"),
+                "key": text_column(z308, "Z308_REC_KEY"),
+            }
+        ),
+        owners,
+        [("key", "ascending")],
+    )
 
     writer = _UserWriter(form, options, stats)
     out.write(b'<?xml version="1.0" encoding="UTF-8"?>\n<users>\n')
     for start in range(0, users.num_rows, CHUNK_USERS):
         stop = min(start + CHUNK_USERS, users.num_rows)
-        xml = writer.users(users.slice(start, stop - start), addresses.slice(start, stop),
-                           locals_.slice(start, stop), identifiers.slice(start, stop))
+        xml = writer.users(
+            users.slice(start, stop - start),
+            addresses.slice(start, stop),
+            locals_.slice(start, stop),
+            identifiers.slice(start, stop),
+        )
         out.write(_data(xml))
     out.write(b"</users>\n")
-    return stats
+    return stats.check(ENTITY)
 
 
-def _accepted(patrons: pa.Table, excluded: Mapping[str, str], rejects: RejectLog, stats: UserStats) -> pa.Array:
+def _accepted(
+    patrons: pa.Table, excluded: Mapping[str, str], rejects: RejectLog, stats: UserStats
+) -> pa.Array:
     """Which Z303 rows are written; the others are rejected, in Z303 order."""
     key, primary = patrons["key"], patrons["primary_id"]
-    failed = pc.or_(pc.or_(pc.equal(key, ""), pc.is_in(key, value_set=pa.array(list(excluded), pa.string()))),
-                    pc.equal(primary, ""))
+    failed = pc.or_(
+        pc.or_(pc.equal(key, ""), pc.is_in(key, value_set=pa.array(list(excluded), pa.string()))),
+        pc.equal(primary, ""),
+    )
     # A repeated primary id: only the first of the otherwise accepted rows is written.
     candidates = pc.indices_nonzero(pc.invert(failed))
     unique = _first_occurrences(np.zeros(len(candidates), dtype=np.int64), primary.take(candidates))
@@ -485,11 +548,14 @@ def _accepted(patrons: pa.Table, excluded: Mapping[str, str], rejects: RejectLog
     written[candidates.to_numpy()[unique]] = True
     accepted = pa.array(written)
     rejected = pc.indices_nonzero(pc.invert(accepted))
-    for key_, primary_id in zip(key.take(rejected).to_pylist(), primary.take(rejected).to_pylist(), strict=True):
+    for key_, primary_id in zip(
+        key.take(rejected).to_pylist(), primary.take(rejected).to_pylist(), strict=True
+    ):
         reason = _reject_reason(key_, primary_id, excluded)
-        rejects.add(Reject(ENTITY, key_, reason, detail="" if key_ else f"Z303 row with primary id {primary_id!r}"))
-        stats.rejected += 1
-        stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + 1
+        rejects.add(
+            Reject(ENTITY, key_, reason, detail="" if key_ else f"Z303 row with primary id {primary_id!r}")
+        )
+        stats.reject(reason)
     return accepted
 
 
@@ -512,12 +578,20 @@ def _address_rows(z304: pa.Table, as_of: date | None) -> pa.Table:
     else:
         day = pa.scalar(as_of, pa.date32())
         stale = pc.or_(pc.fill_null(pc.greater(start, day), False), pc.fill_null(pc.less(end, day), False))
-    return pa.table({
-        "patron": _patron_of(z304, "Z304_REC_KEY"), "key": text_column(z304, "Z304_REC_KEY"),
-        **{f"line{i}": text_column(z304, f"Z304_ADDRESS_{i}") for i in range(3)},
-        "zip": text_column(z304, "Z304_ZIP"), "email": text_column(z304, "Z304_EMAIL_ADDRESS"),
-        "phone": text_column(z304, "Z304_TELEPHONE"), "type": text_column(z304, "Z304_ADDRESS_TYPE"),
-        "start": start, "end": end, "stale": stale})
+    return pa.table(
+        {
+            "patron": key_prefix(z304, "Z304_REC_KEY", KEY_WIDTH),
+            "key": text_column(z304, "Z304_REC_KEY"),
+            **{f"line{i}": text_column(z304, f"Z304_ADDRESS_{i}") for i in range(3)},
+            "zip": text_column(z304, "Z304_ZIP"),
+            "email": text_column(z304, "Z304_EMAIL_ADDRESS"),
+            "phone": text_column(z304, "Z304_TELEPHONE"),
+            "type": text_column(z304, "Z304_ADDRESS_TYPE"),
+            "start": start,
+            "end": end,
+            "stale": stale,
+        }
+    )
 
 
 class _Text:
@@ -532,10 +606,13 @@ class _Text:
     def __call__(self, values: pa.Array) -> pa.Array:
         values = _nfc(values)
         data = _chars(values)
-        if data.translate(None, _XML_BYTES) or (_NONCHARACTERS[0][:2] in data
-                                                 and any(bad in data for bad in _NONCHARACTERS)):
+        if data.translate(None, _XML_BYTES) or (
+            _NONCHARACTERS[0][:2] in data and any(bad in data for bad in _NONCHARACTERS)
+        ):
             cleaned = pc.replace_substring_regex(values, _INVALID_XML, "")
-            self.stats.invalid_chars_removed += _count(pc.utf8_length(values)) - _count(pc.utf8_length(cleaned))
+            self.stats.invalid_chars_removed += _count(pc.utf8_length(values)) - _count(
+                pc.utf8_length(cleaned)
+            )
             values = cleaned
         for char, entity in _ENTITIES:
             if char.encode() in data:
@@ -548,7 +625,9 @@ def _note(note_type: str, text: pa.Array, present: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(
         f'<user_note segment_type="External"><note_type>{note_type}</note_type>',
         _element("note_text", text, present),
-        "<user_viewable>false</user_viewable><popup_note>false</popup_note></user_note>", "")
+        "<user_viewable>false</user_viewable><popup_note>false</popup_note></user_note>",
+        "",
+    )
 
 
 class _UserWriter:
@@ -559,41 +638,57 @@ class _UserWriter:
         self.default_group = form_default(form, "default_user_group")
         self.default_expiry = _alma_date(form_default(form, "patron_expiry_default"))
         purge = _alma_date(form_default(form, "patron_purge_default"))
-        self.purge = f"<purge_date>{purge}</purge_date>" if purge else ""
+        if purge and self.default_expiry:  # 'YYYY-MM-DDZ' strings order as the dates do
+            purge = max(purge, self.default_expiry)
+        self.default_purge = purge
 
     def users(self, users: pa.Table, addresses: _Rows, locals_: pa.Table, identifiers: _Rows) -> pa.Array:
         n = users.num_rows
         primary, name = users["primary_id"].combine_chunks(), users["name"].combine_chunks()
         first, last = split_names(name)
-        group, expiry = self._group_and_expiry(n, locals_)
+        group, expiry, undated = self._group_and_expiry(n, locals_)
+        purge = _constant(n, self.default_purge)
         external = _constant(n, self.options.external_id)
         return _cat(
-            "<user><record_type>PUBLIC</record_type><primary_id>", self.text(primary), "</primary_id>",
+            "<user><record_type>PUBLIC</record_type><primary_id>",
+            self.text(primary),
+            "</primary_id>",
             _element("first_name", self.text(first), _filled(first)),
             _element("last_name", self.text(last), _filled(last)),
             _element("user_group", self.text(group), _filled(group)),
             _date_element("birth_date", users["birth"].combine_chunks()),
             _element("expiry_date", expiry, _filled(expiry)),
-            f"{self.purge}<account_type>EXTERNAL</account_type>",
-            _element("external_id", self.text(external), _filled(external)) if self.options.external_id else "",
-            "<status>ACTIVE</status>", *self._contact_info(primary, name, addresses),
-            *self._identifiers(n, identifiers), *self._notes(primary, users["delinq"].combine_chunks(), identifiers),
-            "</user>\n")
+            _element("purge_date", purge, pc.and_(undated, _filled(purge))),
+            "<account_type>EXTERNAL</account_type>",
+            _element("external_id", self.text(external), _filled(external))
+            if self.options.external_id
+            else "",
+            "<status>ACTIVE</status>",
+            *self._contact_info(primary, name, addresses),
+            *self._identifiers(n, identifiers),
+            *self._notes(users["delinq"].combine_chunks()),
+            "</user>\n",
+        )
 
-    def _group_and_expiry(self, n: int, rows: _Rows) -> tuple[pa.Array, pa.Array]:
-        """User group of the Z305 row that expires last (first such row on ties), and that expiry.
+    def _group_and_expiry(self, n: int, rows: _Rows) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """User group of the Z305 row that expires last (first such row on ties), that expiry,
+        and whether the patron has no Z305 expiry (the form's default expiry stands in).
 
         ``rows`` are sorted so that this row comes first: dated before undated, latest expiry, key.
         """
         best = rows.where(pa.array(_first_of_user(rows.user)))
         codes = pc.binary_join_element_wise(best["bor_status"], best["bor_type"], "\x1f")
-        groups, fell_back = map_codes(codes, lambda code: self.form.user_group_for(*code.split("\x1f", 1)),
-                                      self.default_group)
+        groups, fell_back = map_codes(
+            codes, lambda code: self.form.user_group_for(*code.split("\x1f", 1)), self.default_group
+        )
         self.stats.group_fallbacks += n - len(best.user) + _count(fell_back)
-        expiry = pc.binary_join_element_wise(best["expiry"].cast(pa.string()), "Z", "")
-        expiry = expiry.fill_null(self.default_expiry)
-        return (_scatter(n, best.user, groups, self.default_group),
-                _scatter(n, best.user, expiry, self.default_expiry))
+        own = pc.binary_join_element_wise(best["expiry"].cast(pa.string()), "Z", "")
+        own = _scatter(n, best.user, own, None)
+        return (
+            _scatter(n, best.user, groups, self.default_group),
+            own.fill_null(self.default_expiry),
+            pc.is_null(own),
+        )
 
     def _contact_info(self, primary: pa.Array, name: pa.Array, rows: _Rows) -> list[pa.Array]:
         """Addresses, e-mails and phones in row order: current rows first, then by key."""
@@ -602,8 +697,11 @@ class _UserWriter:
         addresses = self._addresses(n, rows, kind, name.take(pa.array(rows.user)))
         emails = self._emails(n, rows.having({"email": rows["email"], "kind": kind}), primary)
         phones = self._phones(n, rows.having({"phone": rows["phone"], "kind": kind}))
-        inner = [*_wrap("addresses", [addresses], _filled(addresses)), *_wrap("emails", [emails], _filled(emails)),
-                 *_wrap("phones", [phones], _filled(phones))]
+        inner = [
+            *_wrap("addresses", [addresses], _filled(addresses)),
+            *_wrap("emails", [emails], _filled(emails)),
+            *_wrap("phones", [phones], _filled(phones)),
+        ]
         present = pc.or_(pc.or_(_filled(addresses), _filled(emails)), _filled(phones))
         return _wrap("contact_info", inner, present)
 
@@ -612,22 +710,41 @@ class _UserWriter:
         line0 = rows["line0"]
         line0 = pc.if_else(_is_label(line0, names), "", line0)  # the name on Aleph's mailing label
         present = [pc.not_equal(line0, "")] + [pc.not_equal(rows[f"line{i}"], "") for i in (1, 2)]
-        rows = rows.having({"line0": line0, "line1": rows["line1"], "line2": rows["line2"], "zip": rows["zip"],
-                            "start": rows["start"], "end": rows["end"], "kind": kind})
+        rows = rows.having(
+            {
+                "line0": line0,
+                "line1": rows["line1"],
+                "line2": rows["line2"],
+                "zip": rows["zip"],
+                "start": rows["start"],
+                "end": rows["end"],
+                "kind": kind,
+            }
+        )
         rows = rows.where(pc.or_(pc.or_(present[0], present[1]), present[2]))
         lines, number = [], pa.array(np.ones(len(rows.user), dtype=np.int8))
         for i in range(3):
             line = rows[f"line{i}"]
             there = pc.not_equal(line, "")
             tag = number.cast(pa.string())
-            lines.append(pc.binary_join_element_wise("<line", tag, ">", _only(self.text(line), there),
-                                                     "</line", tag, ">", ""))
+            lines.append(
+                pc.binary_join_element_wise(
+                    "<line", tag, ">", _only(self.text(line), there), "</line", tag, ">", ""
+                )
+            )
             number = pc.add(number, there.cast(pa.int8()))
         fragments = _cat(
-            '<address preferred="', _flags(_first_of_user(rows.user)), '" segment_type="External">', *lines,
+            '<address preferred="',
+            _flags(_first_of_user(rows.user)),
+            '" segment_type="External">',
+            *lines,
             _element("postal_code", self.text(rows["zip"]), _filled(rows["zip"])),
-            _date_element("start_date", rows["start"]), _date_element("end_date", rows["end"]),
-            "<address_types><address_type>", rows["kind"], "</address_type></address_types></address>")
+            _date_element("start_date", rows["start"]),
+            _date_element("end_date", rows["end"]),
+            "<address_types><address_type>",
+            rows["kind"],
+            "</address_type></address_types></address>",
+        )
         return _per_user(n, rows.user, fragments)
 
     def _emails(self, n: int, rows: _Rows, primary: pa.Array) -> pa.Array:
@@ -637,14 +754,21 @@ class _UserWriter:
         if self.options.scrub_emails:
             self.stats.emails_scrubbed += _count(present)
             owner = pc.replace_substring_regex(primary, "[^A-Za-z0-9._-]", "_").take(pa.array(rows.user))
-            email = pc.binary_join_element_wise(owner, f"@{self.options.scrub_domain}", "")  # blank ones dropped below
+            email = pc.binary_join_element_wise(
+                owner, f"@{self.options.scrub_domain}", ""
+            )  # blank ones dropped below
         rows = rows.having({"address": email, "kind": rows["kind"]}).where(present)
         rows = rows.where(pa.array(_first_occurrences(rows.user, _lower(rows["address"]))))
         types, _ = map_codes(rows["kind"], _EMAIL_TYPES.get, "alternative")
         fragments = _cat(
-            '<email preferred="', _flags(_first_of_user(rows.user)),
-            '" segment_type="External"><email_address>', self.text(rows["address"]),
-            "</email_address><email_types><email_type>", types, "</email_type></email_types></email>")
+            '<email preferred="',
+            _flags(_first_of_user(rows.user)),
+            '" segment_type="External"><email_address>',
+            self.text(rows["address"]),
+            "</email_address><email_types><email_type>",
+            types,
+            "</email_type></email_types></email>",
+        )
         return _per_user(n, rows.user, fragments)
 
     def _phones(self, n: int, rows: _Rows) -> pa.Array:
@@ -655,41 +779,36 @@ class _UserWriter:
         mobile = pc.match_substring_regex(pc.replace_substring_regex(phone, f"[{_SPACE}-]", ""), _MOBILE)
         kinds, _ = map_codes(rows["kind"], _PHONE_TYPES.get, "home")
         fragments = _cat(
-            '<phone preferred="', _flags(_first_of_user(rows.user)),
-            '" preferred_sms="false" segment_type="External"><phone_number>', self.text(phone),
-            "</phone_number><phone_types><phone_type>", pc.if_else(mobile, "mobile", kinds),
-            "</phone_type></phone_types></phone>")
+            '<phone preferred="',
+            _flags(_first_of_user(rows.user)),
+            '" preferred_sms="false" segment_type="External"><phone_number>',
+            self.text(phone),
+            "</phone_number><phone_types><phone_type>",
+            pc.if_else(mobile, "mobile", kinds),
+            "</phone_type></phone_types></phone>",
+        )
         return _per_user(n, rows.user, fragments)
 
     def _identifiers(self, n: int, rows: _Rows) -> list[pa.Array]:
         """Z308 keys of a known type (the first two characters) with a value; others counted as skipped."""
         key = rows["key"]
-        id_type, unknown = map_codes(pc.utf8_slice_codeunits(key, 0, 2), self.options.identifier_types.get, "")
+        id_type, unknown = map_codes(
+            pc.utf8_slice_codeunits(key, 0, 2), self.options.identifier_types.get, ""
+        )
         value = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(key, 2))
         kept = pc.and_not(pc.not_equal(value, ""), unknown)
         self.stats.identifiers_skipped += len(key) - _count(kept)
         user = rows.user[kept.to_numpy(zero_copy_only=False)]
-        fragments = _cat('<user_identifier segment_type="External"><id_type>', self.text(id_type.filter(kept)),
-                         "</id_type><value>", self.text(value.filter(kept)),
-                         "</value><status>ACTIVE</status></user_identifier>")
+        fragments = _cat(
+            '<user_identifier segment_type="External"><id_type>',
+            self.text(id_type.filter(kept)),
+            "</id_type><value>",
+            self.text(value.filter(kept)),
+            "</value><status>ACTIVE</status></user_identifier>",
+        )
         identifiers = _per_user(n, user, fragments)
         return _wrap("user_identifiers", [identifiers], _filled(identifiers))
 
-    def _notes(self, primary: pa.Array, delinquency: pa.Array, identifiers: _Rows) -> list[pa.Array]:
-        notes = [_note("CIRCULATION", self.text(delinquency), _filled(delinquency))]
-        if self.options.pin_hash_secret:
-            notes.append(self._pin_notes(primary, identifiers))
-        return _wrap("user_notes", notes, functools.reduce(pc.or_, [pc.is_valid(note) for note in notes]))
-
-    def _pin_notes(self, primary: pa.Array, identifiers: _Rows) -> pa.Array:
-        """The HMAC note of each user's first PIN (Z308 rows in key order); one Python call per PIN."""
-        rows = identifiers.where(pc.not_equal(identifiers["pin"], ""))
-        rows = rows.where(pa.array(_first_of_user(rows.user)))
-        secret = self.options.pin_hash_secret.encode()
-        digests = [hmac.new(secret, f"{owner}\0{pin}".encode(), hashlib.sha256).hexdigest()
-                   for owner, pin in zip(primary.take(pa.array(rows.user)).to_pylist(), rows["pin"].to_pylist(),
-                                         strict=True)]
-        self.stats.pins_hashed += len(digests)
-        text = pa.array([f"aleph-pin-hmac-sha256:{d}" for d in digests], pa.string())
-        notes = _note("OTHER", self.text(text), _filled(text))
-        return _scatter(len(primary), rows.user, notes, None)
+    def _notes(self, delinquency: pa.Array) -> list[pa.Array]:
+        note = _note("CIRCULATION", self.text(delinquency), _filled(delinquency))
+        return _wrap("user_notes", [note], pc.is_valid(note))

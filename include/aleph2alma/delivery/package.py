@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from aleph2alma.errors import PermanentError
 from aleph2alma.storage import ArtifactStore, Manifest, RunScope, StoredFile
 
 PACKAGE_STAGE = "package"
@@ -63,7 +64,7 @@ _CORE_DATES = re.compile(rb"(<dcterms:(created|modified)\b[^>]*>)[^<]*(</dcterms
 Join = Literal["bytes", "lines", "csv", "one"]
 
 
-class PackageError(RuntimeError):
+class PackageError(PermanentError):
     """The package cannot be built from what was given (unknown entity, parts that do not join)."""
 
 
@@ -73,7 +74,9 @@ class Layout:
 
     entity: str
     member: str  # ``{source}`` is replaced by the part's source when per_source
-    join: Join  # bytes: concatenate; lines: concatenate, newline-terminated; csv: one header; one: single part
+    join: (
+        Join  # bytes: concatenate; lines: concatenate, newline-terminated; csv: one header; one: single part
+    )
     per_source: bool = False
 
 
@@ -112,7 +115,9 @@ class PackageResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PackageResult:
-        return cls(data["key"], data["uri"], int(data["bytes"]), data["sha256"], list(data.get("members", [])))
+        return cls(
+            data["key"], data["uri"], int(data["bytes"]), data["sha256"], list(data.get("members", []))
+        )
 
 
 @dataclass
@@ -140,16 +145,22 @@ def package_name(migration_id: str, scope: RunScope) -> str:
 
 def _check_name(name: str) -> str:
     if not _SAFE_NAME.match(name) or name.endswith(".zip"):
-        raise PackageError(f"package name {name!r} is not a safe file name; use letters, digits and . _ - "
-                           "(starting with a letter or digit, without the .zip extension)")
+        raise PackageError(
+            f"package name {name!r} is not a safe file name; use letters, digits and . _ - "
+            "(starting with a letter or digit, without the .zip extension)"
+        )
     return name
 
 
-def plan_members(store: ArtifactStore, alma_manifests: Mapping[str, str]) -> tuple[list[_Member], dict[str, Manifest]]:
+def plan_members(
+    store: ArtifactStore, alma_manifests: Mapping[str, str]
+) -> tuple[list[_Member], dict[str, Manifest]]:
     """The data members, in package order, from the committed manifests (read before any download)."""
     unknown = sorted(set(alma_manifests) - set(ENTITIES))
     if unknown:
-        raise PackageError(f"cannot package entity {', '.join(map(repr, unknown))}; accepted: {', '.join(ENTITIES)}")
+        raise PackageError(
+            f"cannot package entity {', '.join(map(repr, unknown))}; accepted: {', '.join(ENTITIES)}"
+        )
     members: list[_Member] = []
     manifests: dict[str, Manifest] = {}
     for layout in LAYOUTS:
@@ -164,16 +175,27 @@ def plan_members(store: ArtifactStore, alma_manifests: Mapping[str, str]) -> tup
         if not layout.per_source:
             parts.sort(key=lambda p: p.source)  # stable: by source, then by key (part index)
             if layout.join == "one" and len(parts) > 1:
-                raise PackageError(f"{layout.entity}: {len(parts)} parts in {uri}; {layout.member} must be a "
-                                   "single part (XML documents cannot be concatenated)")
+                raise PackageError(
+                    f"{layout.entity}: {len(parts)} parts in {uri}; {layout.member} must be a "
+                    "single part (XML documents cannot be concatenated)"
+                )
             members.append(_Member(layout.member, layout.entity, layout.join, parts, uri))
             continue
         for source in sorted({p.source for p in parts}):
             if not _SAFE_NAME.match(source):
-                raise PackageError(f"{layout.entity}: source {source!r} in {uri} cannot name a file; "
-                                   "use letters, digits and . _ -")
-            members.append(_Member(layout.member.format(source=source), layout.entity, layout.join,
-                                   [p for p in parts if p.source == source], uri))
+                raise PackageError(
+                    f"{layout.entity}: source {source!r} in {uri} cannot name a file; "
+                    "use letters, digits and . _ -"
+                )
+            members.append(
+                _Member(
+                    layout.member.format(source=source),
+                    layout.entity,
+                    layout.join,
+                    [p for p in parts if p.source == source],
+                    uri,
+                )
+            )
     return members, manifests
 
 
@@ -222,12 +244,21 @@ def _write_member(zf: zipfile.ZipFile, member: _Member, store: ArtifactStore, tm
                         header = first or None  # an empty first part has no header to keep
                         out.write(first)
                     elif first.rstrip(b"\r\n") != header.rstrip(b"\r\n"):
-                        raise PackageError(f"{store.uri(part.key)}: CSV header {first[:200]!r} differs from the "
-                                           f"first part's {header[:200]!r}; {member.name} takes one header")
+                        raise PackageError(
+                            f"{store.uri(part.key)}: CSV header {first[:200]!r} differs from the "
+                            f"first part's {header[:200]!r}; {member.name} takes one header"
+                        )
                 out.copy(src)
             local.unlink()
-    return {"name": member.name, "entity": member.entity, "bytes": out.bytes, "sha256": out.digest.hexdigest(),
-            "records": member.records, "manifest": member.manifest, "parts": [p.key for p in member.parts]}
+    return {
+        "name": member.name,
+        "entity": member.entity,
+        "bytes": out.bytes,
+        "sha256": out.digest.hexdigest(),
+        "records": member.records,
+        "manifest": member.manifest,
+        "parts": [p.key for p in member.parts],
+    }
 
 
 def _normalised_xlsx(path: Path) -> bytes:
@@ -244,12 +275,25 @@ def _normalised_xlsx(path: Path) -> bytes:
 
 def _write_bytes(zf: zipfile.ZipFile, name: str, data: bytes, entity: str = "") -> dict[str, Any]:
     zf.writestr(_zipinfo(name, len(data)), data)
-    return {"name": name, "entity": entity, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "records": 0}
+    return {
+        "name": name,
+        "entity": entity,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "records": 0,
+    }
 
 
-def build_package(store: ArtifactStore, scope: RunScope, alma_manifests: Mapping[str, str], form_path: Path,
-                  migration_id: str, *, name: str | None = None, tmp_dir: Path | None = None) -> PackageResult:
+def build_package(
+    store: ArtifactStore,
+    scope: RunScope,
+    alma_manifests: Mapping[str, str],
+    form_path: Path,
+    migration_id: str,
+    *,
+    name: str | None = None,
+    tmp_dir: Path | None = None,
+) -> PackageResult:
     """Build, upload and commit the delivery package of a run.
 
     ``alma_manifests`` maps entity (one of :data:`ENTITIES`) to its committed ``alma/`` manifest
@@ -262,7 +306,9 @@ def build_package(store: ArtifactStore, scope: RunScope, alma_manifests: Mapping
     from aleph2alma.alma.form import load_form, write_form
 
     if migration_id != scope.migration_id:
-        raise PackageError(f"migration id {migration_id!r} differs from the run scope's {scope.migration_id!r}")
+        raise PackageError(
+            f"migration id {migration_id!r} differs from the run scope's {scope.migration_id!r}"
+        )
     name = _check_name(name or package_name(migration_id, scope))
     members, manifests = plan_members(store, alma_manifests)
     form = load_form(Path(form_path))
@@ -283,17 +329,31 @@ def build_package(store: ArtifactStore, scope: RunScope, alma_manifests: Mapping
                 "run": {"dag_id": scope.dag_id, "run_id": scope.run_id},
                 "members": written,
                 "sources": {entity: alma_manifests[entity] for entity in manifests},
-                "counts": {entity: {"records": m.records, "rejected": m.rejected,
-                                    "records_in": m.extra.get("records_in", m.records + m.rejected)}
-                           for entity, m in manifests.items()},
+                "counts": {
+                    entity: {
+                        "records": m.records,
+                        "rejected": m.rejected,
+                        "records_in": m.extra.get("records_in", m.records + m.rejected),
+                    }
+                    for entity, m in manifests.items()
+                },
             }
             text = (json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
             zf.writestr(_zipinfo(MANIFEST_MEMBER, len(text)), text)
-        stored = store.put_file(key, zip_path, records=sum(m.records for m in manifests.values()),
-                                source="package", kind="part")
+        stored = store.put_file(
+            key, zip_path, records=sum(m.records for m in manifests.values()), source="package", kind="part"
+        )
     summary = [{k: m[k] for k in ("name", "entity", "bytes", "sha256", "records")} for m in written]
-    store.commit(scope, PACKAGE_STAGE, PACKAGE_ENTITY, [stored],
-                 extra={"package": f"{name}.zip", "members": summary, "sources": body["sources"],
-                        "counts": body["counts"]})
+    store.commit(
+        scope,
+        PACKAGE_STAGE,
+        PACKAGE_ENTITY,
+        [stored],
+        extra={
+            "package": f"{name}.zip",
+            "members": summary,
+            "sources": body["sources"],
+            "counts": body["counts"],
+        },
+    )
     return PackageResult(key, store.uri(key), stored.bytes, stored.sha256, summary)
-

@@ -10,7 +10,10 @@ A target is a URI (:func:`parse_target`):
 side, then renamed to ``<name>.zip`` with the plain SFTP rename, which never replaces an existing
 file: whoever picks files up on the MFT server only ever sees complete, verified packages. A final
 file already there with the same sha256 means "already delivered" (idempotent success, nothing is
-sent); a different one is a :class:`DeliveryError` — nothing is ever overwritten silently.
+sent); a different one is a :class:`DeliveryError` — nothing is ever overwritten silently. A
+connection that drops during the rename leaves the client unsure whether it happened; the next
+attempt finds either the final file (verified, reported ``already``) or the complete ``.part`` (its
+tail re-sent, verified, renamed).
 
 **SFTP, verification.** Size by ``stat``, then the sha256 of the far side, from the cheapest source
 that works: (1) the SFTP ``check-file`` extension (draft-ietf-secsh-filexfer-extensions; rare), (2)
@@ -32,11 +35,18 @@ from the start. A verified mismatch, a conflicting final file or a refusal (perm
 directory, failed login) is a permanent :class:`DeliveryError`; transient failures past the last
 attempt raise :class:`TransferInterrupted`, which the task's own retries may take up later.
 
+**SFTP, timeouts and connections.** Every wait for the server is bounded: connecting, the banner
+and authentication by the connection's own timeouts (``wiring.sftp_client``), each read or write on
+the SFTP channel by its I/O timeout — a client that comes without one gets ``io_timeout`` (paramiko
+``Channel.settimeout``: a server that stops answering raises ``TimeoutError``, a transient failure
+retried on a fresh connection). Connections :func:`deliver_sftp` opens are closed with their SSH
+transport after each attempt, whatever its outcome.
+
 **S3.** A server-side managed copy (multipart for large objects) when source and destination share
 an endpoint, else a download (sha256-checked) and upload through the worker. The object carries the
-sha256 as metadata; verification is ``head_object`` size + that metadata, or (``reread=True``)
-streaming the object back and hashing it. Same idempotence: an equal object is success, a different
-one an error.
+sha256 as metadata and is encrypted at rest (SSE-S3); verification is ``head_object`` size + that
+metadata, or (``reread=True``) streaming the object back and hashing it. Same idempotence: an equal
+object is success, a different one an error.
 """
 
 from __future__ import annotations
@@ -61,6 +71,8 @@ import paramiko
 from botocore.exceptions import ClientError
 
 from aleph2alma.delivery.package import PackageResult
+from aleph2alma.errors import PermanentError
+from aleph2alma.sftp_session import close_sftp
 from aleph2alma.storage import ArtifactStore, S3UriError, parse_s3_uri, sha256_file
 
 log = logging.getLogger(__name__)
@@ -70,6 +82,7 @@ PART_SUFFIX = ".part"
 ATTEMPTS = 4
 BACKOFF_SECONDS = 2.0
 EXEC_OPEN_TIMEOUT = 30.0
+IO_TIMEOUT = 300.0  # seconds one wait for the server may last, for a client that comes without a timeout
 RESUME_MARGIN = 64 << 20  # bytes re-sent before the .part's size when resuming
 READ_AHEAD_REQUESTS = 128  # 32 KiB SFTP reads in flight while reading back (4 MiB)
 HASH_RATE = 50 << 20  # bytes/s assumed for a remote sha256sum, to size its timeout
@@ -79,11 +92,11 @@ RemoteHash = Callable[[Any, str], str | None]
 """``(sftp client, absolute remote path) -> hex sha256``, or None when the server cannot tell."""
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(PermanentError):
     """Permanent: the far side does not match, a different file is in the way, or the server refuses."""
 
 
-class DeliveryTargetError(ValueError):
+class DeliveryTargetError(PermanentError, ValueError):
     """A delivery target URI is malformed or of an unsupported kind."""
 
 
@@ -121,7 +134,9 @@ def parse_target(uri: str) -> Target:
     parsed = urlparse(uri)
     if parsed.scheme == "sftp":
         if not parsed.netloc or parsed.query or parsed.fragment:
-            raise DeliveryTargetError(f"bad delivery target {uri!r}: no connection id or extra parts; {accepted}")
+            raise DeliveryTargetError(
+                f"bad delivery target {uri!r}: no connection id or extra parts; {accepted}"
+            )
         return Target(uri, "sftp", parsed.netloc, parsed.path or "/")
     if parsed.scheme == "s3":
         try:
@@ -134,6 +149,7 @@ def parse_target(uri: str) -> Target:
 
 # --- transient or permanent ----------------------------------------------------------------
 
+
 def is_transient(exc: BaseException) -> bool:
     """A failure of the connection, not of the request: worth a retry on a fresh connection."""
     if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
@@ -145,6 +161,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 # --- remote checksums ------------------------------------------------------------------------
+
 
 def check_file_sha256(sftp: Any, path: str) -> str | None:
     """The SFTP ``check-file`` extension, if the server implements it with sha256."""
@@ -200,25 +217,32 @@ def no_remote_hash(sftp: Any, path: str) -> None:
     return None
 
 
-FAST_HASHES: tuple[tuple[str, RemoteHash], ...] = (("check-file", check_file_sha256), ("sha256sum", exec_sha256sum))
+FAST_HASHES: tuple[tuple[str, RemoteHash], ...] = (
+    ("check-file", check_file_sha256),
+    ("sha256sum", exec_sha256sum),
+)
 
 
 def remote_sha256(sftp: Any, path: str, expected: str, verify: RemoteHash | None = None) -> tuple[str, str]:
     """The far side's sha256 and how it was obtained (see the module doc for the order)."""
-    fast: Sequence[tuple[str, RemoteHash]] = FAST_HASHES if verify is None else (
-        (getattr(verify, "__name__", "custom"), verify),)
+    fast: Sequence[tuple[str, RemoteHash]] = (
+        FAST_HASHES if verify is None else ((getattr(verify, "__name__", "custom"), verify),)
+    )
     for method, hasher in fast:
         digest = hasher(sftp, path)
         if digest is None:
             continue
         if digest == expected:
             return digest, method
-        log.warning("%s of %s gave %s, expected %s: confirming by reading back", method, path, digest, expected)
+        log.warning(
+            "%s of %s gave %s, expected %s: confirming by reading back", method, path, digest, expected
+        )
         break
     return read_back_sha256(sftp, path), "read-back"
 
 
 # --- SFTP --------------------------------------------------------------------------------------
+
 
 def _stat(sftp: Any, path: str) -> Any | None:
     try:
@@ -277,8 +301,10 @@ class _Sftp:
         if problem:
             with contextlib.suppress(OSError):
                 self.sftp.remove(part)
-            raise DeliveryError(f"{self.target}: {part} does not match {self.local.name} after upload "
-                                f"({problem}); removed it, nothing published")
+            raise DeliveryError(
+                f"{self.target}: {part} does not match {self.local.name} after upload "
+                f"({problem}); removed it, nothing published"
+            )
         try:
             self.sftp.rename(part, final)  # plain SFTP rename: fails rather than replace an existing file
         except OSError as exc:
@@ -293,7 +319,9 @@ class _Sftp:
     def _remote_dir(self) -> str:
         attrs = _stat(self.sftp, self.remote_dir)
         if attrs is None or not stat.S_ISDIR(attrs.st_mode or 0):
-            raise DeliveryError(f"{self.target}: remote directory {self.remote_dir} does not exist on the server")
+            raise DeliveryError(
+                f"{self.target}: remote directory {self.remote_dir} does not exist on the server"
+            )
         return str(self.sftp.normalize(self.remote_dir))
 
     def _check(self, path: str) -> tuple[str, str]:
@@ -309,30 +337,42 @@ class _Sftp:
     def _already(self, final: str) -> Delivered:
         problem, method = self._check(final)
         if problem:
-            raise DeliveryError(f"{self.target}: a different {posixpath.basename(final)} is already on the server "
-                                f"({problem}); refusing to overwrite it — remove or rename it there if obsolete")
+            raise DeliveryError(
+                f"{self.target}: a different {posixpath.basename(final)} is already on the server "
+                f"({problem}); refusing to overwrite it — remove or rename it there if obsolete"
+            )
         log.info("%s is already delivered (verified by %s)", final, method)
         return Delivered(self.target, final, self.size, self.sha256, True, method, already=True)
 
 
-def _close(sftp: Any) -> None:
+def _bounded(sftp: Any, io_timeout: float) -> Any:
+    """``sftp`` with every wait on its channel bounded: ``io_timeout`` unless it has a timeout already."""
     channel = sftp.get_channel() if hasattr(sftp, "get_channel") else None
-    transport = channel.get_transport() if channel is not None else None
-    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-        sftp.close()
-        if transport is not None:
-            transport.close()
+    if channel is not None and channel.gettimeout() is None:
+        channel.settimeout(io_timeout)
+    return sftp
 
 
-def deliver_sftp(local: Path, sftp: Any, remote_dir: str, *, verify: RemoteHash | None = None,
-                 target: str | None = None, attempts: int = ATTEMPTS, backoff: float = BACKOFF_SECONDS,
-                 resume_margin: int = RESUME_MARGIN, sleep: Callable[[float], None] = time.sleep) -> Delivered:
+def deliver_sftp(
+    local: Path,
+    sftp: Any,
+    remote_dir: str,
+    *,
+    verify: RemoteHash | None = None,
+    target: str | None = None,
+    attempts: int = ATTEMPTS,
+    backoff: float = BACKOFF_SECONDS,
+    resume_margin: int = RESUME_MARGIN,
+    io_timeout: float = IO_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivered:
     """Publish ``local`` as ``<remote_dir>/<its name>``: upload ``.part``, verify, rename (see module doc).
 
     ``sftp`` is a paramiko-compatible ``SFTPClient``, or a zero-argument callable returning a fresh
     one — needed to reconnect between retries; clients it returns are closed (with their SSH
     transport) after use, a client passed in is left open. ``verify`` replaces the fast remote
     checksums (``check-file``, ``sha256sum``); :func:`no_remote_hash` forces reading back.
+    ``io_timeout`` bounds each wait for the server on a client whose channel has no timeout set.
     """
     local = Path(local)
     size, digest = local.stat().st_size, sha256_file(local)
@@ -342,7 +382,7 @@ def deliver_sftp(local: Path, sftp: Any, remote_dir: str, *, verify: RemoteHash 
     for attempt in range(1, attempts + 1):
         client = None
         try:
-            client = connect()
+            client = _bounded(connect(), io_timeout)
             return _Sftp(client, local, size, digest, remote_dir, target, verify, resume_margin).run()
         except DeliveryError:
             raise
@@ -350,18 +390,22 @@ def deliver_sftp(local: Path, sftp: Any, remote_dir: str, *, verify: RemoteHash 
             if not is_transient(exc):
                 raise DeliveryError(f"{target}: the server refused delivering {local.name}: {exc!r}") from exc
             if attempt == attempts:
-                raise TransferInterrupted(f"{target}: delivering {local.name} failed {attempts} times, last: "
-                                          f"{exc!r}") from exc
+                raise TransferInterrupted(
+                    f"{target}: delivering {local.name} failed {attempts} times, last: {exc!r}"
+                ) from exc
             delay = backoff * 2 ** (attempt - 1)
-            log.warning("%s: attempt %d of %d failed (%r); retrying in %.1fs", target, attempt, attempts, exc, delay)
+            log.warning(
+                "%s: attempt %d of %d failed (%r); retrying in %.1fs", target, attempt, attempts, exc, delay
+            )
             sleep(delay)
         finally:
             if owned and client is not None:
-                _close(client)
+                close_sftp(client)
     raise AssertionError("unreachable: attempts must be at least 1")
 
 
 # --- S3 -----------------------------------------------------------------------------------------
+
 
 def _head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
     try:
@@ -383,9 +427,18 @@ def _same_endpoint(a: Any, b: Any) -> bool:
     return a is b or getattr(a.meta, "endpoint_url", None) == getattr(b.meta, "endpoint_url", None)
 
 
-def deliver_s3(store: ArtifactStore, key: str, dest_client: Any, dest_bucket: str, dest_prefix: str, *,
-               sha256: str | None = None, reread: bool = False, server_side: bool | None = None,
-               target: str | None = None) -> Delivered:
+def deliver_s3(
+    store: ArtifactStore,
+    key: str,
+    dest_client: Any,
+    dest_bucket: str,
+    dest_prefix: str,
+    *,
+    sha256: str | None = None,
+    reread: bool = False,
+    server_side: bool | None = None,
+    target: str | None = None,
+) -> Delivered:
     """Copy the stored object ``key`` to ``s3://<dest_bucket>/<dest_prefix>/<its name>`` and verify it.
 
     ``sha256`` defaults to the source object's ``sha256`` metadata. ``server_side`` None copies
@@ -418,15 +471,28 @@ def deliver_s3(store: ArtifactStore, key: str, dest_client: Any, dest_bucket: st
     if _head(dest_client, dest_bucket, dest_key) is not None:
         problem, method = check()
         if problem:
-            raise DeliveryError(f"{where}: a different object is already there ({problem}); refusing to overwrite")
+            raise DeliveryError(
+                f"{where}: a different object is already there ({problem}); refusing to overwrite"
+            )
         return Delivered(target, dest_key, size, digest, True, method, already=True)
 
-    extra = {"Metadata": {"sha256": digest}, "ContentType": "application/zip"}
+    # SSE-S3, never our KMS key: the destination bucket is usually another account's (Ex Libris'),
+    # whose principals could not decrypt with a key of ours.
+    extra = {
+        "Metadata": {"sha256": digest},
+        "ContentType": "application/zip",
+        "ServerSideEncryption": "AES256",
+    }
     copied = False
     if server_side or (server_side is None and _same_endpoint(store.client, dest_client)):
         try:
-            dest_client.copy({"Bucket": store.bucket, "Key": key}, dest_bucket, dest_key,
-                             ExtraArgs={**extra, "MetadataDirective": "REPLACE"}, SourceClient=store.client)
+            dest_client.copy(
+                {"Bucket": store.bucket, "Key": key},
+                dest_bucket,
+                dest_key,
+                ExtraArgs={**extra, "MetadataDirective": "REPLACE"},
+                SourceClient=store.client,
+            )
             copied = True
         except ClientError as exc:
             if server_side or exc.response.get("Error", {}).get("Code") != "AccessDenied":
@@ -445,9 +511,18 @@ def deliver_s3(store: ArtifactStore, key: str, dest_client: Any, dest_bucket: st
 
 # --- all targets --------------------------------------------------------------------------------
 
-def deliver(store: ArtifactStore, package: PackageResult, targets: list[str], *,
-            sftp_client: Callable[[str], Any], s3_client: Callable[[], Any], verify: RemoteHash | None = None,
-            s3_reread: bool = False, tmp_dir: Path | None = None) -> list[Delivered]:
+
+def deliver(
+    store: ArtifactStore,
+    package: PackageResult,
+    targets: list[str],
+    *,
+    sftp_client: Callable[[str], Any],
+    s3_client: Callable[[], Any],
+    verify: RemoteHash | None = None,
+    s3_reread: bool = False,
+    tmp_dir: Path | None = None,
+) -> list[Delivered]:
     """Deliver the package to every target, in order; all URIs are checked before anything is sent.
 
     For SFTP targets the package is downloaded once to ``tmp_dir`` (room for the whole package;
@@ -456,8 +531,9 @@ def deliver(store: ArtifactStore, package: PackageResult, targets: list[str], *,
     """
     parsed = [parse_target(t) for t in targets]
     if not parsed:
-        raise DeliveryTargetError("no delivery target given; accepted: sftp://<connection id>/<remote dir>, "
-                                  "s3://<bucket>/<prefix>")
+        raise DeliveryTargetError(
+            "no delivery target given; accepted: sftp://<connection id>/<remote dir>, s3://<bucket>/<prefix>"
+        )
     results: list[Delivered] = []
     with tempfile.TemporaryDirectory(prefix="aleph2alma-deliver-", dir=tmp_dir) as work:
         local: Path | None = None
@@ -465,9 +541,22 @@ def deliver(store: ArtifactStore, package: PackageResult, targets: list[str], *,
             if t.scheme == "sftp":
                 if local is None:
                     local = store.download(package.key, Path(work) / package.name, package.sha256)
-                results.append(deliver_sftp(local, functools.partial(sftp_client, t.location), t.path,
-                                            verify=verify, target=t.uri))
+                results.append(
+                    deliver_sftp(
+                        local, functools.partial(sftp_client, t.location), t.path, verify=verify, target=t.uri
+                    )
+                )
             else:
-                results.append(deliver_s3(store, package.key, s3_client(), t.location, t.path,
-                                          sha256=package.sha256, reread=s3_reread, target=t.uri))
+                results.append(
+                    deliver_s3(
+                        store,
+                        package.key,
+                        s3_client(),
+                        t.location,
+                        t.path,
+                        sha256=package.sha256,
+                        reread=s3_reread,
+                        target=t.uri,
+                    )
+                )
     return results

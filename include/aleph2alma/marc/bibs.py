@@ -24,11 +24,19 @@ and record, the details of several fields joined with ``"; "``):
     the flavour does not allow (table at :data:`LEADER_RULES`).
 ``missing_title``  (record rejected)
     MARC 21 without 245, CNMARC without 200.
+``flavour_mismatch``  (delivered, REVIEW)
+    the record's shape (``marc.shape``: CNMARC = 200 and 100 $a fixed data, MARC 21 = 245)
+    is not the library's flavour: it is transformed as what it is (with
+    ``BibOptions.detect_flavour``; the library's flavour is the default for records whose
+    shape says nothing, e.g. one with no title at all).
 ``invalid_indicators``  (delivered)
     an indicator outside 0-9, a-z and blank (it is written as blank); a tag that is not 3
     digits and not an Aleph-local tag (a 3-character ASCII letter/digit tag is kept, any
-    other is dropped: ISO 2709 cannot hold it); text before a field's first subfield code
-    (kept as ``$a``). Local tags kept on purpose are exempt.
+    other is dropped: ISO 2709 cannot hold it); a mistyped tag (``2X5``, dropped); text
+    before a field's first subfield code (kept as ``$a``); a data field with no subfields
+    (dropped); control characters such as ESC (removed: they never reach the UTF-8 output).
+    Local tags kept on purpose are exempt. A 066 (MARC-8 character sets) is dropped: the
+    output is Unicode.
 ``invalid_utf8``, ``legacy_gbk``  (delivered)
     see ``marc.encoding``.
 
@@ -49,6 +57,7 @@ The transform takes the input record over (fields are changed in place, no copy)
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 from collections import Counter
@@ -62,23 +71,37 @@ import pyarrow as pa
 import pymarc
 from pymarc import Field, Indicators, Subfield
 
-from aleph2alma.aleph.alephseq import LOCAL_TAGS, RAW_CODE, AlephSeqRecord
+from aleph2alma.accounting import Tally
+from aleph2alma.aleph.alephseq import ITEM_TAG, LOCAL_TAGS, RAW_CODE, AlephSeqRecord
 from aleph2alma.marc.encoding import repair_fields
+from aleph2alma.marc.shape import record_flavour
 from aleph2alma.rejects import Reject, RejectLog
 from aleph2alma.validate.issues import Issue, IssueLog
 
 Flavour = Literal["MARC21", "CNMARC"]
 ENTITY = "bibs"
 
-BIB_INDEX_SCHEMA = pa.schema([
-    pa.field("library", pa.string()), pa.field("sysno", pa.string()),
-    pa.field("has_856", pa.bool_()), pa.field("rejected", pa.bool_()),
-])
+BIB_INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("library", pa.string()),
+        pa.field("sysno", pa.string()),
+        pa.field("has_856", pa.bool_()),
+        pa.field("rejected", pa.bool_()),
+    ]
+)
 
 ITEM_SUBFIELDS: tuple[tuple[str, str], ...] = (
-    ("b", "barcode"), ("l", "library"), ("k", "location"), ("p", "item_policy"), ("h", "call_number"),
-    ("z", "description"), ("n", "public_note"), ("f", "fulfillment_note"), ("x", "internal_note"),
-    ("s", "process_type"), ("t", "material_type"),
+    ("b", "barcode"),
+    ("l", "library"),
+    ("k", "location"),
+    ("p", "item_policy"),
+    ("h", "call_number"),
+    ("z", "description"),
+    ("n", "public_note"),
+    ("f", "fulfillment_note"),
+    ("x", "internal_note"),
+    ("s", "process_type"),
+    ("t", "material_type"),
 )
 """Subfield code → item key of embedded item fields, in output order."""
 
@@ -98,12 +121,22 @@ _CONTENT = (*range(5, 12), *range(17, 24))  # the rest (0-4, 12-16) is digits or
 
 
 def _leader_rule(status: str, rtype: str, level: str, pos8: tuple[str, str]) -> _LeaderRule:
-    values = [(status, "record status"), (rtype, "type of record"), (level, "bibliographic level"), pos8,
-              (" a", "character coding"), ("2 ", "indicator count"), ("2 ", "subfield code count"),
-              (string.digits + string.ascii_letters + " ", "encoding level"),
-              (string.digits + string.ascii_letters + " ", "cataloguing form"),
-              (string.digits + string.ascii_letters + " ", "position 19"),
-              ("4 ", "entry map"), ("5 ", "entry map"), ("0 ", "entry map"), ("0 ", "entry map")]
+    values = [
+        (status, "record status"),
+        (rtype, "type of record"),
+        (level, "bibliographic level"),
+        pos8,
+        (" a", "character coding"),
+        ("2 ", "indicator count"),
+        ("2 ", "subfield code count"),
+        (string.digits + string.ascii_letters + " ", "encoding level"),
+        (string.digits + string.ascii_letters + " ", "cataloguing form"),
+        (string.digits + string.ascii_letters + " ", "position 19"),
+        ("4 ", "entry map"),
+        ("5 ", "entry map"),
+        ("0 ", "entry map"),
+        ("0 ", "entry map"),
+    ]
     return {pos: (frozenset(allowed), name) for pos, (allowed, name) in zip(_CONTENT, values, strict=True)}
 
 
@@ -125,8 +158,11 @@ MARC 21 entry map ``4500``; UNIMARC ``450 `` (``4500`` accepted).
 @lru_cache(maxsize=4096)
 def _content_faults(content: str, flavour: Flavour) -> tuple[str, ...]:
     rule = LEADER_RULES[flavour]
-    return tuple(f"position {pos} ({rule[pos][1]}) {ch!r}" for pos, ch in zip(_CONTENT, content, strict=True)
-                 if ch not in rule[pos][0])
+    return tuple(
+        f"position {pos} ({rule[pos][1]}) {ch!r}"
+        for pos, ch in zip(_CONTENT, content, strict=True)
+        if ch not in rule[pos][0]
+    )
 
 
 def leader_faults(leader: str, flavour: Flavour) -> tuple[str, ...]:
@@ -157,16 +193,35 @@ def output_leader(leader: str, flavour: Flavour) -> str:
 
 # --- options and results ------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BibOptions:
     library: str = field(metadata={"doc": "Aleph BIB library code, e.g. BNU01 (035 prefix, issue ids)"})
     flavour: Flavour = field(metadata={"doc": "MARC21 or CNMARC: which title field and leader rules apply"})
     drop_local_tags: bool = field(default=True, metadata={"doc": "Drop Aleph-local fields (FMT, CAT, LKR …)"})
-    keep_local_tags: tuple[str, ...] = field(default=(), metadata={"doc": "Local tags kept even when dropping"})
-    items_field: str = field(default="", metadata={
-        "doc": "Tag to embed items in (e.g. 949, one the records do not use); '' = off"})
-    qualified_ids: bool = field(default=False, metadata={
-        "doc": "001 = <library><sysno> (several BIB libraries number their bibs alike); else the sysno"})
+    keep_local_tags: tuple[str, ...] = field(
+        default=(), metadata={"doc": "Local tags kept even when dropping"}
+    )
+    items_field: str = field(
+        default="", metadata={"doc": "Tag to embed items in (e.g. 949, one the records do not use); '' = off"}
+    )
+    detect_flavour: bool = field(
+        default=True,
+        metadata={
+            "doc": "Each record's shape decides its flavour (CNMARC: 200 and 100 $a fixed data; "
+            "MARC 21: 245); ``flavour`` is the default for records whose shape says nothing"
+        },
+    )
+    report_flavour_mismatch: bool = field(
+        default=True,
+        metadata={"doc": "A record whose shape differs from ``flavour`` is a flavour_mismatch REVIEW issue"},
+    )
+    qualified_ids: bool = field(
+        default=False,
+        metadata={
+            "doc": "001 = <library><sysno> (several BIB libraries number their bibs alike); else the sysno"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -174,8 +229,9 @@ class BibOptions:
         if self.flavour not in LEADER_RULES:
             raise ValueError(f"BibOptions.flavour must be MARC21 or CNMARC, not {self.flavour!r}")
         if self.items_field and not is_data_field_tag(self.items_field):
-            raise ValueError(f"BibOptions.items_field must be a data-field tag such as 949 or '', "
-                             f"not {self.items_field!r}")
+            raise ValueError(
+                f"BibOptions.items_field must be a data-field tag such as 949 or '', not {self.items_field!r}"
+            )
         object.__setattr__(self, "keep_local_tags", tuple(self.keep_local_tags))
 
 
@@ -185,14 +241,31 @@ class BibResult:
     issues: list[Issue]
     reject: Reject | None
     has_856: bool
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Fields left out, by kind (:func:`drop_kind`)."""
+
+
+def drop_kind(tag: str) -> str:
+    """What a dropped field was, for the summary: ``CAT history``, ``embedded items (Z30)``,
+    ``Aleph-local tags``, ``mistyped tags`` (a digit then a letter: ``2X5``) or ``invalid tags``."""
+    if tag == "CAT":
+        return "CAT history"
+    if tag == ITEM_TAG:
+        return "embedded items (Z30)"
+    if tag_kind(tag) == BAD_DROPPED:
+        return "invalid tags"
+    if tag[:1].isdigit():
+        return "mistyped tags"
+    return "Aleph-local tags"
 
 
 @dataclass
-class BibStats:
-    records_in: int = 0
-    records_out: int = 0
-    rejected: int = 0
+class BibStats(Tally):
+    """In, out and rejected by reason (the ``Tally``), and the issues found, by rule."""
+
     issues: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Fields left out of the delivered records, by kind (:func:`drop_kind`)."""
 
 
 # --- fields -------------------------------------------------------------------------------
@@ -228,6 +301,28 @@ def _clean(fld: Field, faults: list[str], nfc: bool) -> None:
                 subfields[i] = Subfield(code, normal)
     if raw:
         _fix_subfields(fld, faults)
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _strip_controls(fields: Iterable[Field], faults: list[str]) -> None:
+    """Control characters (ESC, C0, DEL, C1) never reach the UTF-8 output: removed, and named."""
+    for fld in fields:
+        if fld.control_field:
+            data = fld.data or ""
+            if not data.isprintable() and _CONTROLS.search(data):
+                faults.append(f"{fld.tag}: control characters {_named(data)} removed")
+                fld.data = _CONTROLS.sub("", data)
+            continue
+        for i, (code, value) in enumerate(fld.subfields):
+            if not value.isprintable() and _CONTROLS.search(value):
+                faults.append(f"{fld.tag} ${code}: control characters {_named(value)} removed")
+                fld.subfields[i] = Subfield(code, _CONTROLS.sub("", value))
+
+
+def _named(text: str) -> str:
+    return " ".join(sorted({f"U+{ord(ch):04X}" for ch in _CONTROLS.findall(text)}))
 
 
 def _fix_subfields(fld: Field, faults: list[str]) -> None:
@@ -271,8 +366,11 @@ def is_data_field_tag(tag: str) -> bool:
 
 def item_field(tag: str, item: dict[str, str]) -> Field | None:
     """One embedded item field (see the module docstring); None if the item has no values."""
-    subfields = [Subfield(code, unicodedata.normalize("NFC", item[key]))
-                 for code, key in ITEM_SUBFIELDS if item.get(key)]
+    subfields = [
+        Subfield(code, unicodedata.normalize("NFC", item[key]))
+        for code, key in ITEM_SUBFIELDS
+        if item.get(key)
+    ]
     return Field(tag, Indicators(" ", " "), subfields) if subfields else None
 
 
@@ -281,17 +379,27 @@ _BY_TAG = attrgetter("tag")
 
 # --- the transform ------------------------------------------------------------------------
 
-def transform_bib(rec: AlephSeqRecord, options: BibOptions,
-                  items: list[dict[str, str]] | None = None) -> BibResult:
+
+def transform_bib(
+    rec: AlephSeqRecord, options: BibOptions, items: list[dict[str, str]] | None = None
+) -> BibResult:
     """One record: checks, repairs and the Alma shape (see the module docstring)."""
     record, flavour = rec.record, options.flavour
     record_id = f"{options.library}:{rec.sysno}"
+    shape = record_flavour(record) if options.detect_flavour else None
+    mismatch = ""
+    if shape is not None and shape != flavour:
+        if options.report_flavour_mismatch:
+            why = "200 and 100 $a fixed data" if shape == "CNMARC" else "245"
+            mismatch = f"the record has {shape}'s shape ({why}) in a {flavour} library: read as {shape}"
+        flavour = shape
     title_tag = "200" if flavour == "CNMARC" else "245"
     aleph_035 = f"(ALEPH){options.library}{rec.sysno}"
     keep, drop_local = options.keep_local_tags, options.drop_local_tags
     nfc_now = not rec.encoding_errors  # else repair first, then NFC
 
     bad: list[str] = []
+    dropped: Counter[str] = Counter()
     ldr_lines: list[str] = []
     kept: list[Field] = []
     has_title = has_856 = has_035 = False
@@ -304,14 +412,25 @@ def transform_bib(rec: AlephSeqRecord, options: BibOptions,
             continue
         if kind == LOCAL:
             if drop_local and tag not in keep:
+                dropped[drop_kind(tag)] += 1
+                if tag[:1].isdigit():
+                    bad.append(f"tag {tag!r} looks like a mistyped MARC tag; field dropped")
                 continue
             _clean(fld, [], nfc_now)  # kept on purpose: exempt from the rules
             kept.append(fld)
             continue
         if kind == BAD_DROPPED:
+            dropped[drop_kind(tag)] += 1
             bad.append(f"tag {tag!r} is not 3 digits; field dropped")
             continue
         if tag == "001":
+            continue
+        if tag == "066":  # MARC-8 character sets present: the output is UTF-8, so it would be false
+            dropped["066 (MARC-8 character sets)"] += 1
+            continue
+        if not fld.control_field and not any(value for _, value in fld.subfields):
+            dropped["fields with no subfields"] += 1
+            bad.append(f"{tag}: no subfields; field dropped")
             continue
         if kind == BAD_KEPT:
             bad.append(f"tag {tag!r} is not 3 digits")
@@ -319,8 +438,9 @@ def transform_bib(rec: AlephSeqRecord, options: BibOptions,
             first, second = fld.indicators or ("", "")
             if first not in VALID_INDICATORS or second not in VALID_INDICATORS:
                 bad.append(f"{tag}: indicators {first!r}{second!r}, written as blank")
-                fld.indicators = Indicators(first if first in VALID_INDICATORS else " ",
-                                            second if second in VALID_INDICATORS else " ")
+                fld.indicators = Indicators(
+                    first if first in VALID_INDICATORS else " ", second if second in VALID_INDICATORS else " "
+                )
             if tag == title_tag:
                 has_title = True
             elif tag == "856":
@@ -334,9 +454,19 @@ def transform_bib(rec: AlephSeqRecord, options: BibOptions,
 
     issues: list[Issue] = []
     if rec.encoding_errors:
-        issues += repair_fields(kept, rec.encoding_errors, entity=ENTITY, record_id=record_id)
+        issues += repair_fields(
+            kept,
+            rec.encoding_errors,
+            entity=ENTITY,
+            record_id=record_id,
+            prefer="gbk" if flavour == "CNMARC" else "latin1",
+        )
         for fld in kept:
             _clean(fld, [], nfc=True)
+    _strip_controls(kept, bad)
+    issues += [Issue(rule, ENTITY, record_id, detail=detail) for rule, detail in rec.notes]
+    if mismatch:
+        issues.append(Issue("flavour_mismatch", ENTITY, record_id, detail=mismatch))
     leader = str(record.leader)
     if not rec.has_leader:
         faults: tuple[str, ...] = (_ldr_fault(ldr_lines[0]) if ldr_lines else "no LDR",)
@@ -355,9 +485,16 @@ def transform_bib(rec: AlephSeqRecord, options: BibOptions,
         issues.append(Issue("invalid_indicators", ENTITY, record_id, detail="; ".join(bad)))
     if reasons:
         rule, detail = reasons[0]
-        reject = Reject(ENTITY, record_id, rule, detail=detail, source=rec.source, line_no=rec.line_no,
-                        raw=leader if rule == "invalid_leader" else "")
-        return BibResult(None, issues, reject, has_856)
+        reject = Reject(
+            ENTITY,
+            record_id,
+            rule,
+            detail=detail,
+            source=rec.source,
+            line_no=rec.line_no,
+            raw=leader if rule == "invalid_leader" else "",
+        )
+        return BibResult(None, issues, reject, has_856, dropped)
 
     kept.append(Field("001", data=bib_id(options.library, rec.sysno, options.qualified_ids)))
     if not has_035:
@@ -373,7 +510,7 @@ def transform_bib(rec: AlephSeqRecord, options: BibOptions,
     record.leader = pymarc.Leader(output_leader(leader, flavour))
     if flavour == "CNMARC":  # keep leader/09 as is, but write UTF-8
         record.to_unicode, record.force_utf8 = False, True
-    return BibResult(record, issues, None, has_856)
+    return BibResult(record, issues, None, has_856, dropped)
 
 
 def marc_bytes(record: pymarc.Record) -> tuple[bytes, str, str]:
@@ -385,19 +522,30 @@ def marc_bytes(record: pymarc.Record) -> tuple[bytes, str, str]:
     except (UnicodeError, ValueError) as exc:
         return b"", "unwritable_record", f"{type(exc).__name__}: {exc}"
     if len(data) > MAX_RECORD_BYTES or (int(data[12:17]) - 25) % 12:
-        return b"", "record_too_long", f"{len(data)} bytes, or a field over 9,999 bytes: too long for ISO 2709"
+        return (
+            b"",
+            "record_too_long",
+            f"{len(data)} bytes, or a field over 9,999 bytes: too long for ISO 2709",
+        )
     return data, "", ""
 
 
-def transform_bibs(records: Iterable[AlephSeqRecord], options: BibOptions, out: BinaryIO, rejects: RejectLog,
-                   issues: IssueLog, index: list[dict] | None = None,
-                   items_for: Callable[[str], list[dict[str, str]]] | None = None) -> BibStats:
+def transform_bibs(
+    records: Iterable[AlephSeqRecord],
+    options: BibOptions,
+    out: BinaryIO,
+    rejects: RejectLog,
+    issues: IssueLog,
+    index: list[dict] | None = None,
+    items_for: Callable[[str], list[dict[str, str]]] | None = None,
+) -> BibStats:
     """Stream records to ``out`` (ISO 2709); every record ends in ``out`` or ``rejects``.
 
     ``index`` (if given) gets one row per record (:data:`BIB_INDEX_SCHEMA`), rejected ones
     too. ``items_for(sysno)`` supplies the items to embed when ``options.items_field`` is set.
     A record that cannot be written as ISO 2709 is rejected as ``record_too_long`` (or
-    ``unwritable_record``), so that ``records_in == records_out + rejected`` always holds.
+    ``unwritable_record``), so that ``records_in == records_out + rejected`` always holds
+    (checked: ``UnbalancedError`` otherwise).
     """
     stats = BibStats()
     embed = items_for if options.items_field else None
@@ -406,6 +554,7 @@ def transform_bibs(records: Iterable[AlephSeqRecord], options: BibOptions, out: 
         result = transform_bib(rec, options, embed(rec.sysno) if embed else None)
         issues.extend(result.issues)
         stats.issues.update(issue.rule for issue in result.issues)
+        stats.dropped.update(result.dropped)
         reject = result.reject
         if result.record is not None:
             data, reason, detail = marc_bytes(result.record)
@@ -413,27 +562,51 @@ def transform_bibs(records: Iterable[AlephSeqRecord], options: BibOptions, out: 
                 out.write(data)
                 stats.records_out += 1
             else:
-                reject = Reject(ENTITY, f"{options.library}:{rec.sysno}", reason, detail=detail,
-                                source=rec.source, line_no=rec.line_no)
+                reject = Reject(
+                    ENTITY,
+                    f"{options.library}:{rec.sysno}",
+                    reason,
+                    detail=detail,
+                    source=rec.source,
+                    line_no=rec.line_no,
+                )
         if reject is not None:
             rejects.add(reject)
-            stats.rejected += 1
+            stats.reject(reject.reason)
         if index is not None:
-            index.append({"library": options.library, "sysno": rec.sysno, "has_856": result.has_856,
-                          "rejected": reject is not None})
-    return stats
+            index.append(
+                {
+                    "library": options.library,
+                    "sysno": rec.sysno,
+                    "has_856": result.has_856,
+                    "rejected": reject is not None,
+                }
+            )
+    return stats.check(ENTITY)
 
 
 @dataclass
-class EmbedStats:
-    records: int = 0
+class EmbedStats(Tally):
+    """Every record in is written (none is rejected); the items that went into them, and the
+    bibs that could not take theirs."""
+
     items_embedded: int = 0
     not_embedded: list[str] = field(default_factory=list)  # bib ids too long for ISO 2709 with their items
 
+    @property
+    def records(self) -> int:
+        """Records written (all of them: ``records_out == records_in``)."""
+        return self.records_out
 
-def embed_items(records: Iterable[pymarc.Record], library: str, tag: str,
-                items_for: Callable[[str], list[dict[str, str]]], out: BinaryIO,
-                qualified_ids: bool = False) -> EmbedStats:
+
+def embed_items(
+    records: Iterable[pymarc.Record],
+    library: str,
+    tag: str,
+    items_for: Callable[[str], list[dict[str, str]]],
+    out: BinaryIO,
+    qualified_ids: bool = False,
+) -> EmbedStats:
     """Add one ``tag`` field per item to delivered bib records (import-profile loads).
 
     Every record is written: one that would pass ISO 2709's size limit with its items is
@@ -441,7 +614,7 @@ def embed_items(records: Iterable[pymarc.Record], library: str, tag: str,
     """
     stats = EmbedStats()
     for record in records:
-        stats.records += 1
+        stats.records_in += 1
         control = record.get("001")
         sysno = (control.data or "") if control is not None else ""
         if qualified_ids:
@@ -453,9 +626,11 @@ def embed_items(records: Iterable[pymarc.Record], library: str, tag: str,
             data, _, _ = marc_bytes(record)
             if data:
                 out.write(data)
+                stats.records_out += 1
                 stats.items_embedded += len(fields_)
                 continue
             stats.not_embedded.append(f"{library}:{sysno}")
             record.remove_field(*fields_)
         out.write(record.as_marc())
-    return stats
+        stats.records_out += 1
+    return stats.check("bibs_with_items")

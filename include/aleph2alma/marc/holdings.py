@@ -5,8 +5,9 @@ sysno>$$l<BIB library>``; its 852 holds the location ($b sub-library, $c collect
 call number ($h class part, $i item part, $j shelving control number). The output:
 
 - **001** = the HOL system number; **004** = the linked bib's 001 in the bib output (its
-  system number, or ``<BIB library><sysno>`` with ``qualified_bib_ids``); any 004 the HOL record had (Aleph often keeps a legacy id there) is
-  replaced; **035** ``$a(ALEPH)<HOL library><sysno>``, added once;
+  system number, or ``<BIB library><sysno>`` with ``qualified_bib_ids``); any 004 the HOL
+  record had (Aleph often keeps a legacy id there) is replaced; **035**
+  ``$a(ALEPH)<HOL library><sysno>``, added once;
 - 852 and every other MARC field kept, in Unicode NFC, in ascending tag order; text that
   was not UTF-8 repaired as in the bib transform (``marc.encoding``; the issues, entity
   ``holdings``, are in ``HoldingsResult.issues``);
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pymarc
 from pymarc import Field, Indicators, Subfield
 
+from aleph2alma.accounting import Tally
 from aleph2alma.aleph.alephseq import RAW_CODE, AlephSeqRecord, is_local_tag
 from aleph2alma.marc.bibs import bib_id, marc_bytes
 from aleph2alma.marc.encoding import repair_fields
@@ -45,8 +47,20 @@ from aleph2alma.validate.issues import Issue, IssueLog
 
 ENTITY = "holdings"
 
-HOLDINGS_INDEX_SCHEMA = pa.schema([pa.field(name, pa.string()) for name in (
-    "library", "sysno", "bib_library", "bib_sysno", "sub_library", "collection", "call_number")])
+HOLDINGS_INDEX_SCHEMA = pa.schema(
+    [
+        pa.field(name, pa.string())
+        for name in (
+            "library",
+            "sysno",
+            "bib_library",
+            "bib_sysno",
+            "sub_library",
+            "collection",
+            "call_number",
+        )
+    ]
+)
 
 DEFAULT_LEADER = "00000nx  a2200000un 4500"
 """Values for leader positions a HOL record lacks: new, single-part item holdings,
@@ -59,8 +73,12 @@ _VALID = {5: "cdn", 6: "uvxy", 7: " ", 8: " ", 17: "12345muz", 18: "in", 19: " "
 class HoldingsOptions:
     library: str = field(metadata={"doc": "Aleph HOL library code, e.g. BNU60 (035 prefix, reject ids)"})
     drop_local_tags: bool = field(default=True, metadata={"doc": "Drop Aleph-local fields (LKR, OWN, FMT …)"})
-    qualified_bib_ids: bool = field(default=False, metadata={
-        "doc": "004 = <bib library><bib sysno>, as the bibs' 001 when there are several BIB libraries"})
+    qualified_bib_ids: bool = field(
+        default=False,
+        metadata={
+            "doc": "004 = <bib library><bib sysno>, as the bibs' 001 when there are several BIB libraries"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -76,11 +94,8 @@ class HoldingsResult:
     issues: list[Issue] = field(default_factory=list)
 
 
-@dataclass
-class HoldingsStats:
-    records_in: int = 0
-    records_out: int = 0
-    rejected: int = 0
+class HoldingsStats(Tally):
+    """In, out and rejected by reason of one HOL part."""
 
 
 def holdings_leader(leader: str) -> str:
@@ -112,9 +127,14 @@ def _nfc(fld: Field) -> None:
         if not (fld.data or "").isascii():
             fld.data = unicodedata.normalize("NFC", fld.data or "")
         return
-    fld.subfields = [Subfield("a" if code == RAW_CODE else code,
-                              value if value.isascii() else unicodedata.normalize("NFC", value))
-                     for code, value in fld.subfields if not (code == RAW_CODE and value == "$$")]
+    fld.subfields = [
+        Subfield(
+            "a" if code == RAW_CODE else code,
+            value if value.isascii() else unicodedata.normalize("NFC", value),
+        )
+        for code, value in fld.subfields
+        if not (code == RAW_CODE and value == "$$")
+    ]
 
 
 def transform_holding(rec: AlephSeqRecord, options: HoldingsOptions) -> HoldingsResult:
@@ -123,8 +143,14 @@ def transform_holding(rec: AlephSeqRecord, options: HoldingsOptions) -> Holdings
     record_id = f"{options.library}:{rec.sysno}"
     link = bib_link(record)
     if link is None:
-        reject = Reject(ENTITY, record_id, "missing_bib_link", detail="no LKR $$aHOL with a bib system number ($$b)",
-                        source=rec.source, line_no=rec.line_no)
+        reject = Reject(
+            ENTITY,
+            record_id,
+            "missing_bib_link",
+            detail="no LKR $$aHOL with a bib system number ($$b)",
+            source=rec.source,
+            line_no=rec.line_no,
+        )
         return HoldingsResult(None, "", "", reject)
     bib_library, bib_sysno = link
     aleph_035 = f"(ALEPH){options.library}{rec.sysno}"
@@ -137,10 +163,17 @@ def transform_holding(rec: AlephSeqRecord, options: HoldingsOptions) -> Holdings
         if tag == "035":
             has_035 = has_035 or any(code == "a" and value == aleph_035 for code, value in fld.subfields)
         kept.append(fld)
-    issues = repair_fields(kept, rec.encoding_errors, entity=ENTITY, record_id=record_id) if rec.encoding_errors else []
+    issues = (
+        repair_fields(kept, rec.encoding_errors, entity=ENTITY, record_id=record_id)
+        if rec.encoding_errors
+        else []
+    )
     for fld in kept:
         _nfc(fld)
-    kept += [Field("001", data=rec.sysno), Field("004", data=bib_id(bib_library, bib_sysno, options.qualified_bib_ids))]
+    kept += [
+        Field("001", data=rec.sysno),
+        Field("004", data=bib_id(bib_library, bib_sysno, options.qualified_bib_ids)),
+    ]
     if not has_035:
         kept.append(Field("035", Indicators(" ", " "), [Subfield("a", aleph_035)]))
     kept.sort(key=lambda f: f.tag)
@@ -153,15 +186,25 @@ def index_row(library: str, sysno: str, result: HoldingsResult) -> dict[str, str
     """The holdings index row of a delivered record (:data:`HOLDINGS_INDEX_SCHEMA`)."""
     assert result.record is not None
     f852 = next(iter(result.record.get_fields("852")), None)
-    return {"library": library, "sysno": sysno, "bib_library": result.bib_library, "bib_sysno": result.bib_sysno,
-            "sub_library": f852.get("b", "").strip() if f852 else "",
-            "collection": f852.get("c", "").strip() if f852 else "",
-            "call_number": call_number(f852) if f852 else ""}
+    return {
+        "library": library,
+        "sysno": sysno,
+        "bib_library": result.bib_library,
+        "bib_sysno": result.bib_sysno,
+        "sub_library": f852.get("b", "").strip() if f852 else "",
+        "collection": f852.get("c", "").strip() if f852 else "",
+        "call_number": call_number(f852) if f852 else "",
+    }
 
 
-def transform_holdings(records: Iterable[AlephSeqRecord], options: HoldingsOptions, out: BinaryIO,
-                       rejects: RejectLog, index: list[dict] | None = None,
-                       issues: IssueLog | None = None) -> HoldingsStats:
+def transform_holdings(
+    records: Iterable[AlephSeqRecord],
+    options: HoldingsOptions,
+    out: BinaryIO,
+    rejects: RejectLog,
+    index: list[dict] | None = None,
+    issues: IssueLog | None = None,
+) -> HoldingsStats:
     """Stream HOL records to ``out`` (ISO 2709); every record ends in ``out`` or ``rejects``.
 
     ``index`` gets one row per *delivered* record (a rejected one has no bib link to
@@ -182,9 +225,15 @@ def transform_holdings(records: Iterable[AlephSeqRecord], options: HoldingsOptio
                 if index is not None:
                     index.append(index_row(options.library, rec.sysno, result))
             else:
-                reject = Reject(ENTITY, f"{options.library}:{rec.sysno}", reason, detail=detail,
-                                source=rec.source, line_no=rec.line_no)
+                reject = Reject(
+                    ENTITY,
+                    f"{options.library}:{rec.sysno}",
+                    reason,
+                    detail=detail,
+                    source=rec.source,
+                    line_no=rec.line_no,
+                )
         if reject is not None:
             rejects.add(reject)
-            stats.rejected += 1
-    return stats
+            stats.reject(reject.reason)
+    return stats.check(ENTITY)

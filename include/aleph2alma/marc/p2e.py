@@ -43,26 +43,34 @@ class P2ERule:
     require_856: bool = field(default=True, metadata={"doc": "Only bibs with an 856 $u are electronic"})
     without_holdings: bool = field(default=True, metadata={"doc": "Only bibs with no holdings (856 branch)"})
     electronic_locations: frozenset[tuple[str, str]] = field(
-        default=frozenset(), metadata={"doc": "(sub-library, collection) pairs flagged electronic in the form"})
+        default=frozenset(),
+        metadata={"doc": "(sub-library, collection) pairs flagged electronic in the form"},
+    )
     resource_type: Literal["portfolio", "database"] = field(
-        default="portfolio", metadata={"doc": "Type written on every line"})
+        default="portfolio", metadata={"doc": "Type written on every line"}
+    )
 
     def __post_init__(self) -> None:
         if self.resource_type not in ("portfolio", "database"):
-            raise ValueError(f"P2ERule.resource_type must be portfolio or database, not {self.resource_type!r}")
+            raise ValueError(
+                f"P2ERule.resource_type must be portfolio or database, not {self.resource_type!r}"
+            )
         object.__setattr__(self, "electronic_locations", frozenset(self.electronic_locations))
 
 
 def _holdings_per_bib(holdings: pa.Table, rule: P2ERule) -> pa.Table:
     """bib_library, bib_sysno, n_holdings, n_electronic."""
     keys = pc.binary_join_element_wise(holdings["sub_library"], holdings["collection"], _KEY_SEPARATOR)
-    wanted = pa.array([f"{sub}{_KEY_SEPARATOR}{coll}" for sub, coll in sorted(rule.electronic_locations)],
-                      type=pa.string())
+    wanted = pa.array(
+        [f"{sub}{_KEY_SEPARATOR}{coll}" for sub, coll in sorted(rule.electronic_locations)], type=pa.string()
+    )
     electronic = pc.cast(pc.is_in(keys, value_set=wanted), pa.int64())
-    table = pa.table({"bib_library": holdings["bib_library"], "bib_sysno": holdings["bib_sysno"],
-                      "electronic": electronic})
-    grouped = table.group_by(["bib_library", "bib_sysno"]).aggregate([("electronic", "count"),
-                                                                      ("electronic", "sum")])
+    table = pa.table(
+        {"bib_library": holdings["bib_library"], "bib_sysno": holdings["bib_sysno"], "electronic": electronic}
+    )
+    grouped = table.group_by(["bib_library", "bib_sysno"]).aggregate(
+        [("electronic", "count"), ("electronic", "sum")]
+    )
     return grouped.rename_columns(["bib_library", "bib_sysno", "n_holdings", "n_electronic"])
 
 
@@ -70,8 +78,9 @@ def electronic_bibs(bib_index: pa.Table, holdings_index: pa.Table, rule: P2ERule
     """The electronic bibs (library, sysno), sorted; see the module docstring for the rule."""
     bibs = bib_index.select(["library", "sysno", "has_856", "rejected"])
     per_bib = _holdings_per_bib(holdings_index, rule)
-    joined = bibs.join(per_bib, keys=["library", "sysno"], right_keys=["bib_library", "bib_sysno"],
-                       join_type="left outer")
+    joined = bibs.join(
+        per_bib, keys=["library", "sysno"], right_keys=["bib_library", "bib_sysno"], join_type="left outer"
+    )
     n_holdings = pc.fill_null(joined["n_holdings"], 0)
     n_electronic = pc.fill_null(joined["n_electronic"], 0)
     has_holdings = pc.greater(n_holdings, 0)

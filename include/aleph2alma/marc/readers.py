@@ -13,15 +13,24 @@ take. For ISO 2709 and MARCXML, ``sysno`` is the 001 (stripped) or, without one,
 running number of the record (9 digits); ``line_no`` is the record's position in the file
 (1-based) and ``source`` the file name.
 
-ISO 2709 is read permissively, record by record, with pymarc's decoder
-(``to_unicode=True``; leader/09 ``a`` means UTF-8, anything else MARC-8, converted to
-Unicode; ``force_utf8=True`` for files whose leader/09 lies, e.g. UNIMARC). Records are
-split at the record terminator (0x1D) rather than trusted to their length field, so one
-broken record does not end the stream: it becomes a reject with its position, byte offset
-and reason (pymarc's exception, in snake case: ``record_length_invalid``,
-``base_address_invalid``, ``record_directory_invalid`` …) and reading goes on at the next
-record. Bytes that are not UTF-8 in a UTF-8 record are kept (``surrogateescape``) and
-listed in ``encoding_errors``, so the bib transform repairs them (GBK) or reports them.
+ISO 2709 is read permissively, record by record. Each record's directory is checked
+against its field terminators (rebuilt from them when that is unambiguous, else the record
+is rejected as ``directory_mismatch``) and its character set is decided by evidence, not
+by leader/09 alone: leader/09 ``a``, a CNMARC/UNIMARC 100 $a/26-29 ``50``, bytes that are
+valid multi-byte UTF-8 with no MARC-8 escapes, and MARC-8 only when nothing says otherwise
+(``marc.iso2709``; ``force_utf8=True`` reads every record as UTF-8). What decided, and
+evidence that contradicts it, travel with the record as ``notes`` (``encoding_evidence``,
+``encoding_conflict``, ``directory_rebuilt``, and pymarc's warnings as ``marc_warning``);
+the transform turns them into issues with the record's id. Records are split at the record
+terminator (0x1D) rather than trusted to their length field, so one broken record does not
+end the stream: it becomes a reject with its position, byte offset and reason (pymarc's
+exception, in snake case: ``record_length_invalid``, ``base_address_invalid``,
+``record_directory_invalid``, ``truncated_record`` for a record shorter than its leader's
+length …) and reading goes on at the next record; the reject keeps an excerpt of the bytes
+(``alephseq.EXCERPT``), not the whole chunk. Memory is bounded: bytes with no terminator
+are given up as a broken record every ``MAX_RECORD`` bytes. Bytes that are not UTF-8 in a
+record read as UTF-8 are kept (``surrogateescape``) and listed in ``encoding_errors``, so
+the bib transform repairs them (GBK, Latin-1) or reports them.
 
 MARCXML is streamed (``iterparse``; memory stays flat), namespace or not. A leader that
 is not 24 characters is kept as an ``LDR`` field with ``has_leader=False``, like the
@@ -31,8 +40,12 @@ is one reject (``xml_syntax_error``, with line and column) after the records bef
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import BinaryIO, Literal
@@ -40,9 +53,17 @@ from typing import BinaryIO, Literal
 import pymarc
 from pymarc import Field, Indicators, Subfield
 from pymarc.exceptions import EndOfRecordNotFound, PymarcException
+from pymarc.marc8 import marc8_to_unicode
 
-from aleph2alma.aleph.alephseq import AlephSeqRecord, check_line, control_field, read_alephseq
+from aleph2alma.aleph.alephseq import AlephSeqRecord, check_line, control_field, excerpt, read_alephseq
 from aleph2alma.marc.encoding import has_undecoded
+from aleph2alma.marc.iso2709 import (
+    Charset,
+    DirectoryMismatch,
+    DirectoryRebuilt,
+    check_directory,
+    decide_charset,
+)
 from aleph2alma.rejects import Reject, RejectLog
 
 Format = Literal["alephseq", "iso2709", "marcxml"]
@@ -76,11 +97,19 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
     raise MarcFormatError(f"{os.fspath(path)}: not ALEPHSEQ, ISO 2709 or MARCXML (starts with {shown!r})")
 
 
-def read_records(path: str | os.PathLike[str], fmt: Format | None = None, *, rejects: RejectLog,
-                 library: str = "", entity: str = "bibs", force_utf8: bool = False) -> Iterator[AlephSeqRecord]:
+def read_records(
+    path: str | os.PathLike[str],
+    fmt: Format | None = None,
+    *,
+    rejects: RejectLog,
+    library: str = "",
+    entity: str = "bibs",
+    force_utf8: bool = False,
+) -> Iterator[AlephSeqRecord]:
     """Stream the records of ``path`` (format sniffed unless ``fmt`` is given).
 
-    ``library`` prefixes reject ids (``<library>:<sysno or #position>``). An empty file
+    ``library`` prefixes reject ids: ``<library>:<file>@<byte offset>`` for an unreadable ISO 2709
+    record, ``<library>:#<position>`` after an XML syntax error. An empty file
     yields nothing.
     """
     if fmt is None:
@@ -100,6 +129,7 @@ def read_records(path: str | os.PathLike[str], fmt: Format | None = None, *, rej
 
 # --- ISO 2709 -----------------------------------------------------------------------------
 
+
 def iter_chunks(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
     """(byte offset, record bytes incl. terminator) split at 0x1D; line ends between
     records are skipped; trailing bytes with no terminator come last, as they are."""
@@ -111,7 +141,7 @@ def iter_chunks(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
         buffer += block
         start = 0
         while (end := buffer.find(RECORD_END, start)) != -1:
-            chunk = buffer[start:end + 1]
+            chunk = buffer[start : end + 1]
             skip = len(chunk) - len(chunk.lstrip(b"\r\n"))
             yield offset + start + skip, chunk[skip:]
             start = end + 1
@@ -135,46 +165,156 @@ def _sysno(record: pymarc.Record, position: int) -> str:
     return value or f"{position:09d}"
 
 
-def _encoding_errors(record: pymarc.Record, position: int) -> list[tuple[int, str]]:
-    errors = []
-    for fld in record.fields:
-        values = [fld.data or ""] if fld.control_field else [v for sf in fld.subfields for v in sf]
-        if any(has_undecoded(v) for v in values):
+def _ascii_100a(raw: pymarc.Record) -> str:
+    for fld in raw.get_fields("100"):
+        if not fld.control_field:
+            for code, value in fld.subfields:
+                if code == "a":
+                    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return ""
+
+
+class _Decoder:
+    """Turns the raw (bytes) fields of one record into text, by its :class:`Charset`;
+    pymarc's MARC-8 complaints (written to stderr) are kept as notes."""
+
+    def __init__(self, utf8: bool) -> None:
+        self.utf8 = utf8
+        self.warnings: list[str] = []
+
+    def text(self, value: bytes) -> str:
+        if self.utf8:
+            return value.decode("utf-8", "surrogateescape")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            text = marc8_to_unicode(value)
+        self.warnings += [line for line in err.getvalue().splitlines() if line.strip()]
+        return text
+
+
+def _decoded(raw: pymarc.Record, charset: Charset, position: int) -> tuple[pymarc.Record, list, list[str]]:
+    """(record in Unicode, encoding_errors, MARC-8 warnings)."""
+    decoder = _Decoder(charset.utf8)
+    record = pymarc.Record(leader=str(raw.leader))
+    errors: list[tuple[int, str]] = []
+    for fld in raw.fields:
+        if fld.control_field:
+            data = fld.data
+            new = control_field(fld.tag, decoder.text(data) if isinstance(data, bytes) else data or "")
+            values = [new.data or ""]
+        else:
+            subfields = [
+                Subfield(code, decoder.text(value) if isinstance(value, bytes) else value)
+                for code, value in fld.subfields
+            ]
+            new = Field(fld.tag, fld.indicators or Indicators(" ", " "), subfields)
+            values = [sf.value for sf in subfields]
+        if charset.utf8 and any(has_undecoded(v) for v in values):
             errors.append((position, fld.tag))
-    return errors
+        record.add_field(new)
+    return record, errors, decoder.warnings
 
 
-def _undecodable(chunk: bytes, record: pymarc.Record, force_utf8: bool) -> bool:
-    """A UTF-8 record holding bytes that are not UTF-8 (one C-speed check of the whole chunk)."""
-    if not (force_utf8 or record.leader[9] == "a"):
-        return False
+@contextlib.contextmanager
+def _pymarc_warnings() -> Iterator[list[str]]:
+    """pymarc's warnings while parsing one record (its logger and ``warnings.warn``), as text."""
+    caught: list[str] = []
+
+    class _Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record.getMessage())
+
+    handler = _Handler(logging.WARNING)
+    logger = logging.getLogger("pymarc")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
     try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            yield caught
+        caught += [f"{w.category.__name__}: {w.message}" for w in warned]
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
-def _read_iso2709(fh: BinaryIO, source: str, rejects: RejectLog, library: str, entity: str,
-                  force_utf8: bool) -> Iterator[AlephSeqRecord]:
+def _parse(chunk: bytes, force_utf8: bool, position: int) -> AlephSeqRecord:
+    """One record's bytes → an ``AlephSeqRecord`` with its reader notes (see :mod:`marc.iso2709`).
+
+    Raises what pymarc raises for a broken record, or :class:`DirectoryMismatch`."""
+    notes: list[tuple[str, str]] = []
+    if not chunk.endswith(RECORD_END):
+        raise EndOfRecordNotFound()
+    checked = check_directory(chunk)
+    if isinstance(checked, DirectoryRebuilt):
+        notes.append(("directory_rebuilt", checked.detail))
+        chunk = checked.chunk
+    with _pymarc_warnings() as caught:
+        raw = pymarc.Record(chunk, to_unicode=False)
+    leader = str(raw.leader)
+    has_200 = any(not f.control_field for f in raw.get_fields("200"))
+    tags = {f.tag for f in raw.fields}
+    charset = decide_charset(leader, chunk[24:], tags, has_200, _ascii_100a(raw), force_utf8)
+    record, errors, marc8_warnings = _decoded(raw, charset, position)
+    if charset.evidence:
+        notes.append(
+            ("encoding_evidence", f"read as {'UTF-8' if charset.utf8 else 'MARC-8'}: {charset.evidence}")
+        )
+    if charset.conflicts:
+        notes.append(("encoding_conflict", "; ".join(charset.conflicts)))
+    found = caught + marc8_warnings
+    if found:
+        notes.append(("marc_warning", "; ".join(dict.fromkeys(found))[:500]))
+    return AlephSeqRecord(_sysno(record, position), record, [], "", position, errors, notes=notes)
+
+
+def _iso_id(library: str, source: str, offset: int) -> str:
+    """The id of an ISO 2709 record that could not be read: no 001 to trust, so where it is
+    (``<library>:<file>@<byte offset>``, e.g. ``BNU02:bibs.mrc@77``)."""
+    return f"{library}:{source}@{offset}"
+
+
+def _read_iso2709(
+    fh: BinaryIO, source: str, rejects: RejectLog, library: str, entity: str, force_utf8: bool
+) -> Iterator[AlephSeqRecord]:
     for position, (offset, chunk) in enumerate(iter_chunks(fh), start=1):
         try:
-            if not chunk.endswith(RECORD_END):
-                raise EndOfRecordNotFound()
-            record = pymarc.Record(chunk, to_unicode=True, force_utf8=force_utf8, utf8_handling="surrogateescape",
-                                   hide_utf8_warnings=True)
+            rec = _parse(chunk, force_utf8, position)
+        except DirectoryMismatch as exc:
+            rejects.add(
+                Reject(
+                    entity,
+                    _iso_id(library, source, offset),
+                    "directory_mismatch",
+                    detail=f"record {position} at byte offset {offset}: {exc}",
+                    source=source,
+                    line_no=position,
+                    raw=excerpt(chunk),
+                )
+            )
+            continue
         except (PymarcException, UnicodeDecodeError, ValueError, IndexError) as exc:
             detail = f"record {position} at byte offset {offset}: {type(exc).__name__}"
             if str(exc):
                 detail += f": {exc}"
-            rejects.add(Reject(entity, f"{library}:#{position}", _reason(exc), detail=detail, source=source,
-                               line_no=position, raw=chunk.decode("utf-8", "backslashreplace")))
+            rejects.add(
+                Reject(
+                    entity,
+                    _iso_id(library, source, offset),
+                    _reason(exc),
+                    detail=detail,
+                    source=source,
+                    line_no=position,
+                    raw=excerpt(chunk),
+                )
+            )
             continue
-        yield AlephSeqRecord(_sysno(record, position), record, [], source, position,
-                             _encoding_errors(record, position) if _undecodable(chunk, record, force_utf8) else [])
+        rec.source = source
+        yield rec
 
 
 # --- MARCXML ------------------------------------------------------------------------------
+
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
@@ -186,7 +326,7 @@ def _xml_record(elem: ET.Element) -> tuple[pymarc.Record, bool]:
     for child in elem:
         name, text = _local(child.tag), child.text or ""
         if name == "leader":
-            if len(text) == 24 and not has_leader and not record.fields:
+            if len(text) == 24 and not has_leader:  # MARCXML puts it first; accepted after the fields too
                 record.leader = pymarc.Leader(text)
                 has_leader = True
             else:
@@ -194,14 +334,17 @@ def _xml_record(elem: ET.Element) -> tuple[pymarc.Record, bool]:
         elif name == "controlfield":
             record.add_field(control_field(child.get("tag", ""), text))
         elif name == "datafield":
-            subfields = [Subfield(sf.get("code", ""), sf.text or "") for sf in child if _local(sf.tag) == "subfield"]
+            subfields = [
+                Subfield(sf.get("code", ""), sf.text or "") for sf in child if _local(sf.tag) == "subfield"
+            ]
             indicators = Indicators(child.get("ind1", " ")[:1] or " ", child.get("ind2", " ")[:1] or " ")
             record.add_field(Field(child.get("tag", ""), indicators, subfields))
     return record, has_leader
 
 
-def _read_marcxml(path: str | os.PathLike[str], rejects: RejectLog, library: str,
-                  entity: str) -> Iterator[AlephSeqRecord]:
+def _read_marcxml(
+    path: str | os.PathLike[str], rejects: RejectLog, library: str, entity: str
+) -> Iterator[AlephSeqRecord]:
     source = os.path.basename(path)
     position = 0
     root: ET.Element | None = None
@@ -215,9 +358,19 @@ def _read_marcxml(path: str | os.PathLike[str], rejects: RejectLog, library: str
             record, has_leader = _xml_record(elem)
             if elem is not root:
                 root.clear()  # drop the records read so far: memory stays flat
-            yield AlephSeqRecord(_sysno(record, position), record, [], source, position, [], has_leader=has_leader)
+            yield AlephSeqRecord(
+                _sysno(record, position), record, [], source, position, [], has_leader=has_leader
+            )
     except ET.ParseError as exc:
         line, column = exc.position
-        rejects.add(Reject(entity, f"{library}:#{position + 1}", "xml_syntax_error",
-                           detail=f"after record {position}, line {line} column {column}: {exc}; "
-                                  "the rest of the file is not read", source=source, line_no=line))
+        rejects.add(
+            Reject(
+                entity,
+                f"{library}:#{position + 1}",
+                "xml_syntax_error",
+                detail=f"after record {position}, line {line} column {column}: {exc}; "
+                "the rest of the file is not read",
+                source=source,
+                line_no=line,
+            )
+        )

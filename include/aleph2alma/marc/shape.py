@@ -1,0 +1,44 @@
+"""A record's MARC flavour from its shape: CNMARC/UNIMARC or MARC 21.
+
+CNMARC is UNIMARC-based: its title is field 200 (UNIMARC Bibliographic, "200 Title and
+statement of responsibility") and its field 100 is fixed-length "General processing data"
+whose $a starts with the 8-digit date entered on file (YYYYMMDD, positions 0-7). In MARC 21,
+200 is not defined and 100 is the main entry (personal name), whose $a is a name. So a record
+with a 200 and a 100 $a that starts with 8 digits has CNMARC's shape; one with a 245 and
+neither has MARC 21's; anything else (no title at all, or both shapes) says nothing, and the
+library's configured flavour applies.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pymarc
+
+Flavour = Literal["MARC21", "CNMARC"]
+
+
+def cnmarc_shape(has_200: bool, a100: str) -> bool:
+    """A 200 and a 100 $a of fixed data (8-digit date entered on file, then more)."""
+    return has_200 and len(a100) >= 9 and a100[:8].isascii() and a100[:8].isdigit()
+
+
+def _first_100a(record: pymarc.Record) -> str:
+    for fld in record.get_fields("100"):
+        if not fld.control_field:
+            for code, value in fld.subfields:
+                if code == "a":
+                    return value
+    return ""
+
+
+def record_flavour(record: pymarc.Record) -> Flavour | None:
+    """``CNMARC`` or ``MARC21`` when the record's shape says so, else None."""
+    has_200 = any(not f.control_field for f in record.get_fields("200"))
+    has_245 = any(not f.control_field for f in record.get_fields("245"))
+    cnmarc = cnmarc_shape(has_200, _first_100a(record))
+    if cnmarc and not has_245:
+        return "CNMARC"
+    if has_245 and not cnmarc:
+        return "MARC21"
+    return None
