@@ -19,37 +19,49 @@ the previous iteration.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
 from aleph2alma.dagkit import (
     DEFAULT_ARGS,
+    LONG_TASK_TIMEOUT,
     as_of_param,
+    close_with,
+    dag_failure_alert,
     entity_asset,
     extract_run_param,
     migration_id_param,
+    optional_text_param,
+    params,
+    phase_context,
     run_phase,
-    run_scope,
+    text_param,
 )
+from aleph2alma.gates import ApprovalGate
+from aleph2alma.runs import FIX_CYCLE_DAG, ChildStep, RunRef
+
+if TYPE_CHECKING:
+    from aleph2alma.refs import FixedExtract, IterationDiff
 
 SIGN_OFF_BODY = """\
 Read the iteration diff and the validation report. Approve to make this iteration the
 baseline for the next one and for cutover; reject to keep the current baseline.
 
 {% set diff = ti.xcom_pull(task_ids='diff') %}
-**Against** `{{ diff.previous_run_id }}`: {{ diff.totals.fixed }} issues fixed, {{ diff.totals.new }} new,
+{%- set against = diff.previous.run_id if diff.previous else '(no earlier iteration)' %}
+**Against** `{{ against }}`: {{ diff.totals.fixed }} issues fixed, {{ diff.totals.new }} new,
 {{ diff.totals.still_open }} still open.
 
 **Iteration diff:** `{{ diff.report_html }}`"""
 
 
 @dag(
-    dag_id="migration_fix_cycle",
+    dag_id=FIX_CYCLE_DAG,
     schedule=None,
     catchup=False,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=dag_failure_alert(),
     doc_md=__doc__,
     tags=["aleph2alma", "fix-cycle"],
     max_active_runs=1,
@@ -57,61 +69,82 @@ baseline for the next one and for cutover; reject to keep the current baseline.
         "migration_id": migration_id_param(),
         "iteration": Param(1, type="integer", minimum=1, title="Iteration number"),
         "extract_run_id": extract_run_param(),
-        "previous_transform_run_id": Param("", type="string", title="Previous iteration's transform run",
-                                           description="Compare with this migration_transform run; "
-                                                       "empty = the signed-off baseline."),
+        "previous_transform_run_id": optional_text_param(
+            "Previous iteration's transform run",
+            "Compare with this migration_transform run; empty = the signed-off baseline.",
+        ),
         "as_of": as_of_param(),
     },
 )
 def migration_fix_cycle() -> None:
-    @task(outlets=[entity_asset("fixed", "raw")])
-    def apply_fixes() -> dict[str, Any]:
-        from aleph2alma import wiring
+    @task(outlets=[entity_asset("fixed", "raw")], execution_timeout=LONG_TASK_TIMEOUT)
+    def apply_fixes() -> FixedExtract:
         from aleph2alma.phases.fix_cycle import apply_fixes_step
 
-        params = get_current_context()["params"]
-        return apply_fixes_step(wiring.artifact_store(), run_scope(), params["migration_id"], params["extract_run_id"])
+        return apply_fixes_step(phase_context(), text_param("extract_run_id"))
 
+    # The transform reads this run's own raw stage: the extract with the fix rules applied.
     transform_and_validate = run_phase(
-        "transform_and_validate", "migration_transform", "transform",
-        conf={"migration_id": "{{ params.migration_id }}",
-              "extract_run_id": "{{ ti.xcom_pull(task_ids='apply_fixes')['extract_ref'] }}",
-              "as_of": "{{ params.as_of }}", "scrub_emails": True},
+        "transform_and_validate",
+        ChildStep.TRANSFORM,
+        conf={
+            "migration_id": "{{ params.migration_id }}",
+            "extract_run_id": RunRef.template(FIX_CYCLE_DAG),
+            "as_of": "{{ params.as_of or '' }}",
+            "scrub_emails": True,
+        },
     )
 
     @task
-    def diff() -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import form_and_rules
-        from aleph2alma.phases.extraction import write_run_summary
+    def diff() -> IterationDiff:
         from aleph2alma.phases.fix_cycle import diff_step
+        from aleph2alma.state import write_run_summary
 
-        ctx = get_current_context()
-        params = ctx["params"]
-        _, rules = form_and_rules(params["migration_id"])
-        store, scope = wiring.artifact_store(), run_scope()
-        result = diff_step(store, scope, params["migration_id"], f"{ctx['run_id']}__transform",
-                           params["previous_transform_run_id"], rules)
-        write_run_summary(store, scope, [], extra={"iteration": params["iteration"], "diff": result})
+        ctx = phase_context()
+        result = diff_step(ctx, text_param("previous_transform_run_id"))
+        write_run_summary(
+            ctx.store,
+            ctx.scope,
+            [],
+            extra={"iteration": params()["iteration"], "diff": result.model_dump(mode="json")},
+        )
         return result
 
-    sign_off = ApprovalOperator(
+    sign_off = ApprovalGate(
         task_id="sign_off",
         subject="Sign off iteration {{ params.iteration }}?",
         body=SIGN_OFF_BODY,
+        # A rejection skips record_baseline only: the audit still runs.
+        ignore_downstream_trigger_rules=False,
     )
 
     @task
     def record_baseline() -> str:
-        from aleph2alma import wiring
-        from aleph2alma.phases.fix_cycle import record_baseline as run
+        from aleph2alma.state import record_baseline as run
 
-        ctx = get_current_context()
-        params = ctx["params"]
-        return run(wiring.artifact_store(), params["migration_id"], params["iteration"],
-                   f"{ctx['run_id']}__transform", ctx["run_id"])
+        ctx = phase_context()
+        return run(
+            ctx.store, ctx.migration_id, params()["iteration"], ctx.run.child(ChildStep.TRANSFORM), ctx.run
+        )
 
-    apply_fixes() >> transform_and_validate >> diff() >> sign_off >> record_baseline()
+    @task(trigger_rule="none_failed")  # also when the sign-off was rejected; never after a failure
+    def audit(fixed: FixedExtract) -> dict[str, Any]:
+        """Last: every manifest of this run and of its transform run balances, the fixed raw stage
+        kept what the extract committed less what the rules dropped, and the transform read it in."""
+        from aleph2alma.audit import audit_step
+
+        ctx = phase_context()
+        transform = ctx.run.child(ChildStep.TRANSFORM)
+        return audit_step(
+            ctx.store,
+            ctx.scope,
+            children=[transform],
+            reads={ctx.run: fixed.source_extract, transform: ctx.run},
+        )
+
+    fixed = apply_fixes()
+    fixed >> transform_and_validate >> diff() >> sign_off >> record_baseline()
+    close_with(audit(fixed))
 
 
 migration_fix_cycle()

@@ -14,8 +14,10 @@ load fulfillment through the API (optional) → reconcile.
    checksum verified.
 4. **test_environment_loaded**: answer in the UI when Ex Libris has loaded the test
    environment; paste the `s3://` URI of their statistics workbook if you have it.
-5. **api_load** (when *Load fulfillment through the API* is on): active loans, requests
-   and fees through the Alma REST API, in the `alma_api` pool.
+5. **api_load** (when *Load fulfillment through the API* is on; skipped otherwise): active
+   loans, requests and fees through the Alma REST API, in the `alma_api` pool. Loans created
+   this way carry the day of the load as their loan date (Alma sets it); the gate and the
+   reconciliation report say so. The package's fulfillment files keep Aleph's dates.
 6. **reconcile**: per entity, Aleph source → delivered → rejected → in Alma, and a sample
    of records read back from Alma field by field. Report under
    `reports/migration_test_load/<run id>/reconciliation/`.
@@ -23,19 +25,33 @@ load fulfillment through the API (optional) → reconcile.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
+from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_SLOTS
 from aleph2alma.dagkit import (
     DEFAULT_ARGS,
+    LONG_TASK_TIMEOUT,
+    OPTIONAL_LIST,
     as_of_param,
+    close_with,
+    dag_failure_alert,
     entity_asset,
+    list_param,
     migration_id_param,
+    optional_text_param,
+    params,
+    phase_context,
     run_phase,
-    run_scope,
 )
+from aleph2alma.gates import ApprovalGate
+from aleph2alma.runs import ChildStep
+
+if TYPE_CHECKING:
+    from aleph2alma.delivery.package import PackageResult
+    from aleph2alma.delivery.transfer import Delivered
+    from aleph2alma.refs import Reconciliation
 
 # What the operator needs on the gate's page: what was delivered, where, and what it holds.
 LOADED_GATE_BODY = """\
@@ -53,7 +69,14 @@ s3:// URI of their statistics workbook, if they sent one, before approving.
 | member | records |
 |---|---|
 {% for m in package.members if m.records %}| `{{ m.name }}` | {{ '{:,}'.format(m.records) }} |
-{% endfor %}"""
+{% endfor %}
+{% if params.get('api_load') %}
+**Fulfillment through the API is on for this run.** After this gate the active loans, requests
+and fees are created through Alma's API. Alma gives every loan it creates today's date as its
+loan date (it sets the date itself on the POST; Aleph's loan dates cannot be sent); due dates
+follow Aleph. If Aleph's loan dates must be kept, have Ex Libris load the loans file of the
+package instead, and run the test load with the API load off.
+{% endif %}"""
 
 
 @dag(
@@ -61,87 +84,103 @@ s3:// URI of their statistics workbook, if they sent one, before approving.
     schedule=None,
     catchup=False,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=dag_failure_alert(),
     doc_md=__doc__,
     tags=["aleph2alma", "test-load"],
     max_active_runs=1,
     params={
         "migration_id": migration_id_param(),
-        "delivery_targets": Param([], type="array", title="Delivery targets",
-                                  description="sftp://<connection id>/dir and/or s3://bucket/prefix. "
-                                              "Empty: s3://<artifact bucket>/<migration id>/delivery/"),
-        "api_load": Param(False, type="boolean", title="Load fulfillment through the API",
-                          description="Create active loans, requests and fees through the Alma REST API."),
+        "delivery_targets": Param(
+            [],
+            type=OPTIONAL_LIST,
+            items={"type": "string", "pattern": r"^((sftp|s3)://\S+)?$"},
+            title="Delivery targets",
+            description="sftp://<connection id>/dir and/or s3://bucket/prefix. "
+            "Empty: s3://<artifact bucket>/<migration id>/delivery/",
+        ),
+        "api_load": Param(
+            False,
+            type="boolean",
+            title="Load fulfillment through the API",
+            description="Create active loans, requests and fees through the Alma REST API.",
+        ),
         "as_of": as_of_param(),
         "sample_size": Param(10, type="integer", minimum=0, title="Records per entity read back from Alma"),
     },
 )
 def migration_test_load() -> None:
-    extract = run_phase("extract", "migration_extract", "extract", conf={"migration_id": "{{ params.migration_id }}"})
+    extract = run_phase("extract", ChildStep.EXTRACT, conf={"migration_id": "{{ params.migration_id }}"})
     transform_and_validate = run_phase(
-        "transform_and_validate", "migration_transform", "transform",
-        conf={"migration_id": "{{ params.migration_id }}", "extract_run_id": "{{ run_id }}__extract",
-              "as_of": "{{ params.as_of }}", "scrub_emails": True},
+        "transform_and_validate",
+        ChildStep.TRANSFORM,
+        conf={
+            "migration_id": "{{ params.migration_id }}",
+            "extract_run_id": ChildStep.EXTRACT.run_id_template(),
+            "as_of": "{{ params.as_of or '' }}",
+            "scrub_emails": True,
+        },
     )
 
-    @task(outlets=[entity_asset("package", "delivery")])
-    def package() -> dict[str, Any]:
-        from aleph2alma import wiring
+    @task(outlets=[entity_asset("package", "delivery")], execution_timeout=LONG_TASK_TIMEOUT)
+    def package() -> PackageResult:
         from aleph2alma.phases.test_load import package_step
 
-        ctx = get_current_context()
-        return package_step(wiring.artifact_store(), run_scope(), ctx["params"]["migration_id"],
-                            f"{ctx['run_id']}__transform")
+        ctx = phase_context()
+        return package_step(ctx, ctx.run.child(ChildStep.TRANSFORM))
 
-    @task
-    def deliver(package: dict[str, Any]) -> list[dict[str, Any]]:
-        from airflow.sdk.exceptions import AirflowFailException
-
+    @task(execution_timeout=LONG_TASK_TIMEOUT)
+    def deliver(package: PackageResult) -> list[Delivered]:
         from aleph2alma import wiring
-        from aleph2alma.delivery.transfer import DeliveryError
         from aleph2alma.phases.test_load import deliver_step
 
-        params = get_current_context()["params"]
-        store = wiring.artifact_store()
-        targets = list(params["delivery_targets"]) or [f"s3://{store.bucket}/{params['migration_id']}/delivery/"]
-        try:
-            return deliver_step(store, package, targets, sftp_client=wiring.sftp_client,
-                                s3_client=wiring.s3_client)
-        except DeliveryError as exc:  # a mismatch on the far side: retrying sends the same bytes
-            raise AirflowFailException(str(exc)) from exc
+        return deliver_step(
+            phase_context(),
+            package,
+            list_param("delivery_targets"),
+            sftp_client=wiring.sftp_client,
+            s3_client=wiring.s3_client,
+        )
 
-    test_environment_loaded = ApprovalOperator(
+    test_environment_loaded = ApprovalGate(
         task_id="test_environment_loaded",
         subject="Test environment loaded?",
         body=LOADED_GATE_BODY,
-        params={"statistics_workbook_uri": Param("", type="string", title="Statistics workbook (s3:// URI)")},
+        params={
+            "statistics_workbook_uri": optional_text_param(
+                "Statistics workbook (s3:// URI)",
+                "Optional: the s3:// URI of Ex Libris' statistics workbook, if they sent one.",
+                pattern=r"^(s3://[^/\s]+/\S+)?$",
+            )
+        },
     )
 
-    @task(pool="alma_api", pool_slots=25)  # the whole pool: this task alone uses the 25 calls/s
+    # the whole pool: one Alma task at a time
+    @task(pool=ALMA_POOL, pool_slots=ALMA_POOL_SLOTS, execution_timeout=LONG_TASK_TIMEOUT)
     def api_load() -> dict[str, Any]:
         from aleph2alma import wiring
+        from aleph2alma.dagkit import skip_unless
         from aleph2alma.phases.test_load import api_load_step
 
-        ctx = get_current_context()
-        if not ctx["params"]["api_load"]:
-            return {}
+        skip_unless(params()["api_load"], "Load fulfillment through the API is off for this run")
+        ctx = phase_context()
         with wiring.alma_client() as client:
-            return api_load_step(wiring.artifact_store(), run_scope(), ctx["params"]["migration_id"],
-                                 f"{ctx['run_id']}__transform", client)
+            return api_load_step(ctx, ctx.run.child(ChildStep.TRANSFORM), client)
 
-    @task(pool="alma_api", pool_slots=25)  # the whole pool: this task alone uses the 25 calls/s
-    def reconcile(answer: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    @task(
+        pool=ALMA_POOL, pool_slots=ALMA_POOL_SLOTS, trigger_rule="none_failed"
+    )  # after api_load, run or skipped
+    def reconcile(answer: Any, loaded: Any) -> Reconciliation:  # the gate's answer; api_load's result or None
         from aleph2alma import wiring
-        from aleph2alma.phases.extraction import write_run_summary
         from aleph2alma.phases.test_load import reconcile_step
+        from aleph2alma.state import write_run_summary
 
-        ctx = get_current_context()
-        params, run_id = ctx["params"], ctx["run_id"]
-        store, scope = wiring.artifact_store(), run_scope()
-        workbook = (answer.get("params_input") or {}).get("statistics_workbook_uri", "")
+        ctx = phase_context()
+        workbook = str((answer.get("params_input") or {}).get("statistics_workbook_uri") or "").strip()
         with wiring.alma_client() as client:
-            result = reconcile_step(store, scope, params["migration_id"], f"{run_id}__extract",
-                                    f"{run_id}__transform", workbook, client, loaded, params["sample_size"])
-        write_run_summary(store, scope, [], extra={"reconciliation": result, "api_load": loaded})
+            result = reconcile_step(ctx, workbook, client, loaded, params()["sample_size"])
+        write_run_summary(
+            ctx.store, ctx.scope, [], extra={"reconciliation": result.model_dump(), "api_load": loaded or {}}
+        )
         return result
 
     packaged = package()
@@ -149,7 +188,24 @@ def migration_test_load() -> None:
     loaded = api_load()
     extract >> transform_and_validate >> packaged
     delivered >> test_environment_loaded >> loaded
+
+    @task(trigger_rule="none_failed")  # after reconcile; never after a failure
+    def audit() -> dict[str, Any]:
+        """Last: every manifest of this run and of its extract and transform runs balances, and the
+        chained stages agree (raw → alma → package); fails naming the gap."""
+        from aleph2alma.audit import audit_step
+
+        ctx = phase_context()
+        extracted, transform = ctx.run.child(ChildStep.EXTRACT), ctx.run.child(ChildStep.TRANSFORM)
+        return audit_step(
+            ctx.store,
+            ctx.scope,
+            children=[extracted, transform],
+            reads={transform: extracted, ctx.run: transform},
+        )
+
     reconcile(test_environment_loaded.output, loaded)
+    close_with(audit())
 
 
 migration_test_load()

@@ -21,18 +21,31 @@ rule** under `reports/migration_transform/<run id>/validation/`. The last task,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, TaskGroup, dag, task
 
 from aleph2alma.dagkit import (
     DEFAULT_ARGS,
+    LONG_TASK_TIMEOUT,
     as_of_param,
+    close_with,
+    dag_failure_alert,
     entity_asset,
     extract_run_param,
     migration_id_param,
-    run_scope,
+    params,
+    phase_context,
+    text_param,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from aleph2alma.refs import Committed, PartRef, PartResult, TableValidation, ValidationOutcome
+    from aleph2alma.runs import RunRef
+
+PARTS = 4  # part tasks of one entity running at once in a run
 
 
 @dag(
@@ -40,185 +53,199 @@ from aleph2alma.dagkit import (
     schedule=None,
     catchup=False,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=dag_failure_alert(),
     doc_md=__doc__,
     tags=["aleph2alma", "test-load"],
     max_active_runs=1,
     params={
         "migration_id": migration_id_param(),
         "extract_run_id": extract_run_param(),
-        "scrub_emails": Param(True, type="boolean", title="Scrub patron e-mails",
-                              description="Replace every e-mail with <primary id>@example.invalid (keep on until go-live)."),
+        "scrub_emails": Param(
+            True,
+            type="boolean",
+            title="Scrub patron e-mails",
+            description="Replace every e-mail with <primary id>@example.invalid (keep on until go-live).",
+        ),
         "as_of": as_of_param(),
     },
 )
 def migration_transform() -> None:
     @task
-    def plan() -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.phases.transform import plan_transform
+    def which_extract() -> RunRef:
+        from aleph2alma.phases.transform import extract_of
 
-        params = get_current_context()["params"]
-        return plan_transform(wiring.artifact_store(), params["migration_id"], params["extract_run_id"])
+        return extract_of(phase_context(), text_param("extract_run_id"))
 
-    @task
-    def parts_of(plan: dict[str, Any], entity: str) -> list[dict[str, Any]]:
-        return list(plan[entity])
+    @task(task_id="plan")
+    def plan_parts(extract: RunRef, entity: str, source: str | None = None) -> list[PartRef]:
+        from aleph2alma.phases.transform import parts_of
 
-    @task(max_active_tis_per_dagrun=4)
-    def transform_marc(part: dict[str, Any], bibs: dict[str, Any] | None = None) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import settings_from_params
+        return parts_of(phase_context(), extract, entity, source)
+
+    @task(max_active_tis_per_dagrun=PARTS, execution_timeout=LONG_TASK_TIMEOUT)
+    def transform_part(part: PartRef, bibs: Committed | None = None) -> PartResult:
         from aleph2alma.phases.transform import transform_marc_part
 
-        params = get_current_context()["params"]
-        return transform_marc_part(wiring.artifact_store(), run_scope(), settings_from_params(params), part,
-                                   bibs["manifest"] if bibs else None)
+        return transform_marc_part(phase_context(), part, bibs)
 
-    def commit_task(entity: str) -> Any:
-        @task(task_id=f"commit_{entity}", outlets=[entity_asset("alma", entity)])
-        def commit(results: list[dict[str, Any]]) -> dict[str, Any]:
-            from aleph2alma import wiring
-            from aleph2alma.phases.transform import commit_alma
+    def commit(entity: str, plan: Any, results: Any) -> Any:
+        # The plan goes to the commit too: a planned part without a result refuses the commit.
+        @task(task_id="commit", outlets=[entity_asset("alma", entity)])
+        def commit_entity(plan: list[PartRef], results: Iterable[PartResult]) -> Committed:
+            from aleph2alma.stages import commit_alma
 
-            return commit_alma(wiring.artifact_store(), run_scope(), entity, results)
+            return commit_alma(phase_context(), entity, results, planned=plan)
 
-        return commit
+        return commit_entity(plan, results)
 
-    the_plan = plan()
-    committed_marc = {}
-    bib_results = transform_marc.override(task_id="transform_bibs").expand(
-        part=parts_of.override(task_id="bibs_parts")(the_plan, "bibs"))
-    committed_marc["bibs"] = commit_task("bibs")(bib_results)
-    # Holdings follow the bibs: a holdings record whose bib does not exist is not delivered.
-    holdings_results = transform_marc.override(task_id="transform_holdings").partial(
-        bibs=committed_marc["bibs"]).expand(part=parts_of.override(task_id="holdings_parts")(the_plan, "holdings"))
-    committed_marc["holdings"] = commit_task("holdings")(holdings_results)
+    extract = which_extract()
+    with TaskGroup("bibs", tooltip="ALEPHSEQ → ISO 2709 UTF-8, per part"):
+        plan = plan_parts(extract, "bibs")
+        bibs = commit("bibs", plan, transform_part.override(task_id="transform").expand(part=plan))
+    # Holdings follow the bibs: what hangs off a missing or rejected bib is withheld.
+    with TaskGroup("holdings", tooltip="MARC 21 holdings linked to their bib, per part"):
+        plan = plan_parts(extract, "holdings")
+        holdings = commit(
+            "holdings",
+            plan,
+            transform_part.override(task_id="transform").partial(bibs=bibs).expand(part=plan),
+        )
 
-    @task
-    def validate_tables(plan: dict[str, Any], bibs: dict[str, Any], holdings: dict[str, Any]) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import as_of_date, form_and_rules
-        from aleph2alma.phases.validation import validate_tables as run
+    validation = TaskGroup("validation", tooltip="Cross-record rules, the report, the delivery gate")
+    with validation:
 
-        params = get_current_context()["params"]
-        form, rules = form_and_rules(params["migration_id"])
-        return run(wiring.artifact_store(), run_scope(), params["migration_id"], plan["extract_run_id"], form,
-                   as_of_date(), rules, bibs["manifest"], holdings["manifest"])
+        @task(execution_timeout=LONG_TASK_TIMEOUT)
+        def cross_record_rules(extract: RunRef, bibs: Committed, holdings: Committed) -> TableValidation:
+            from aleph2alma.phases.validation import validate_tables
 
-    validated = validate_tables(the_plan, committed_marc["bibs"], committed_marc["holdings"])
+            return validate_tables(phase_context(), extract, bibs, holdings)
 
-    @task(max_active_tis_per_dagrun=4)
-    def transform_items(part: dict[str, Any], validated: dict[str, Any], holdings: dict[str, Any]) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import form_and_rules
-        from aleph2alma.phases.transform import transform_items_part
+        validated = cross_record_rules(extract, bibs, holdings)
 
-        form, _ = form_and_rules(get_current_context()["params"]["migration_id"])
-        return transform_items_part(wiring.artifact_store(), run_scope(), part, form, validated["excluded_key"],
-                                    holdings["manifest"])
+    with TaskGroup("items", tooltip="Z30 → Alma item rows, per part"):
 
-    item_results = transform_items.partial(validated=validated, holdings=committed_marc["holdings"]).expand(
-        part=parts_of.override(task_id="items_parts")(the_plan, "items"))
-    committed_items = commit_task("items")(item_results)
+        @task(max_active_tis_per_dagrun=PARTS, execution_timeout=LONG_TASK_TIMEOUT)
+        def transform(part: PartRef, validated: TableValidation, holdings: Committed) -> PartResult:
+            from aleph2alma.phases.transform import transform_items_part
 
-    @task
-    def bib_parts_to_embed_items_in(bibs: dict[str, Any]) -> list[dict[str, Any]]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import settings_from_params, skip_unless
-        from aleph2alma.phases.transform import bib_parts
+            return transform_items_part(phase_context(), part, validated.excluded_key, holdings)
 
-        settings = settings_from_params(get_current_context()["params"])
-        skip_unless(settings.items_in_bib_field or None,
-                    "items_in_bib_field is not set in migration.toml: items are delivered as their own file only")
-        return bib_parts(wiring.artifact_store(), bibs["manifest"])
+        plan = plan_parts(extract, "items", "Z30")
+        items = commit(
+            "items", plan, transform.partial(validated=validated, holdings=holdings).expand(part=plan)
+        )
 
-    @task(max_active_tis_per_dagrun=4)
-    def embed_items(part: dict[str, Any], items: dict[str, Any]) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import settings_from_params
-        from aleph2alma.phases.transform import embed_items_part
+    with TaskGroup("bibs_with_items", tooltip="Bibs with one field per item (items_in_bib_field)"):
 
-        settings = settings_from_params(get_current_context()["params"])
-        return embed_items_part(wiring.artifact_store(), run_scope(), settings, part, items["manifest"])
+        @task(task_id="plan")
+        def plan_bib_parts(bibs: Committed) -> list[PartRef]:
+            from aleph2alma.dagkit import skip_unless
+            from aleph2alma.phases.transform import bib_parts
 
-    @task(outlets=[entity_asset("alma", "bibs_with_items")])
-    def commit_bibs_with_items(results: list[dict[str, Any]]) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.phases.transform import commit_bibs_with_items as commit
+            ctx = phase_context()
+            skip_unless(
+                ctx.settings.items_in_bib_field or None,
+                "items_in_bib_field is not set in migration.toml: items are delivered as their own file only",
+            )
+            return bib_parts(ctx, bibs)
 
-        return commit(wiring.artifact_store(), run_scope(), results)
+        @task(max_active_tis_per_dagrun=PARTS, execution_timeout=LONG_TASK_TIMEOUT)
+        def embed_items(part: PartRef, items: Committed) -> PartResult:
+            from aleph2alma.phases.transform import embed_items_part
 
-    commit_bibs_with_items(embed_items.partial(items=committed_items).expand(
-        part=bib_parts_to_embed_items_in(committed_marc["bibs"])))
+            return embed_items_part(phase_context(), part, items)
 
-    @task(outlets=[entity_asset("alma", "patrons")])
-    def transform_patrons(plan: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import as_of_date, form_and_rules
-        from aleph2alma.phases.transform import transform_patrons as run
+        @task(task_id="commit", outlets=[entity_asset("alma", "bibs_with_items")])
+        def commit_bibs_with_items(plan: list[PartRef], results: Iterable[PartResult]) -> Committed:
+            from aleph2alma.phases.transform import commit_bibs_with_items as run
 
-        params = get_current_context()["params"]
-        form, _ = form_and_rules(params["migration_id"])
-        return run(wiring.artifact_store(), run_scope(), params["migration_id"], plan["extract_run_id"], form,
-                   validated["excluded_key"], bool(params["scrub_emails"]), as_of_date())
+            return run(phase_context(), results, planned=plan)
 
-    @task(outlets=[entity_asset("alma", e) for e in ("loans", "requests", "fines")])
-    def transform_fulfillment(plan: dict[str, Any], validated: dict[str, Any], items: dict[str, Any]) -> list[dict]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import form_and_rules
-        from aleph2alma.phases.transform import transform_fulfillment as run
+        plan = plan_bib_parts(bibs)
+        commit_bibs_with_items(plan, embed_items.partial(items=items).expand(part=plan))
 
-        params = get_current_context()["params"]
-        form, _ = form_and_rules(params["migration_id"])
-        return run(wiring.artifact_store(), run_scope(), params["migration_id"], plan["extract_run_id"], form,
-                   validated["excluded_key"], items["manifest"])
+    with TaskGroup("patrons", tooltip="Z303–Z308 → SIS user XML"):
 
-    @task(outlets=[entity_asset("alma", "p2e")])
-    def p2e(bibs: dict[str, Any], holdings: dict[str, Any]) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import form_and_rules
+        @task(
+            task_id="transform",
+            outlets=[entity_asset("alma", "patrons")],
+            execution_timeout=LONG_TASK_TIMEOUT,
+        )
+        def transform_patrons(extract: RunRef, validated: TableValidation) -> Committed:
+            from aleph2alma.phases.transform import transform_patrons as run
+
+            return run(phase_context(), extract, validated.excluded_key, bool(params()["scrub_emails"]))
+
+        patrons = transform_patrons(extract, validated)
+
+    with TaskGroup("fulfillment", tooltip="Active loans, requests, open fines → JSON lines"):
+
+        @task(
+            task_id="transform",
+            outlets=[entity_asset("alma", e) for e in ("loans", "requests", "fines")],
+            execution_timeout=LONG_TASK_TIMEOUT,
+        )
+        def transform_fulfillment(
+            extract: RunRef, validated: TableValidation, items: Committed
+        ) -> list[Committed]:
+            from aleph2alma.phases.transform import transform_fulfillment as run
+
+            return run(phase_context(), extract, validated.excluded_key, items)
+
+        fulfillment = transform_fulfillment(extract, validated, items)
+
+    @task(outlets=[entity_asset("alma", "p2e")], execution_timeout=LONG_TASK_TIMEOUT)
+    def p2e(bibs: Committed, holdings: Committed) -> Committed:
         from aleph2alma.phases.validation import write_p2e
 
-        form, _ = form_and_rules(get_current_context()["params"]["migration_id"])
-        return write_p2e(wiring.artifact_store(), run_scope(), form, bibs["manifest"], holdings["manifest"])
+        return write_p2e(phase_context(), bibs, holdings)
 
-    patrons = transform_patrons(the_plan, validated)
-    fulfillment = transform_fulfillment(the_plan, validated, committed_items)
-    p2e_file = p2e(committed_marc["bibs"], committed_marc["holdings"])
+    p2e_file = p2e(bibs, holdings)
 
-    @task
-    def report(bibs: dict, holdings: dict, items: dict, patrons: dict, fulfillment: list[dict],
-               validated: dict, p2e_file: dict, plan: dict) -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import as_of_date, form_and_rules
-        from aleph2alma.phases.extraction import write_run_summary
-        from aleph2alma.phases.validation import write_report
+    with validation:
 
-        params = get_current_context()["params"]
-        _, rules = form_and_rules(params["migration_id"])
-        scope, store = run_scope(), wiring.artifact_store()
-        stages = [bibs, holdings, items, patrons, *fulfillment, p2e_file]
-        run = {"migration_id": scope.migration_id, "dag_id": scope.dag_id, "run_id": scope.run_id,
-               "as_of": as_of_date().isoformat(), "extract_run_id": plan["extract_run_id"]}
-        result = write_report(store, scope, run, stages, [bibs["manifest"], holdings["manifest"],
-                                                          validated["manifest"]], rules)
-        write_run_summary(store, scope, [*stages, validated], extra={"validation": result})
-        return result
+        @task(execution_timeout=LONG_TASK_TIMEOUT)
+        def report(
+            extract: RunRef,
+            bibs: Committed,
+            holdings: Committed,
+            items: Committed,
+            patrons: Committed,
+            fulfillment: Iterable[Committed],
+            validated: TableValidation,
+            p2e_file: Committed,
+        ) -> ValidationOutcome:
+            from aleph2alma.phases.validation import write_report
+            from aleph2alma.state import write_run_summary
 
-    @task  # AirflowFailException: a breach fails at once, without retries
-    def delivery_gate(report: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+            ctx = phase_context()
+            stages = [bibs, holdings, items, patrons, *fulfillment, p2e_file]
+            outcome = write_report(ctx, extract, stages, [bibs, holdings, validated])
+            write_run_summary(
+                ctx.store, ctx.scope, [*stages, validated], extra={"validation": outcome.model_dump()}
+            )
+            return outcome
 
-        from aleph2alma.phases.validation import DeliveryBlocked, gate
+        @task
+        def delivery_gate(outcome: ValidationOutcome) -> ValidationOutcome:
+            """Fails at once (a permanent error) when a FIX rule passed its threshold."""
+            from aleph2alma.phases.validation import gate
 
-        try:
-            gate(report)
-        except DeliveryBlocked as exc:
-            raise AirflowFailException(str(exc)) from exc
-        return report
+            return gate(outcome)
 
-    delivery_gate(report(committed_marc["bibs"], committed_marc["holdings"], committed_items, patrons,
-                         fulfillment, validated, p2e_file, the_plan))
+        delivery_gate(report(extract, bibs, holdings, items, patrons, fulfillment, validated, p2e_file))
+
+    # After every other task, bibs_with_items run or skipped; never after a failure.
+    @task(trigger_rule="none_failed")
+    def audit(extract: RunRef) -> dict[str, Any]:
+        """Last: every manifest of the run balances, and each entity's alma/ stage read in what the
+        extract's raw/ stage committed; fails naming the gap."""
+        from aleph2alma.audit import audit_step
+
+        ctx = phase_context()
+        return audit_step(ctx.store, ctx.scope, reads={ctx.run: extract})
+
+    close_with(audit(extract))
 
 
 migration_transform()
