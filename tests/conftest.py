@@ -12,8 +12,8 @@ import pytest
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW_HOME", str(Path(__file__).resolve().parents[1] / ".stack" / "pytest-airflow"))
 
-from aleph2alma.devstack import EmbeddedStack  # noqa: E402
 from aleph2alma.storage import ArtifactStore  # noqa: E402
+from aleph2alma_dev.devstack import EmbeddedStack  # noqa: E402
 from sftp_server import sftp_server_fixture  # noqa: E402, F401  (registers the sftp_server fixture)
 
 PG_ADMIN_URL = os.environ.get("ALEPH2ALMA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -40,7 +40,7 @@ def store(s3_stack: EmbeddedStack) -> ArtifactStore:
 @pytest.fixture(scope="session")
 def tiny_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo library at tiny scale, generated once per test session."""
-    from aleph2alma.demo.generator import generate
+    from aleph2alma_dev.demo.generator import generate
 
     out = tmp_path_factory.mktemp("tiny-library")
     generate(out, scale="tiny", seed=7)

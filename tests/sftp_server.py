@@ -7,13 +7,20 @@ switches on :attr:`SftpTestServer.faults`:
 
 - ``flip_byte_at``: every write covering that file offset stores the byte flipped (corruption);
 - ``drop_after``: the first write reaching that file offset stores half of its data, then the
-  server drops the connection (an interrupted transfer);
+  server drops the connection (an interrupted transfer); with ``drop_leaves_hole`` it stores the
+  *second* half instead, leaving a hole before it, as a server applying pipelined writes out of
+  order can (the ``.part`` is as long as if the whole write had landed);
+- ``drop_on_rename``: the next rename drops the connection ``"before"`` renaming, or ``"after"``
+  renaming but before answering (the client cannot tell whether it happened);
+- ``stall_after``: the first write reaching that file offset is never answered, and neither is
+  anything after it on that connection (a hung server: only the client's I/O timeout ends it);
 - ``exec_sha256sum``: accept ``sha256sum -- <path>`` over an exec channel (paths inside the
   chroot), as an MFT server with a restricted shell might; otherwise every exec is refused;
 - ``exec_wrong_digest``: that command answers a wrong digest (a shell seeing other paths).
 
-Counters (``connections``, ``bytes_written``, ``written_per_connection``, ``execs``) let tests
-see what the client did.
+Counters (``connections``, ``bytes_written``, ``written_per_connection``, ``execs``, ``renames``)
+let tests see what the client did; :meth:`SftpTestServer.wait_closed` waits until the server has
+seen every connection close and says how many are still open.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ class Faults:
 
     flip_byte_at: int | None = None
     drop_after: int | None = None
+    drop_leaves_hole: bool = False
+    drop_on_rename: str | None = None  # "before" | "after"
+    stall_after: int | None = None
     exec_sha256sum: bool = False
     exec_wrong_digest: bool = False
 
@@ -58,6 +68,9 @@ class SftpTestServer:
         self.bytes_written = 0
         self.written_per_connection: list[int] = []
         self.execs: list[str] = []
+        self.renames = 0
+        self.open_connections = 0
+        self._changed = threading.Condition()
         self.port = 0
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._loop = asyncio.new_event_loop()
@@ -85,8 +98,14 @@ class SftpTestServer:
 
     async def _listen(self) -> Any:
         return await asyncssh.listen(
-            "127.0.0.1", 0, server_host_keys=[self._host_key], server_factory=lambda: _Auth(self),
-            sftp_factory=lambda chan: _Sftp(chan, self), process_factory=self._process, allow_scp=False)
+            "127.0.0.1",
+            0,
+            server_host_keys=[self._host_key],
+            server_factory=lambda: _Auth(self),
+            sftp_factory=lambda chan: _Sftp(chan, self),
+            process_factory=self._process,
+            allow_scp=False,
+        )
 
     async def _close(self) -> None:
         self._acceptor.close()
@@ -98,6 +117,21 @@ class SftpTestServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def opened(self, delta: int) -> None:
+        with self._changed:
+            self.open_connections += delta
+            self._changed.notify_all()
+
+    def wait_closed(self, timeout: float = 30) -> int:
+        """Wait until no client connection is open (at most ``timeout`` s); the number still open.
+
+        The server learns of a close a moment after the client made it; this waits for that
+        event, not for a guessed delay (``timeout`` bounds only a test that is failing anyway).
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self.open_connections == 0, timeout)
+            return self.open_connections
+
     def count(self, written: int) -> None:
         self.bytes_written += written
         self.written_per_connection[-1] += written
@@ -105,10 +139,16 @@ class SftpTestServer:
     # --- client side ------------------------------------------------------------------------
 
     @property
+    def host_key_line(self) -> str:
+        """The server's public host key as ``ssh-keyscan`` prints it, without the host name."""
+        key_type, data = self._host_key.export_public_key("openssh").split()[:2]
+        return f"{key_type.decode()} {data.decode()}"
+
+    @property
     def host_key(self) -> paramiko.PKey:
         """The server's public host key, as paramiko checks it."""
-        key_type, data = self._host_key.export_public_key("openssh").split()[:2]
-        return paramiko.PKey.from_type_string(key_type.decode(), base64.b64decode(data))
+        key_type, data = self.host_key_line.split()
+        return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
 
     def connect(self) -> paramiko.SFTPClient:
         """A fresh paramiko connection (host key checked); closed by ``stop()`` if the test does not."""
@@ -120,9 +160,16 @@ class SftpTestServer:
         return client
 
     def airflow_connection(self) -> dict[str, Any]:
-        """The Airflow connection (``AIRFLOW_CONN_<ID>`` JSON) of this server."""
-        return {"conn_type": "sftp", "host": "127.0.0.1", "port": self.port, "login": self.username,
-                "password": self.password, "extra": {"no_host_key_check": True}}
+        """The Airflow connection (``AIRFLOW_CONN_<ID>`` JSON) of this server: its host key pinned,
+        host-key checking on (as .env.example's SFTP connections)."""
+        return {
+            "conn_type": "sftp",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "login": self.username,
+            "password": self.password,
+            "extra": {"host_key": self.host_key_line, "no_host_key_check": False},
+        }
 
     def local(self, remote_path: str) -> Path:
         """Where a path inside the chroot is on this machine."""
@@ -158,8 +205,12 @@ class _Auth(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.server.connections += 1
+        self.server.opened(+1)
         self.server.written_per_connection.append(0)
         self.server._server_conns.append(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.opened(-1)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -176,15 +227,32 @@ class _Sftp(asyncssh.SFTPServer):
         super().__init__(chan, chroot=str(server.root).encode())
         self.server = server
 
+    def _drop(self) -> None:
+        self.connection.abort()
+        raise asyncssh.SFTPConnectionLost("connection dropped by the test server")
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> Any:
+        faults = self.server.faults
+        when, faults.drop_on_rename = faults.drop_on_rename, None  # once
+        if when == "before":
+            self._drop()
+        super().rename(oldpath, newpath)
+        self.server.renames += 1
+        if when == "after":
+            self._drop()
+
     def write(self, file_obj: object, offset: int, data: bytes) -> Any:
         faults = self.server.faults
+        if faults.stall_after is not None and offset + len(data) > faults.stall_after:
+            faults.stall_after = None  # once
+            return asyncio.get_running_loop().create_future()  # never answered
         if faults.drop_after is not None and offset + len(data) > faults.drop_after:
             faults.drop_after = None  # once
-            half = data[: len(data) // 2]
-            super().write(file_obj, offset, half)
-            self.server.count(len(half))
-            self.connection.abort()
-            raise asyncssh.SFTPConnectionLost("connection dropped by the test server")
+            half = len(data) // 2
+            at, kept = (offset + half, data[half:]) if faults.drop_leaves_hole else (offset, data[:half])
+            super().write(file_obj, at, kept)
+            self.server.count(len(kept))
+            self._drop()
         at = faults.flip_byte_at
         if at is not None and offset <= at < offset + len(data):
             flipped = bytearray(data)

@@ -12,7 +12,7 @@ from aleph2alma.aleph.ztables import ZTable
 def ztable(zt: ZTable, rows: list[dict[str, Any]]) -> pa.Table:
     """Rows as an Aleph extract holds them: CHAR values blank-padded, dates and numbers 0 unless given."""
     cols = {}
-    for c in zt.columns:
+    for c in zt.extracted:
         values = [r.get(c.name, "" if c.kind == "char" else 0) for r in rows]
         if c.kind == "char":
             cols[c.name] = pa.array([None if v is None else v.ljust(c.width) for v in values], pa.string())

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from aleph2alma.airflow_api import AirflowClient
-from aleph2alma.demo.runner import exlibris_gate, run_dag, stack_for
-from aleph2alma.devstack import EmbeddedStack, free_port
+from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
 from aleph2alma.storage import ArtifactStore
+from aleph2alma_dev.airflow_api import AirflowClient
+from aleph2alma_dev.demo.runner import exlibris_gate, run_dag, stack_for
+from aleph2alma_dev.devstack import EmbeddedStack, free_port
 
 # The first test of a module also waits for the session's DAG runs its fixtures start
 # (test load: extract + transform + gate + API load), so the suite's 600 s is too short.
@@ -26,8 +28,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def airflow_stack(tiny_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    with stack_for(tiny_library, state_dir=tmp_path_factory.mktemp("stack"), api_port=free_port()) as stack:
+def marked_secrets() -> dict[str, str]:
+    """The session stack's credentials: distinctive, so any output holding one is found by a plain
+    search (tests/e2e/test_secrets_in_outputs.py)."""
+    names = ("alma_api_key", "s3_secret_key", "sftp_password", "aleph_db_password", "admin_password")
+    return {name: f"A2A-SECRET-{name.upper().replace('_', '-')}-{secrets.token_hex(8)}" for name in names}
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(
+    tiny_library: Path, tmp_path_factory: pytest.TempPathFactory, marked_secrets: dict[str, str]
+) -> Iterator[EmbeddedStack]:
+    stack = stack_for(
+        tiny_library,
+        state_dir=tmp_path_factory.mktemp("stack"),
+        api_port=free_port(),
+        s3_secret_key=marked_secrets["s3_secret_key"],
+        alma_api_key=marked_secrets["alma_api_key"],
+        initial_admin_password=marked_secrets["admin_password"],
+    )
+    # Connections every task sees but the test load does not use: nothing may print them either.
+    aleph_db = json.loads(stack.extra_env["AIRFLOW_CONN_ALEPH_DB"])
+    stack.extra_env["AIRFLOW_CONN_ALEPH_DB"] = json.dumps(
+        {**aleph_db, "login": "aleph_ro", "password": marked_secrets["aleph_db_password"]}
+    )
+    stack.extra_env["AIRFLOW_CONN_MFT"] = json.dumps(
+        {
+            "conn_type": "sftp",
+            "host": "127.0.0.1",
+            "login": "aleph2alma",
+            "password": marked_secrets["sftp_password"],
+            "extra": {"no_host_key_check": False},
+        }
+    )
+    with stack:
         yield stack
 
 
@@ -48,8 +82,14 @@ def extract_run(airflow: AirflowClient, stack_store: ArtifactStore) -> dict:
 
 @pytest.fixture(scope="session")
 def test_load(airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
-    airflow.ensure_pool("alma_api", 25, "Alma API calls per second")
+    airflow.ensure_pool(ALMA_POOL, ALMA_POOL_SLOTS, ALMA_POOL_DESCRIPTION)
     as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
     conf = {"migration_id": "demo", "as_of": as_of, "api_load": True, "sample_size": 5}
-    return run_dag(airflow, stack_store, "migration_test_load", conf, timeout=1500,
-                   on_gate=exlibris_gate(airflow, stack_store, airflow_stack))
+    return run_dag(
+        airflow,
+        stack_store,
+        "migration_test_load",
+        conf,
+        timeout=1500,
+        on_gate=exlibris_gate(airflow, stack_store, airflow_stack),
+    )

@@ -21,10 +21,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from aleph2alma.airflow_api import AirflowClient
-from aleph2alma.demo.runner import run_dag, stack_for
-from aleph2alma.devstack import PG_ADMIN_URL, REDIS_URL, EmbeddedStack, distributed_problems, free_port
 from aleph2alma.storage import ArtifactStore
+from aleph2alma_dev.airflow_api import AirflowClient
+from aleph2alma_dev.demo.runner import run_dag, stack_for
+from aleph2alma_dev.devstack import PG_ADMIN_URL, REDIS_URL, EmbeddedStack, distributed_problems, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +33,22 @@ WORKLOAD_LINE = re.compile(r"Executing workload in Celery: .*")
 
 
 @pytest.fixture(scope="module")
-def celery_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+def celery_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedStack]:
     problems = distributed_problems(PG_URL, REDIS_URL)
     if problems:
         pytest.skip("the distributed mode needs PostgreSQL and Redis: " + "; ".join(problems))
     tiny_library: Path = request.getfixturevalue("tiny_library")  # generated only when it will be used
-    with stack_for(tiny_library, state_dir=tmp_path_factory.mktemp("celery-stack"), api_port=free_port(),
-                   executor="celery", pg_admin_url=PG_URL, redis_url=REDIS_URL, worker_concurrency=2) as stack:
+    with stack_for(
+        tiny_library,
+        state_dir=tmp_path_factory.mktemp("celery-stack"),
+        api_port=free_port(),
+        executor="celery",
+        pg_admin_url=PG_URL,
+        redis_url=REDIS_URL,
+        worker_concurrency=2,
+    ) as stack:
         yield stack
 
 
@@ -62,7 +71,9 @@ def extract(client: AirflowClient, store: ArtifactStore) -> dict:
 def transform(extract: dict, client: AirflowClient, store: ArtifactStore, tiny_library: Path) -> dict:
     assert extract["state"] == "success", extract.get("failed_tasks")
     as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
-    return run_dag(client, store, "migration_transform", {"migration_id": "demo", "as_of": as_of}, timeout=600)
+    return run_dag(
+        client, store, "migration_transform", {"migration_id": "demo", "as_of": as_of}, timeout=600
+    )
 
 
 def _ran_on_the_worker(stack: EmbeddedStack, client: AirflowClient, run: dict) -> list[dict]:
@@ -71,7 +82,9 @@ def _ran_on_the_worker(stack: EmbeddedStack, client: AirflowClient, run: dict) -
     assert ran
     workloads = WORKLOAD_LINE.findall((stack.state_dir / "celery-worker.log").read_text(errors="replace"))
     for ti in ran:
-        assert any(ti["id"] in line for line in workloads), f"{ti['task_id']} ({ti['id']}) not run by the worker"
+        assert any(ti["id"] in line for line in workloads), (
+            f"{ti['task_id']} ({ti['id']}) not run by the worker"
+        )
         assert ti["queue"] == "default" and ti["hostname"], ti
     return ran
 
@@ -94,8 +107,13 @@ def test_stack_is_distributed(celery_stack: EmbeddedStack, client: AirflowClient
     assert "concurrency: 2 (prefork)" in log and f"{celery_stack.worker_name}@" in log
 
 
-def test_extract_runs_on_the_celery_worker(celery_stack: EmbeddedStack, client: AirflowClient,
-                                           extract: dict, store: ArtifactStore, tiny_library: Path) -> None:
+def test_extract_runs_on_the_celery_worker(
+    celery_stack: EmbeddedStack,
+    client: AirflowClient,
+    extract: dict,
+    store: ArtifactStore,
+    tiny_library: Path,
+) -> None:
     assert extract["state"] == "success", extract.get("failed_tasks")
     counts = json.loads((tiny_library / "summary.json").read_text())["counts"]
     raw = {s["entity"]: s for s in extract["stages"] if s["stage"] == "raw"}
@@ -109,14 +127,20 @@ def test_extract_runs_on_the_celery_worker(celery_stack: EmbeddedStack, client: 
     assert sum(results.values()) >= len(ran) and not results.get("FAILURE"), results
 
 
-def test_transform_runs_on_the_celery_worker(celery_stack: EmbeddedStack, client: AirflowClient,
-                                             transform: dict, extract: dict, tiny_library: Path) -> None:
+def test_transform_runs_on_the_celery_worker(
+    celery_stack: EmbeddedStack, client: AirflowClient, transform: dict, extract: dict, tiny_library: Path
+) -> None:
     assert transform["state"] == "success", transform.get("failed_tasks")
     assert transform["validation"]["status"] == "PASS"
     counts = json.loads((tiny_library / "summary.json").read_text())["counts"]
     alma = {s["entity"]: s for s in transform["stages"] if s["stage"] == "alma"}
     for entity in ("bibs", "holdings", "items", "patrons", "loans", "requests", "fines"):
-        assert alma[entity]["records"] > 0 and alma[entity]["records"] + alma[entity]["rejected"] == counts[entity]
-    ran = _ran_on_the_worker(celery_stack, client, extract) + _ran_on_the_worker(celery_stack, client, transform)
+        assert (
+            alma[entity]["records"] > 0
+            and alma[entity]["records"] + alma[entity]["rejected"] == counts[entity]
+        )
+    ran = _ran_on_the_worker(celery_stack, client, extract) + _ran_on_the_worker(
+        celery_stack, client, transform
+    )
     results = _celery_results(celery_stack)
     assert sum(results.values()) >= len(ran) and not results.get("FAILURE"), results

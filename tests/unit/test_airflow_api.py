@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from aleph2alma.airflow_api import AirflowApiError, AirflowClient
+from aleph2alma_dev.airflow_api import AirflowApiError, AirflowClient
 
 
 class FakeAirflow:
@@ -24,9 +24,15 @@ class FakeAirflow:
             return httpx.Response(201, json={"access_token": "t"})
         if path.endswith("/taskInstances"):
             _, gates = self.steps[self.at]
-            return httpx.Response(200, json={"task_instances": [
-                {"task_id": task, "map_index": -1, "try_number": tries, "state": "awaiting_input"}
-                for task, tries in gates]})
+            return httpx.Response(
+                200,
+                json={
+                    "task_instances": [
+                        {"task_id": task, "map_index": -1, "try_number": tries, "state": "awaiting_input"}
+                        for task, tries in gates
+                    ]
+                },
+            )
         if "/dagRuns/" in path:
             self.at = min(self.at + 1, len(self.steps) - 1)
             return httpx.Response(200, json={"state": self.steps[self.at][0]})
@@ -40,8 +46,13 @@ def client(fake: FakeAirflow) -> AirflowClient:
 def test_a_gate_is_answered_once_it_has_settled() -> None:
     fake = FakeAirflow([("running", [("sign_off", 1)])] * 6 + [("success", [])])
     answered: list[tuple[str, int]] = []
-    state = client(fake).wait("d", "r", poll=0.01, settle=0.03,
-                              on_gate=lambda ti: answered.append((ti["task_id"], ti["try_number"])))
+    state = client(fake).wait(
+        "d",
+        "r",
+        poll=0.01,
+        settle=0.03,
+        on_gate=lambda ti: answered.append((ti["task_id"], ti["try_number"])),
+    )
     assert state == "success"
     assert answered == [("sign_off", 1)]
 
@@ -54,8 +65,9 @@ def test_a_gate_not_yet_settled_is_left_alone() -> None:
 
 
 def test_a_gate_asked_again_on_a_later_try_is_answered_again() -> None:
-    fake = FakeAirflow([("running", [("sign_off", 1)])] * 4 + [("running", [("sign_off", 2)])] * 4
-                       + [("success", [])])
+    fake = FakeAirflow(
+        [("running", [("sign_off", 1)])] * 4 + [("running", [("sign_off", 2)])] * 4 + [("success", [])]
+    )
     answered: list[int] = []
     client(fake).wait("d", "r", poll=0.01, settle=0.0, on_gate=lambda ti: answered.append(ti["try_number"]))
     assert answered == [1, 2]
@@ -65,3 +77,20 @@ def test_a_run_that_never_finishes_times_out_with_its_name() -> None:
     fake = FakeAirflow([("running", [])])
     with pytest.raises(AirflowApiError, match="d run r did not finish"):
         client(fake).wait("d", "r", timeout=0.05, poll=0.01)
+
+
+def test_typed_xcom_values_come_back_as_plain_json() -> None:
+    from aleph2alma_dev.airflow_api import plain_xcom
+
+    stored = [
+        {
+            "__classname__": "aleph2alma.delivery.transfer.Delivered",
+            "__version__": 0,
+            "__data__": {"target": "s3://b/d/", "remote_path": "d/p.zip"},
+        }
+    ]
+    assert plain_xcom(stored) == [{"target": "s3://b/d/", "remote_path": "d/p.zip"}]
+    assert plain_xcom('{"__classname__": "x", "__version__": 1, "__data__": {"run_id": "r"}}') == {
+        "run_id": "r"
+    }
+    assert plain_xcom("123") == "123" and plain_xcom("s3://b/k") == "s3://b/k"

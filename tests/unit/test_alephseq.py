@@ -26,9 +26,13 @@ from aleph2alma.aleph.alephseq import (
 from aleph2alma.rejects import RejectLog
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alephseq"
-SAMPLES = Path(os.environ.get("ALEPH2ALMA_SAMPLES", Path(__file__).resolve().parents[1] / "fixtures" / "samples"))
+SAMPLES = Path(
+    os.environ.get("ALEPH2ALMA_SAMPLES", Path(__file__).resolve().parents[1] / "fixtures" / "samples")
+)
 SAMPLE_FILES = sorted(SAMPLES.glob("*.seq"))
-needs_samples = pytest.mark.skipif(not SAMPLE_FILES, reason=f"no ALEPHSEQ samples in {SAMPLES} (set ALEPH2ALMA_SAMPLES)")
+needs_samples = pytest.mark.skipif(
+    not SAMPLE_FILES, reason=f"no ALEPHSEQ samples in {SAMPLES} (set ALEPH2ALMA_SAMPLES)"
+)
 
 CLEAN_FIXTURES = ["quirks.seq", "embedded_items.seq", "invalid_utf8.seq", "gbk_title.seq"]
 FAULTS = [  # fixture, reason; the bad line is line 4, in record 000000001
@@ -60,6 +64,7 @@ def _by_sysno(records: list[AlephSeqRecord], sysno: str) -> pymarc.Record:
 
 # --- round trip -------------------------------------------------------------------------
 
+
 @needs_samples
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
 def test_round_trip_of_sample_is_byte_exact(path: Path) -> None:
@@ -78,23 +83,43 @@ def test_round_trip_of_fixture_is_byte_exact(name: str) -> None:
 @pytest.mark.parametrize("name", [f for f, _, _ in FAULTS] + ["blank_line.seq"])
 def test_round_trip_drops_only_skipped_lines(name: str) -> None:
     records, _ = _read(FIXTURES / name)
-    kept = [line for line in (FIXTURES / name).read_bytes().splitlines(keepends=True)
-            if line.strip() and check_line(line) is None]
+    kept = [
+        line
+        for line in (FIXTURES / name).read_bytes().splitlines(keepends=True)
+        if line.strip() and check_line(line) is None
+    ]
     assert _write(records) == b"".join(kept)
 
 
-def test_crlf_and_missing_final_newline_are_normalised() -> None:
+def test_crlf_is_normalised() -> None:
     lf = (FIXTURES / "quirks.seq").read_bytes()
-    crlf = lf.replace(b"\n", b"\r\n").rstrip(b"\r\n")
-    records = list(read_alephseq(io.BytesIO(crlf)))
+    records = list(read_alephseq(io.BytesIO(lf.replace(b"\n", b"\r\n"))))
     assert _write(records) == lf
+
+
+def test_missing_final_newline_rejects_the_last_record_as_truncated() -> None:
+    """A file that does not end with a line end was cut: its last record is not delivered."""
+    lf = (FIXTURES / "quirks.seq").read_bytes()
+    sink = io.StringIO()
+    records = list(read_alephseq(io.BytesIO(lf.rstrip(b"\n")), rejects=RejectLog(sink), source_name="q.seq"))
+    whole = list(read_alephseq(io.BytesIO(lf)))
+    assert [r.sysno for r in records] == [r.sysno for r in whole[:-1]]
+    (reject,) = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert (reject["reason"], reject["record_id"], reject["source"]) == (
+        "truncated_record",
+        whole[-1].sysno,
+        "q.seq",
+    )
 
 
 # --- samples ----------------------------------------------------------------------------
 
+
 @needs_samples
-@pytest.mark.parametrize(("name", "count"), [
-    ("usp_41_bibs.seq", 41), ("usp_2_holdings.seq", 2), ("usp_2_bibs_for_holdings.seq", 2)])
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("usp_41_bibs.seq", 41), ("usp_2_holdings.seq", 2), ("usp_2_bibs_for_holdings.seq", 2)],
+)
 def test_sample_record_counts(name: str, count: int) -> None:
     records, _ = _read(SAMPLES / name)
     assert len(records) == count
@@ -139,6 +164,7 @@ def test_keep_local_false_drops_aleph_tags_but_keeps_leader() -> None:
 
 # --- faults -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("name", "reason", "record_id"), FAULTS, ids=[r for _, r, _ in FAULTS])
 def test_fault_is_rejected_and_stream_goes_on(name: str, reason: str, record_id: str) -> None:
     records, rejects = _read(FIXTURES / name, entity="bibs")
@@ -157,34 +183,50 @@ def test_blank_line_is_skipped_silently() -> None:
     assert [r.sysno for r in records] == ["000000001", "000000002"]
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    pytest.param(b"000000001 24510 L $$aTitle\n", None, id="data-field"),
-    pytest.param(b"000000001 24510 L $$aTitle\r\n", None, id="crlf"),
-    pytest.param(b"000000001 590   L \n", None, id="empty-data"),
-    pytest.param(b"000000001 Z30-1 L $$5x", None, id="item-no-eol"),
-    pytest.param(b"000000001 590   L\n", "short_line", id="17-chars"),
-    pytest.param(b"\n", "short_line", id="blank"),
-    pytest.param(b"00000001  24510 L $$a", "bad_sysno", id="8-digit-sysno"),
-    pytest.param(b"000000001\t24510 L $$a", "bad_separator", id="tab-after-sysno"),
-    pytest.param(b"000000001 24510-L $$a", "bad_separator", id="dash-before-L"),
-    pytest.param(b"000000001 24510 L$$a", "bad_separator", id="no-blank-after-L"),
-    pytest.param(b"000000001 2 510 L $$a", "bad_tag", id="blank-in-tag"),
-    pytest.param(b"000000001 245\xc3\xa9 L $$a", "bad_indicator", id="non-ascii-indicator"),
-    pytest.param(b"000000001 24510 l $$a", "bad_format_column", id="lowercase-l"),
-    pytest.param(b"000000001 LDR 1 L 00000nam", "control_field_indicators", id="ldr-indicator"),
-])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        pytest.param(b"000000001 24510 L $$aTitle\n", None, id="data-field"),
+        pytest.param(b"000000001 24510 L $$aTitle\r\n", None, id="crlf"),
+        pytest.param(b"000000001 590   L \n", None, id="empty-data"),
+        pytest.param(b"000000001 Z30-1 L $$5x", None, id="item-no-eol"),
+        pytest.param(b"000000001 590   L\n", "short_line", id="17-chars"),
+        pytest.param(b"\n", "short_line", id="blank"),
+        pytest.param(b"00000001  24510 L $$a", "bad_sysno", id="8-digit-sysno"),
+        pytest.param(b"000000001\t24510 L $$a", "bad_separator", id="tab-after-sysno"),
+        pytest.param(b"000000001 24510-L $$a", "bad_separator", id="dash-before-L"),
+        pytest.param(b"000000001 24510 L$$a", "bad_separator", id="no-blank-after-L"),
+        pytest.param(b"000000001 2 510 L $$a", "bad_tag", id="blank-in-tag"),
+        pytest.param(b"000000001 245\xc3\xa9 L $$a", "bad_indicator", id="non-ascii-indicator"),
+        pytest.param(b"000000001 24510 l $$a", "bad_format_column", id="lowercase-l"),
+        pytest.param(b"000000001 LDR 1 L 00000nam", "control_field_indicators", id="ldr-indicator"),
+    ],
+)
 def test_check_line(line: bytes, reason: str | None) -> None:
     assert check_line(line) == reason
 
 
-@pytest.mark.parametrize(("tag", "local"), [
-    ("FMT", True), ("CAT", True), ("LKR", True), ("Z30", True), ("SYS", True), ("9XX", True),
-    ("LDR", False), ("001", False), ("245", False), ("852", False)])
+@pytest.mark.parametrize(
+    ("tag", "local"),
+    [
+        ("FMT", True),
+        ("CAT", True),
+        ("LKR", True),
+        ("Z30", True),
+        ("SYS", True),
+        ("9XX", True),
+        ("LDR", False),
+        ("001", False),
+        ("245", False),
+        ("852", False),
+    ],
+)
 def test_is_local_tag(tag: str, local: bool) -> None:
     assert is_local_tag(tag) is local
 
 
 # --- encodings --------------------------------------------------------------------------
+
 
 def test_invalid_utf8_is_recorded_and_recoverable() -> None:
     records, rejects = _read(FIXTURES / "invalid_utf8.seq")
@@ -206,6 +248,7 @@ def test_gbk_title_is_recorded_and_recoverable() -> None:
 
 
 # --- embedded items and quirks ----------------------------------------------------------
+
 
 def test_embedded_items_are_exposed_and_kept_in_place() -> None:
     records, _ = _read(FIXTURES / "embedded_items.seq")
@@ -255,10 +298,14 @@ def test_quirks_are_kept_in_documented_form() -> None:
 
 # --- writer -----------------------------------------------------------------------------
 
+
 def test_record_lines_of_a_new_record() -> None:
     record = pymarc.Record(leader="00000nam a2200000 a 4500")
-    record.add_field(control_field("FMT", "BK"), Field("008", data="190101s2019    xx  "),
-                     Field("245", Indicators("1", "0"), [Subfield("a", "Title"), Subfield("c", "Me")]))
+    record.add_field(
+        control_field("FMT", "BK"),
+        Field("008", data="190101s2019    xx  "),
+        Field("245", Indicators("1", "0"), [Subfield("a", "Title"), Subfield("c", "Me")]),
+    )
     assert record_lines("000000123", record, [{"5": "000000123000010", "b": "MAIN"}]) == [
         "000000123 FMT   L BK",
         "000000123 LDR   L 00000nam^a2200000^a^4500",
@@ -283,8 +330,10 @@ def test_record_lines_rejects_a_bad_system_number(sysno: str) -> None:
 
 # --- raw records and splitting ----------------------------------------------------------
 
-@pytest.mark.parametrize("path", [*SAMPLE_FILES, *(FIXTURES / n for n in CLEAN_FIXTURES)],
-                         ids=lambda p: p.name)
+
+@pytest.mark.parametrize(
+    "path", [*SAMPLE_FILES, *(FIXTURES / n for n in CLEAN_FIXTURES)], ids=lambda p: p.name
+)
 def test_iter_raw_records_matches_reader(path: Path) -> None:
     with open(path, "rb") as fh:
         raw = list(iter_raw_records(fh))

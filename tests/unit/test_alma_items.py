@@ -35,8 +35,12 @@ class StubForm:
     policies = {"01": "LOAN", "03": "READING_ROOM"}
     process_types = {"MI": "MISSING", "BD": "BINDERY"}
     materials = {"BOOK": "BOOK", "ISSUE": "ISSUE"}
-    defaults = {"default_library": "MAIN", "default_location": "UNASSIGNED", "default_item_policy": "DEFAULT",
-                "default_material_type": "OTHER"}
+    defaults = {
+        "default_library": "MAIN",
+        "default_location": "UNASSIGNED",
+        "default_item_policy": "DEFAULT",
+        "default_material_type": "OTHER",
+    }
 
     def location_for(self, sub_library: str, collection: str) -> tuple[str, str] | None:
         return self.locations.get((sub_library, collection))
@@ -61,20 +65,37 @@ class StubForm:
 
 
 FULL_ROW = {
-    "Z30_REC_KEY": "000012345000010", "Z30_BARCODE": "31000123", "Z30_SUB_LIBRARY": "BNUZG",
-    "Z30_COLLECTION": "ZWSK", "Z30_ITEM_STATUS": "01", "Z30_ITEM_PROCESS_STATUS": "MI", "Z30_MATERIAL": "BOOK",
-    "Z30_CALL_NO_TYPE": "8", "Z30_CALL_NO": "TP312/123", "Z30_CALL_NO_2": "I247.5/12",
-    "Z30_DESCRIPTION": "v.2 第二卷", "Z30_NOTE_OPAC": "附光盘", "Z30_NOTE_CIRCULATION": "check disc",
-    "Z30_NOTE_INTERNAL": "gift 2019", "Z30_INVENTORY_NUMBER": "INV-9", "Z30_PRICE": "CNY45.00",
-    "Z30_OPEN_DATE": 20190305, "Z30_UPDATE_DATE": 20240229, "Z30_HOL_DOC_NUMBER_X": "000000777",
-    "Z30_NO_LOANS": 12, "Z30_ENUMERATION_A": "2", "Z30_ENUMERATION_B": "3", "Z30_CHRONOLOGICAL_I": "2019",
+    "Z30_REC_KEY": "000012345000010",
+    "Z30_BARCODE": "31000123",
+    "Z30_SUB_LIBRARY": "BNUZG",
+    "Z30_COLLECTION": "ZWSK",
+    "Z30_ITEM_STATUS": "01",
+    "Z30_ITEM_PROCESS_STATUS": "MI",
+    "Z30_MATERIAL": "BOOK",
+    "Z30_CALL_NO_TYPE": "8",
+    "Z30_CALL_NO": "TP312/123",
+    "Z30_CALL_NO_2": "I247.5/12",
+    "Z30_DESCRIPTION": "v.2 第二卷",
+    "Z30_NOTE_OPAC": "附光盘",
+    "Z30_NOTE_CIRCULATION": "check disc",
+    "Z30_NOTE_INTERNAL": "gift 2019",
+    "Z30_INVENTORY_NUMBER": "INV-9",
+    "Z30_PRICE": "CNY45.00",
+    "Z30_OPEN_DATE": 20190305,
+    "Z30_UPDATE_DATE": 20240229,
+    "Z30_HOL_DOC_NUMBER_X": "000000777",
+    "Z30_NO_LOANS": 12,
+    "Z30_ENUMERATION_A": "2",
+    "Z30_ENUMERATION_B": "3",
+    "Z30_CHRONOLOGICAL_I": "2019",
     "Z30_CHRONOLOGICAL_J": "05",
 }
 HOL_LINKS = pa.table({"sysno": ["000000777"], "bib_library": ["BNU01"], "bib_sysno": ["000004242"]})
 
 
-def run(rows: list[dict[str, Any]], excluded: dict[str, str] | None = None,
-        hol_links: pa.Table | None = HOL_LINKS) -> tuple[list[dict[str, Any]], Any, RejectLog, io.StringIO]:
+def run(
+    rows: list[dict[str, Any]], excluded: dict[str, str] | None = None, hol_links: pa.Table | None = HOL_LINKS
+) -> tuple[list[dict[str, Any]], Any, RejectLog, io.StringIO]:
     sink = io.StringIO()
     log = RejectLog(sink)
     table, stats = transform_items(ztable(Z30, rows), StubForm(), excluded or {}, log, hol_links)
@@ -86,36 +107,72 @@ def run(rows: list[dict[str, Any]], excluded: dict[str, str] | None = None,
 def test_every_field_of_a_full_item() -> None:
     (item,), stats, _, _ = run([FULL_ROW])
     assert item == {
-        "aleph_item_key": "000012345000010", "barcode": "31000123", "library": "MAIN", "location": "ZWSK",
-        "item_policy": "LOAN", "material_type": "BOOK", "process_type": "MISSING", "call_number_type": "8",
-        "call_number": "TP312/123", "alternative_call_number": "I247.5/12", "description": "v.2 第二卷",
-        "enumeration_a": "2", "enumeration_b": "3", "chronology_i": "2019", "chronology_j": "05",
-        "public_note": "附光盘", "fulfillment_note": "check disc", "internal_note_1": "gift 2019",
-        "inventory_number": "INV-9", "inventory_price": "CNY45.00", "creation_date": "2019-03-05",
-        "modification_date": "2024-02-29", "holding_id": "000000777", "bib_library": "BNU01",
-        "bib_sysno": "000004242", "no_loans": 12,
+        "aleph_item_key": "000012345000010",
+        "barcode": "31000123",
+        "library": "MAIN",
+        "location": "ZWSK",
+        "item_policy": "LOAN",
+        "material_type": "BOOK",
+        "process_type": "MISSING",
+        "call_number_type": "8",
+        "call_number": "TP312/123",
+        "alternative_call_number": "I247.5/12",
+        "description": "v.2 第二卷",
+        "enumeration_a": "2",
+        "enumeration_b": "3",
+        "chronology_i": "2019",
+        "chronology_j": "05",
+        "public_note": "附光盘",
+        "fulfillment_note": "check disc",
+        "internal_note_1": "gift 2019",
+        "inventory_number": "INV-9",
+        "inventory_price": "CNY45.00",
+        "creation_date": "2019-03-05",
+        "modification_date": "2024-02-29",
+        "holding_id": "000000777",
+        "bib_library": "BNU01",
+        "bib_sysno": "000004242",
+        "no_loans": 12,
     }
     assert stats.fallbacks == {"location": 0, "item_policy": 0, "material_type": 0, "process_type": 0}
 
 
 FALLBACKS = [
-    ("unmapped collection: the sub-library's library, default location",
-     {"Z30_COLLECTION": "LSCK"}, {"library": "MAIN", "location": "UNASSIGNED"}, "location"),
-    ("unmapped sub-library: default library and location",
-     {"Z30_SUB_LIBRARY": "BNUCP", "Z30_COLLECTION": "CPZW"}, {"library": "MAIN", "location": "UNASSIGNED"},
-     "location"),
-    ("unmapped pair in a mapped branch", {"Z30_SUB_LIBRARY": "BNUJY", "Z30_COLLECTION": "XXXX"},
-     {"library": "EDU", "location": "UNASSIGNED"}, "location"),
+    (
+        "unmapped collection: the sub-library's library, default location",
+        {"Z30_COLLECTION": "LSCK"},
+        {"library": "MAIN", "location": "UNASSIGNED"},
+        "location",
+    ),
+    (
+        "unmapped sub-library: default library and location",
+        {"Z30_SUB_LIBRARY": "BNUCP", "Z30_COLLECTION": "CPZW"},
+        {"library": "MAIN", "location": "UNASSIGNED"},
+        "location",
+    ),
+    (
+        "unmapped pair in a mapped branch",
+        {"Z30_SUB_LIBRARY": "BNUJY", "Z30_COLLECTION": "XXXX"},
+        {"library": "EDU", "location": "UNASSIGNED"},
+        "location",
+    ),
     ("unmapped item status", {"Z30_ITEM_STATUS": "99"}, {"item_policy": "DEFAULT"}, "item_policy"),
     ("unmapped material", {"Z30_MATERIAL": "CDROM"}, {"material_type": "OTHER"}, "material_type"),
-    ("unmapped process status: no process type", {"Z30_ITEM_PROCESS_STATUS": "ZZ"}, {"process_type": ""},
-     "process_type"),
+    (
+        "unmapped process status: no process type",
+        {"Z30_ITEM_PROCESS_STATUS": "ZZ"},
+        {"process_type": ""},
+        "process_type",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("change", "expected", "counter"), [c[1:] for c in FALLBACKS], ids=[c[0] for c in FALLBACKS])
-def test_unmapped_codes_take_the_form_defaults(change: dict[str, str], expected: dict[str, str],
-                                               counter: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected", "counter"), [c[1:] for c in FALLBACKS], ids=[c[0] for c in FALLBACKS]
+)
+def test_unmapped_codes_take_the_form_defaults(
+    change: dict[str, str], expected: dict[str, str], counter: str
+) -> None:
     (item,), stats, _, _ = run([FULL_ROW | change])
     assert {k: item[k] for k in expected} == expected
     assert stats.fallbacks[counter] == 1
@@ -131,10 +188,18 @@ def test_blank_process_status_is_in_place_not_a_fallback() -> None:
 def test_excluded_and_keyless_records_are_rejected_with_their_reason() -> None:
     rows = [FULL_ROW | {"Z30_REC_KEY": f"{n:09d}000010", "Z30_BARCODE": f"B{n}"} for n in range(6)]
     rows.append(FULL_ROW | {"Z30_REC_KEY": ""})
-    excluded = {"000000001000010": "orphan_item", "000000004000010": "duplicate_barcode", "nope": "not in part"}
+    excluded = {
+        "000000001000010": "orphan_item",
+        "000000004000010": "duplicate_barcode",
+        "nope": "not in part",
+    }
     items, stats, log, sink = run(rows, excluded)
-    assert [i["aleph_item_key"] for i in items] == ["000000000000010", "000000002000010", "000000003000010",
-                                                    "000000005000010"]
+    assert [i["aleph_item_key"] for i in items] == [
+        "000000000000010",
+        "000000002000010",
+        "000000003000010",
+        "000000005000010",
+    ]
     assert (stats.records_in, stats.records_out, stats.rejected) == (7, 4, 3)
     assert stats.rejected_by_reason == {"orphan_item": 1, "duplicate_barcode": 1, "missing_item_key": 1}
     assert log.total == 3
@@ -173,8 +238,9 @@ def test_dates_become_iso_or_empty(raw: int | None, iso: str) -> None:
 
 
 def test_blank_padding_and_nulls_are_stripped() -> None:
-    (item,), _, _, _ = run([FULL_ROW | {"Z30_BARCODE": "  31000123", "Z30_NOTE_OPAC": None,
-                                        "Z30_DESCRIPTION": "第二卷\u3000"}])
+    (item,), _, _, _ = run(
+        [FULL_ROW | {"Z30_BARCODE": "  31000123", "Z30_NOTE_OPAC": None, "Z30_DESCRIPTION": "第二卷\u3000"}]
+    )
     assert item["barcode"] == "31000123"
     assert item["public_note"] == ""
     assert item["description"] == "第二卷\u3000"  # only ASCII blanks are padding
@@ -187,10 +253,14 @@ def test_call_number_subfields_are_joined() -> None:
 
 def test_bib_link_pads_sysnos_and_withholds_items_of_undelivered_holdings() -> None:
     others = [f"{n:09d}" for n in range(1000, 1010)]  # a map much larger than the part: narrowed first
-    links = pa.table({"sysno": ["000000777", *others], "bib_library": ["BNU01 "] * 11, "bib_sysno": ["4242"] * 11})
-    rows = [FULL_ROW | {"Z30_HOL_DOC_NUMBER_X": "777"},
-            FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_HOL_DOC_NUMBER_X": "000000999"},
-            FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_HOL_DOC_NUMBER_X": ""}]
+    links = pa.table(
+        {"sysno": ["000000777", *others], "bib_library": ["BNU01 "] * 11, "bib_sysno": ["4242"] * 11}
+    )
+    rows = [
+        FULL_ROW | {"Z30_HOL_DOC_NUMBER_X": "777"},
+        FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_HOL_DOC_NUMBER_X": "000000999"},
+        FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_HOL_DOC_NUMBER_X": ""},
+    ]
     (linked, no_holdings), stats, _, sink = run(rows, hol_links=links)
     assert (linked["bib_library"], linked["bib_sysno"]) == ("BNU01", "000004242")
     assert (no_holdings["holding_id"], no_holdings["bib_sysno"], stats.unlinked_to_bib) == ("", "", 1)
@@ -204,8 +274,11 @@ def test_without_hol_links_bib_fields_are_empty() -> None:
     assert (item["bib_library"], item["bib_sysno"], stats.unlinked_to_bib) == ("", "", 0)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(12, 12), (1500, 999), (None, 0), (-3, 0)],
-                         ids=["as is", "capped at 999", "null is 0", "negative is 0"])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(12, 12), (1500, 999), (None, 0), (-3, 0)],
+    ids=["as is", "capped at 999", "null is 0", "negative is 0"],
+)
 def test_no_loans(raw: int | None, expected: int) -> None:
     (item,), _, _, _ = run([FULL_ROW | {"Z30_NO_LOANS": raw}])
     assert item["no_loans"] == expected
@@ -221,16 +294,28 @@ def test_chunked_input_and_empty_part() -> None:
 
 
 def test_a_part_read_dictionary_encoded_gives_the_same_items(tmp_path: Path) -> None:
-    rows = [FULL_ROW,
-            FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_SUB_LIBRARY": None, "Z30_COLLECTION": " ZWSK",
-                        "Z30_MATERIAL": "CDROM", "Z30_ITEM_PROCESS_STATUS": None, "Z30_NOTE_OPAC": None,
-                        "Z30_OPEN_DATE": None, "Z30_UPDATE_DATE": 20230229},
-            FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_ITEM_STATUS": "99", "Z30_CALL_NO_2": "$$hQA76 $$i.A1"},
-            FULL_ROW | {"Z30_REC_KEY": "", "Z30_NOTE_INTERNAL": "keyless"}]
+    rows = [
+        FULL_ROW,
+        FULL_ROW
+        | {
+            "Z30_REC_KEY": "000000002000010",
+            "Z30_SUB_LIBRARY": None,
+            "Z30_COLLECTION": " ZWSK",
+            "Z30_MATERIAL": "CDROM",
+            "Z30_ITEM_PROCESS_STATUS": None,
+            "Z30_NOTE_OPAC": None,
+            "Z30_OPEN_DATE": None,
+            "Z30_UPDATE_DATE": 20230229,
+        },
+        FULL_ROW
+        | {"Z30_REC_KEY": "000000003000010", "Z30_ITEM_STATUS": "99", "Z30_CALL_NO_2": "$$hQA76 $$i.A1"},
+        FULL_ROW | {"Z30_REC_KEY": "", "Z30_NOTE_INTERNAL": "keyless"},
+    ]
     table = ztable(Z30, rows)
     # two row groups, and a code padded two ways ("01" and " 01") in the second: it strips to one code
-    table = pa.concat_tables([table, ztable(Z30, [FULL_ROW | {"Z30_REC_KEY": "000000005000010",
-                                                               "Z30_ITEM_STATUS": " 01"}])])
+    table = pa.concat_tables(
+        [table, ztable(Z30, [FULL_ROW | {"Z30_REC_KEY": "000000005000010", "Z30_ITEM_STATUS": " 01"}])]
+    )
     pq.write_table(table, tmp_path / "z30.parquet", row_group_size=2)
     read = read_z30(tmp_path / "z30.parquet")
     assert pa.types.is_dictionary(read.schema.field("Z30_COLLECTION").type)
@@ -250,8 +335,13 @@ def test_missing_input_column_is_named() -> None:
 
 
 def test_csv_is_utf8_with_a_header() -> None:
-    items, _ = transform_items(ztable(Z30, [FULL_ROW | {"Z30_NOTE_OPAC": 'a "quoted", note'}]), StubForm(), {},
-                               RejectLog(), HOL_LINKS)
+    items, _ = transform_items(
+        ztable(Z30, [FULL_ROW | {"Z30_NOTE_OPAC": 'a "quoted", note'}]),
+        StubForm(),
+        {},
+        RejectLog(),
+        HOL_LINKS,
+    )
     buf = io.BytesIO()
     write_items_csv(items, buf)
     rows = list(csv.DictReader(io.StringIO(buf.getvalue().decode("utf-8"))))
@@ -264,8 +354,11 @@ def test_csv_is_utf8_with_a_header() -> None:
 
 
 def test_items_by_bib_groups_linked_items() -> None:
-    rows = [FULL_ROW, FULL_ROW | {"Z30_REC_KEY": "000012345000020", "Z30_BARCODE": "31000124"},
-            FULL_ROW | {"Z30_REC_KEY": "000099999000010", "Z30_HOL_DOC_NUMBER_X": "000000001"}]
+    rows = [
+        FULL_ROW,
+        FULL_ROW | {"Z30_REC_KEY": "000012345000020", "Z30_BARCODE": "31000124"},
+        FULL_ROW | {"Z30_REC_KEY": "000099999000010", "Z30_HOL_DOC_NUMBER_X": "000000001"},
+    ]
     table, _ = transform_items(ztable(Z30, rows), StubForm(), {}, RejectLog(), HOL_LINKS)
     grouped = items_by_bib(table)
     assert list(grouped) == [("BNU01", "000004242")]

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 
 from aleph2alma.aleph.alephseq import read_alephseq
 from aleph2alma.aleph.ztables import Z_TABLES, build_metadata
-from aleph2alma.demo import codes, generator, text
-from aleph2alma.demo.defects import DEFECT_RATES, INVALID_BYTES, MIN_OCCURRENCES
-from aleph2alma.demo.generator import SCALES, GeneratorError, generate
-from aleph2alma.demo.replica import ReplicaError
 from aleph2alma.rejects import RejectLog
 from aleph2alma.settings import load
+from aleph2alma_dev.demo import codes, generator, text
+from aleph2alma_dev.demo.defects import DEFECT_RATES, INVALID_BYTES, MIN_OCCURRENCES
+from aleph2alma_dev.demo.generator import SCALES, GeneratorError, generate
+from aleph2alma_dev.demo.replica import ReplicaError
 
 AS_OF = date(2026, 11, 1)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -37,13 +37,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     return out, generate(out, scale="tiny", seed=1)
 
 
-def _table_rows(db_url: str, schemas: dict[str, str | None] | None = None) -> dict[str, list[tuple[Any, ...]]]:
+def _table_rows(
+    db_url: str, schemas: dict[str, str | None] | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
     _, tables = build_metadata(schemas or {"adm": None, "usr": None})
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            return {name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key.columns))]
-                    for name, t in tables.items()}
+            return {
+                name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key.columns))]
+                for name, t in tables.items()
+            }
     finally:
         engine.dispose()
 
@@ -52,8 +56,9 @@ def _stripped(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[dict[str
     out = {}
     for name, values in rows.items():
         cols = Z_TABLES[name].column_names
-        out[name] = [{c: v.rstrip() if isinstance(v, str) else v for c, v in zip(cols, r, strict=True)}
-                     for r in values]
+        out[name] = [
+            {c: v.rstrip() if isinstance(v, str) else v for c, v in zip(cols, r, strict=True)} for r in values
+        ]
     return out
 
 
@@ -67,7 +72,9 @@ def _content_hash(out: Path, db_url: str) -> str:
 
 
 def _truth(out: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in (out / "ground_truth.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [
+        json.loads(line) for line in (out / "ground_truth.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def _seq_records(out: Path, name: str) -> list[Any]:
@@ -78,6 +85,7 @@ def _seq_records(out: Path, name: str) -> list[Any]:
 
 
 # --- the checks a later validation stage makes, written independently of the generator ---
+
 
 def _found_defects(out: Path, summary: dict[str, Any]) -> set[tuple[str, str, str]]:
     settings = load("demo")
@@ -94,8 +102,10 @@ def _found_defects(out: Path, summary: dict[str, Any]) -> set[tuple[str, str, st
                 found.add(("bibs", rid, "invalid_leader"))
             if not r.record.get_fields(title):
                 found.add(("bibs", rid, "missing_title"))
-            if any(not f.control_field and any(i not in "0123456789 " for i in f.indicators)
-                   for f in r.record.fields):
+            if any(
+                not f.control_field and any(i not in "0123456789 " for i in f.indicators)
+                for f in r.record.fields
+            ):
                 found.add(("bibs", rid, "invalid_indicators"))
         for line in (out / "alephseq" / lib.file).read_bytes().splitlines():
             try:
@@ -133,7 +143,7 @@ def _found_defects(out: Path, summary: dict[str, Any]) -> set[tuple[str, str, st
     items = {i["Z30_REC_KEY"] for i in t["Z30"]}
     patrons = {p["Z303_REC_KEY"] for p in t["Z303"]}
     primary = Counter(p["Z303_PRIMARY_ID"] for p in t["Z303"])
-    loans_by = Counter(loan["Z36_ID"] for loan in t["Z36"] if loan["Z36_STATUS"] == "A")
+    loans_by = Counter(loan["Z36_ID"] for loan in t["Z36"] if loan["Z36_STATUS"] in "ALC")
     local = {z["Z305_REC_KEY"][:12]: z for z in t["Z305"]}
     for p in t["Z303"]:
         key = p["Z303_REC_KEY"]
@@ -184,13 +194,16 @@ def test_same_seed_same_library(demo: tuple[Path, dict[str, Any]], tmp_path: Pat
     out, summary = demo
     again = generate(tmp_path, scale="tiny", seed=1)
     assert _content_hash(out, summary["db_url"]) == _content_hash(tmp_path, again["db_url"])
-    assert {k: v for k, v in again.items() if k != "db_url"} == {k: v for k, v in summary.items() if k != "db_url"}
+    assert {k: v for k, v in again.items() if k != "db_url"} == {
+        k: v for k, v in summary.items() if k != "db_url"
+    }
     other = generate(tmp_path / "seed2", scale="tiny", seed=2)
     assert _content_hash(tmp_path / "seed2", other["db_url"]) != _content_hash(out, summary["db_url"])
 
 
-def test_worker_processes_write_the_same_library(demo: tuple[Path, dict[str, Any]], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_processes_write_the_same_library(
+    demo: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out, summary = demo
     monkeypatch.setattr(generator, "PARALLEL_FROM_BIBS", 0)  # the path the larger scales take
     again = generator.generate(tmp_path, scale="tiny", seed=1)
@@ -236,12 +249,20 @@ def test_clean_records_link_and_use_known_codes(demo: tuple[Path, dict[str, Any]
     known = codes.known_codes()
     t = _stripped(_table_rows(summary["db_url"]))
     bad = {(d["entity"], d["record_id"]) for d in _truth(out)}
-    hol_bib = {r.sysno: f"{r.record['LKR']['l']}:{r.record['LKR']['b']}" for r in _seq_records(out, settings.hol_file)
-               if ("holdings", f"{settings.hol_library}:{r.sysno}") not in bad}
-    adm_bib = {z["Z103_REC_KEY"][5:14]: f"{z['Z103_LKR_LIBRARY']}:{z['Z103_LKR_DOC_NUMBER']}" for z in t["Z103"]}
+    hol_bib = {
+        r.sysno: f"{r.record['LKR']['l']}:{r.record['LKR']['b']}"
+        for r in _seq_records(out, settings.hol_file)
+        if ("holdings", f"{settings.hol_library}:{r.sysno}") not in bad
+    }
+    adm_bib = {
+        z["Z103_REC_KEY"][5:14]: f"{z['Z103_LKR_LIBRARY']}:{z['Z103_LKR_DOC_NUMBER']}" for z in t["Z103"]
+    }
     with_items = set()
     for i in t["Z30"]:
-        assert i["Z30_MATERIAL"] in known["materials"] and i["Z30_ITEM_PROCESS_STATUS"] in known["process_statuses"]
+        assert (
+            i["Z30_MATERIAL"] in known["materials"]
+            and i["Z30_ITEM_PROCESS_STATUS"] in known["process_statuses"]
+        )
         assert i["Z30_CALL_NO_TYPE"] in known["call_no_types"] and i["Z30_CALL_NO"]
         if ("items", i["Z30_REC_KEY"]) in bad:
             continue
@@ -255,7 +276,7 @@ def test_clean_records_link_and_use_known_codes(demo: tuple[Path, dict[str, Any]
     for loan in t["Z36"]:
         if ("loans", loan["Z36_REC_KEY"]) not in bad:
             assert loan["Z36_REC_KEY"] in clean_items and loan["Z36_ID"] in patrons
-            assert loan["Z36_SUB_LIBRARY"] in known["sub_libraries"] and loan["Z36_STATUS"] == "A"
+            assert loan["Z36_SUB_LIBRARY"] in known["sub_libraries"] and loan["Z36_STATUS"] in "ALC"
     assert len({loan["Z36_REC_KEY"] for loan in t["Z36"]}) == len(t["Z36"])
     expiry = {z["Z305_REC_KEY"][:12]: z["Z305_EXPIRY_DATE"] for z in t["Z305"]}
     borrowers = {loan["Z36_ID"] for loan in t["Z36"]}
@@ -271,7 +292,9 @@ def test_clean_records_link_and_use_known_codes(demo: tuple[Path, dict[str, Any]
     assert {o["Z68_VENDOR_CODE"] for o in t["Z68"]} <= vendors
     assert {o["Z68_REC_KEY"][:9] for o in t["Z68"]} <= set(adm_bib)
     keys = [k for p in t["Z308"] for k in [p["Z308_REC_KEY"]]]
-    assert {k[:2] for k in keys} == {"01", "02"} and Counter(p["Z308_ID"] for p in t["Z308"]).most_common(1)[0][1] == 2
+    assert {k[:2] for k in keys} == {"01", "02"} and Counter(p["Z308_ID"] for p in t["Z308"]).most_common(1)[
+        0
+    ][1] == 2
 
 
 def test_electronic_bibs_have_856_and_no_holdings(demo: tuple[Path, dict[str, Any]]) -> None:
@@ -308,9 +331,18 @@ def test_encoding_defects_are_what_they_claim(demo: tuple[Path, dict[str, Any]])
 
 
 def test_vocabularies_are_gbk_encodable_and_isbns_valid() -> None:
-    chinese = [*text.CHINESE_SERIALS, *text.ZH_PREFIXES, *text.ZH_SUFFIXES, *text.ZH_SUBTITLES, text.ZH_SURNAMES,
-               text.ZH_GIVEN, *text.ZH_ROLES, *(c.heading for c in text.CLC_CLASSES),
-               *(t for c in text.CLC_CLASSES for t in c.topics), *text.ZH_DEGREES]
+    chinese = [
+        *text.CHINESE_SERIALS,
+        *text.ZH_PREFIXES,
+        *text.ZH_SUFFIXES,
+        *text.ZH_SUBTITLES,
+        text.ZH_SURNAMES,
+        text.ZH_GIVEN,
+        *text.ZH_ROLES,
+        *(c.heading for c in text.CLC_CLASSES),
+        *(t for c in text.CLC_CLASSES for t in c.topics),
+        *text.ZH_DEGREES,
+    ]
     for value in chinese:
         value.encode("gbk")
     isbn = text.isbn13("9787", 12345)
@@ -357,8 +389,12 @@ def test_replica_in_postgresql_schemas(tmp_path: Path) -> None:
         engine = sa.create_engine(url)
         with engine.connect() as conn:
             in_schema = defaultdict(set)
-            for schema, table in conn.execute(sa.text(
-                    "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema LIKE 'bnu%'")):
+            for schema, table in conn.execute(
+                sa.text(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema LIKE 'bnu%'"
+                )
+            ):
                 in_schema[schema].add(table)
         engine.dispose()
         assert in_schema["bnu00"] == {"z303", "z304", "z308"}
@@ -368,3 +404,44 @@ def test_replica_in_postgresql_schemas(tmp_path: Path) -> None:
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+def test_lost_and_claimed_returned_loans_at_a_real_sites_rate(demo: tuple[Path, dict[str, Any]]) -> None:
+    _, summary = demo
+    loans = _stripped(_table_rows(summary["db_url"]))["Z36"]
+    status = Counter(loan["Z36_STATUS"] for loan in loans)
+    assert set(status) == {"A", "L", "C"}
+    assert 0.06 <= (status["L"] + status["C"]) / len(loans) <= 0.16  # one real site: 11 %
+    assert status["L"] > status["C"] > 0
+    today = int(AS_OF.strftime("%Y%m%d"))
+    assert all(loan["Z36_DUE_DATE"] < today for loan in loans if loan["Z36_STATUS"] != "A")
+
+
+def test_no_demo_user_is_purged_before_it_expires(demo: tuple[Path, dict[str, Any]]) -> None:
+    """The demo library's patrons through the committed demo form: purge_date ≥ expiry_date, and
+    only patrons without a Z305 expiry get one."""
+    import io
+    import xml.etree.ElementTree as ET
+
+    from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.alma.users import UserOptions, write_users_xml
+    from zrows import ztable
+
+    _, summary = demo
+    t = _stripped(_table_rows(summary["db_url"]))
+    out = io.BytesIO()
+    write_users_xml(
+        *(ztable(Z_TABLES[name], t[name]) for name in ("Z303", "Z304", "Z305", "Z308")),
+        load_form(form_dir("demo")),
+        out,
+        {},
+        RejectLog(io.StringIO()),
+        UserOptions(as_of=AS_OF),
+    )
+    users = list(ET.fromstring(out.getvalue()))
+    dated = {z["Z305_REC_KEY"][:12] for z in t["Z305"] if z["Z305_EXPIRY_DATE"]}
+    undated = {p["Z303_PRIMARY_ID"] for p in t["Z303"] if p["Z303_REC_KEY"] not in dated}
+    purged = [u for u in users if u.find("purge_date") is not None]
+    assert len(users) > 100
+    assert all(u.findtext("purge_date", "") >= u.findtext("expiry_date", "") for u in purged)
+    assert {u.findtext("primary_id") for u in purged} <= undated

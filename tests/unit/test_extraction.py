@@ -14,6 +14,7 @@ from aleph2alma import settings as settings_mod
 from aleph2alma.aleph.db import create_engine
 from aleph2alma.aleph.extract import ExtractError, all_entities
 from aleph2alma.aleph.landing import LocalLanding
+from aleph2alma.phases.context import PhaseContext
 from aleph2alma.phases.extraction import commit_entity, extract_part, plan_extraction, profile_codes
 from aleph2alma.storage import ArtifactStore, RunScope
 
@@ -26,10 +27,15 @@ def settings():
     return replace(settings_mod.load("demo"), part_rows=300, part_bytes=16_384, db_chunk_rows=100)
 
 
-def _extract_all(store: ArtifactStore, settings, engine, landing, entities: list[str]) -> dict[str, dict]:
-    plan = plan_extraction(settings, entities, engine=engine, landing=landing)
-    results = [extract_part(store, SCOPE, settings, part, engine=engine, landing=landing) for part in plan]
-    return {e: commit_entity(store, SCOPE, e, results, plan) for e in entities}
+def _ctx(store: ArtifactStore, settings) -> PhaseContext:
+    return PhaseContext(store, SCOPE, settings)
+
+
+def _extract_all(store: ArtifactStore, settings, engine, landing, entities: list[str]) -> dict:
+    ctx = _ctx(store, settings)
+    plan = plan_extraction(ctx, entities, engine=engine, landing=landing)
+    results = [extract_part(ctx, part, engine=engine, landing=landing) for part in plan]
+    return {e: commit_entity(ctx, e, results, plan) for e in entities}
 
 
 def _summary(library: Path) -> dict:
@@ -45,18 +51,20 @@ def test_sqlite_replica_extracts_every_entity_with_source_counts(tiny_library: P
         for table in ("z30", "z303", "z36", "z37", "z31"):
             n = conn.execute(sa.text(f"select count(*) from {table}")).scalar_one()
             assert n > 0
-    assert committed["items"]["records"] == counts["items"]
-    assert committed["patrons"]["records"] == counts["patrons"]
-    assert committed["loans"]["records"] == counts["loans"]
-    assert committed["bibs"]["records"] == counts["bibs"]
-    assert committed["holdings"]["records"] == counts["holdings"]
-    assert set(committed["patrons"]["records_by_source"]) == {"Z303", "Z304", "Z305", "Z308"}
+    assert committed["items"].records == counts["items"]
+    assert committed["patrons"].records == counts["patrons"]
+    assert committed["loans"].records == counts["loans"]
+    assert committed["bibs"].records == counts["bibs"]
+    assert committed["holdings"].records == counts["holdings"]
+    assert set(committed["patrons"].extra["records_by_source"]) == {"Z303", "Z304", "Z305", "Z308"}
 
 
-def test_parts_split_large_tables_and_preserve_every_row(tiny_library: Path, store, settings, tmp_path: Path) -> None:
+def test_parts_split_large_tables_and_preserve_every_row(
+    tiny_library: Path, store, settings, tmp_path: Path
+) -> None:
     engine = create_engine(f"sqlite:///{tiny_library / 'replica.sqlite'}")
     committed = _extract_all(store, settings, engine, None, ["items"])
-    manifest = store.manifest(committed["items"]["manifest"])
+    manifest = store.manifest(committed["items"].manifest)
     parts = manifest.parts("Z30")
     assert len(parts) > 1
     keys = []
@@ -71,7 +79,7 @@ def test_parts_split_large_tables_and_preserve_every_row(tiny_library: Path, sto
 
 def test_alephseq_parts_end_on_record_boundaries(tiny_library: Path, store, settings) -> None:
     committed = _extract_all(store, settings, None, LocalLanding(tiny_library / "alephseq"), ["bibs"])
-    manifest = store.manifest(committed["bibs"]["manifest"])
+    manifest = store.manifest(committed["bibs"].manifest)
     original = b"".join((tiny_library / "alephseq" / lib.file).read_bytes() for lib in settings.bib_libraries)
     copied = b"".join(store.get_bytes(p.key) for p in sorted(manifest.parts(), key=lambda p: p.key))
     assert len(manifest.parts()) > 2
@@ -82,36 +90,39 @@ def test_alephseq_parts_end_on_record_boundaries(tiny_library: Path, store, sett
 
 def test_profile_counts_every_item_code(tiny_library: Path, store, settings) -> None:
     engine = create_engine(f"sqlite:///{tiny_library / 'replica.sqlite'}")
-    committed = _extract_all(store, settings, engine, None, ["items", "patrons"])
-    result = profile_codes(store, SCOPE, committed["items"]["manifest"], committed["patrons"]["manifest"])
-    inventory = json.loads(store.get_bytes(result["inventory_json"].split("/", 3)[3]))
-    assert result["records"] > 0
-    assert inventory
+    committed = _extract_all(store, settings, engine, None, ["items", "patrons", "fines"])
+    result = profile_codes(
+        _ctx(store, settings), committed["items"], committed["patrons"], committed["fines"]
+    )
+    inventory = json.loads(store.get_bytes(result.extra["inventory_json"].split("/", 3)[3]))
+    assert result.records > 0
+    fine_types = sum(entry["count"] for entry in inventory["counts"]["fine_type"])
+    assert fine_types == committed["fines"].records > 0  # every Z31 row's cash type is counted
 
 
 def test_unknown_entity_is_a_clear_error(settings) -> None:
     with pytest.raises(ExtractError, match="unknown entity shelves; known: bibs"):
-        plan_extraction(settings, ["shelves"], engine=None, landing=None)
+        plan_extraction(_ctx(None, settings), ["shelves"], engine=None, landing=None)  # type: ignore[arg-type]
 
 
 def test_retried_part_writes_the_same_keys_and_manifest(tiny_library: Path, store, settings) -> None:
     engine = create_engine(f"sqlite:///{tiny_library / 'replica.sqlite'}")
     first = _extract_all(store, settings, engine, None, ["loans"])
-    before = store.get_bytes(first["loans"]["manifest"].split("/", 3)[3])
+    before = store.get_bytes(first["loans"].manifest.split("/", 3)[3])
     keys_before = store.list_keys(SCOPE.prefix("raw", "loans"))
     second = _extract_all(store, settings, engine, None, ["loans"])
-    assert store.get_bytes(second["loans"]["manifest"].split("/", 3)[3]) == before
+    assert store.get_bytes(second["loans"].manifest.split("/", 3)[3]) == before
     assert store.list_keys(SCOPE.prefix("raw", "loans")) == keys_before
 
 
 @pytest.mark.postgres
 def test_postgresql_replica_with_library_schemas(tmp_path: Path, pg_database: str, store, settings) -> None:
-    from aleph2alma.demo.generator import generate
+    from aleph2alma_dev.demo.generator import generate
 
     pg_settings = replace(settings, schemas={"adm": "bnu50", "usr": "bnu00"})
     summary = generate(tmp_path, scale="tiny", seed=3, db_url=pg_database, settings=pg_settings)
     engine = create_engine(pg_database)
     committed = _extract_all(store, pg_settings, engine, None, ["items", "patrons", "loans"])
-    assert committed["items"]["records"] == summary["counts"]["items"]
-    assert committed["patrons"]["records"] == summary["counts"]["patrons"]
-    assert committed["loans"]["records"] == summary["counts"]["loans"]
+    assert committed["items"].records == summary["counts"]["items"]
+    assert committed["patrons"].records == summary["counts"]["patrons"]
+    assert committed["loans"].records == summary["counts"]["loans"]

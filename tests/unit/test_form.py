@@ -13,6 +13,7 @@ from openpyxl import Workbook, load_workbook
 
 from aleph2alma.alma.form import FormError, MigrationForm, generate_form, load_form, write_form
 from aleph2alma.alma.form_spec import TABS
+from aleph2alma.errors import ConfigError
 from aleph2alma.profile import CodeInventory
 
 
@@ -32,30 +33,51 @@ INVENTORY = inventory_of(
 
 def form_of(**rows: list[dict[str, str]]) -> MigrationForm:
     """A form from a few rows per tab; columns left out are blank."""
-    return MigrationForm({name: pd.DataFrame(rows.get(name, []), columns=list(spec.required), dtype="str")
-                          for name, spec in TABS.items()})
+    return MigrationForm(
+        {
+            name: pd.DataFrame(rows.get(name, []), columns=list(spec.required), dtype="str")
+            for name, spec in TABS.items()
+        }
+    )
 
 
 FILLED = form_of(
-    libraries=[{"aleph_sub_library": "BNUZG", "alma_library_code": "MAIN", "alma_library_name": "总馆"},
-               {"aleph_sub_library": "BNUJY", "alma_library_code": "EDU"}],
+    libraries=[
+        {"aleph_sub_library": "BNUZG", "alma_library_code": "MAIN", "alma_library_name": "总馆"},
+        {"aleph_sub_library": "BNUJY", "alma_library_code": "EDU"},
+    ],
     locations=[
         {"aleph_sub_library": "BNUZG", "aleph_collection": "ZWSK", "alma_location_code": "ZWSK"},
-        {"aleph_sub_library": "BNUZG", "aleph_collection": "ESER", "alma_library_code": "MAIN",
-         "alma_location_code": "ONLINE", "electronic": "Y"},
+        {
+            "aleph_sub_library": "BNUZG",
+            "aleph_collection": "ESER",
+            "alma_library_code": "MAIN",
+            "alma_location_code": "ONLINE",
+            "electronic": "Y",
+        },
         {"aleph_sub_library": "BNUZG", "aleph_collection": "WWQK"},  # listed, not mapped yet
         {"aleph_sub_library": "BNUZG", "aleph_collection": "*", "alma_location_code": "GEN"},
-        {"aleph_sub_library": "*", "aleph_collection": "*", "alma_library_code": "MAIN",
-         "alma_location_code": "UNKNOWN"},
+        {
+            "aleph_sub_library": "*",
+            "aleph_collection": "*",
+            "alma_library_code": "MAIN",
+            "alma_location_code": "UNKNOWN",
+        },
     ],
-    item_policies=[{"aleph_item_status": "01", "alma_item_policy": "LOAN"},
-                   {"aleph_item_status": "*", "alma_item_policy": "NOLOAN"}],
-    process_types=[{"aleph_item_process_status": "", "alma_process_type": "-"},
-                   {"aleph_item_process_status": "MI", "alma_process_type": "MISSING"}],
+    item_policies=[
+        {"aleph_item_status": "01", "alma_item_policy": "LOAN"},
+        {"aleph_item_status": "*", "alma_item_policy": "NOLOAN"},
+    ],
+    process_types=[
+        {"aleph_item_process_status": "", "alma_process_type": "-"},
+        {"aleph_item_process_status": "MI", "alma_process_type": "MISSING"},
+    ],
     material_types=[{"aleph_material": "BOOK", "alma_material_type": "BOOK"}],
-    user_groups=[{"aleph_bor_status": "01", "aleph_bor_type": "*", "alma_user_group": "UG"},
-                 {"aleph_bor_status": "*", "aleph_bor_type": "02", "alma_user_group": "ANY02"},
-                 {"aleph_bor_status": "04", "aleph_bor_type": "02", "alma_user_group": "STAFF"}],
+    user_groups=[
+        {"aleph_bor_status": "01", "aleph_bor_type": "*", "alma_user_group": "UG"},
+        {"aleph_bor_status": "*", "aleph_bor_type": "02", "alma_user_group": "ANY02"},
+        {"aleph_bor_status": "04", "aleph_bor_type": "02", "alma_user_group": "STAFF"},
+    ],
     defaults=[{"key": "currency", "value": "CNY"}, {"key": "institution_code", "value": "86BNU_INST"}],
 )
 
@@ -101,11 +123,20 @@ def test_generate_counts_and_prefills() -> None:
 
 def test_merge_keeps_filled_values_star_rows_and_gone_codes() -> None:
     form = generate_form(INVENTORY, existing=FILLED)
-    assert tab_keys(form, "locations") == [("BNUZG", "ZWSK"), ("BNUZG", "ESER"), ("BNUZG", "WWQK"),
-                                           ("BNUZG", "*"), ("*", "*"), ("BNUJY", "JYZW"), ("BNUZG", "")]
+    assert tab_keys(form, "locations") == [
+        ("BNUZG", "ZWSK"),
+        ("BNUZG", "ESER"),
+        ("BNUZG", "WWQK"),
+        ("BNUZG", "*"),
+        ("*", "*"),
+        ("BNUJY", "JYZW"),
+        ("BNUZG", ""),
+    ]
     assert column(form, "libraries", ("BNUZG",), "alma_library_name") == "总馆"
     assert column(form, "locations", ("BNUZG", "ESER"), "electronic") == "Y"
-    assert column(form, "locations", ("BNUZG", "ESER"), "in_data") == "N"  # no longer in the data: kept, marked
+    assert (
+        column(form, "locations", ("BNUZG", "ESER"), "in_data") == "N"
+    )  # no longer in the data: kept, marked
     assert column(form, "locations", ("BNUZG", "ESER"), "count") == "0"
     assert column(form, "locations", ("BNUZG", "ZWSK"), "count") == "60"  # counts refreshed
     # a * row counts the records that fall back to it: WWQK (unmapped) and "" fall to (BNUZG, *)
@@ -120,8 +151,13 @@ def test_merge_keeps_a_librarians_extra_columns() -> None:
     tabs = dict(FILLED.tabs)
     tabs["item_policies"] = tabs["item_policies"].assign(note=["checked by 张三", ""])
     form = generate_form(INVENTORY, existing=MigrationForm(tabs))
-    assert list(form.tabs["item_policies"].columns) == ["aleph_item_status", "alma_item_policy", "count",
-                                                        "in_data", "note"]
+    assert list(form.tabs["item_policies"].columns) == [
+        "aleph_item_status",
+        "alma_item_policy",
+        "count",
+        "in_data",
+        "note",
+    ]
     assert list(form.tabs["item_policies"]["note"]) == ["checked by 张三", "", ""]
 
 
@@ -136,7 +172,11 @@ LOOKUPS: list[tuple[str, Callable[[MigrationForm], object], object]] = [
     ("library", lambda f: f.library_for("BNUZG"), "MAIN"),
     ("library-padded", lambda f: f.library_for("BNUJY "), "EDU"),
     ("library-unmapped", lambda f: f.library_for("BNUXL"), None),
-    ("location-exact-library-from-libraries-tab", lambda f: f.location_for("BNUZG", "ZWSK "), ("MAIN", "ZWSK")),
+    (
+        "location-exact-library-from-libraries-tab",
+        lambda f: f.location_for("BNUZG", "ZWSK "),
+        ("MAIN", "ZWSK"),
+    ),
     ("location-blank-row-falls-back", lambda f: f.location_for("BNUZG", "WWQK"), ("MAIN", "GEN")),
     ("location-empty-collection", lambda f: f.location_for("BNUZG", None), ("MAIN", "GEN")),
     ("location-sub-star", lambda f: f.location_for("BNUXL", "XLZW"), ("MAIN", "UNKNOWN")),
@@ -165,8 +205,9 @@ def test_lookup(lookup: Callable[[MigrationForm], object], expected: object) -> 
 
 
 def test_location_row_needs_a_library_from_somewhere() -> None:
-    form = form_of(locations=[{"aleph_sub_library": "BNUXL", "aleph_collection": "XLZW",
-                               "alma_location_code": "PSY"}])
+    form = form_of(
+        locations=[{"aleph_sub_library": "BNUXL", "aleph_collection": "XLZW", "alma_location_code": "PSY"}]
+    )
     assert form.location_for("BNUXL", "XLZW") is None  # BNUXL has no library
     assert form.unmapped(INVENTORY)["locations"][0] == ("BNUZG", "ZWSK")
 
@@ -177,11 +218,14 @@ def test_unknown_default_key_is_a_key_error() -> None:
 
 
 def test_vectorised_lookups_agree_with_scalar_ones() -> None:
-    items = pd.DataFrame({
-        "sub": ["BNUZG", "BNUZG ", "BNUZG", "BNUXL", None, "BNUJY"],
-        "coll": ["ZWSK ", "ESER", "WWQK", "XLZW", "", "JYZW"],
-        "status": ["01", "10", "01", None, "03", "01"],
-    }, index=[10, 11, 12, 13, 14, 15])
+    items = pd.DataFrame(
+        {
+            "sub": ["BNUZG", "BNUZG ", "BNUZG", "BNUXL", None, "BNUJY"],
+            "coll": ["ZWSK ", "ESER", "WWQK", "XLZW", "", "JYZW"],
+            "status": ["01", "10", "01", None, "03", "01"],
+        },
+        index=[10, 11, 12, 13, 14, 15],
+    )
     located = FILLED.map_locations(items, "sub", "coll")
     assert list(located.index) == list(items.index)
     for (_, row), (_, out) in zip(items.iterrows(), located.iterrows(), strict=True):
@@ -190,7 +234,9 @@ def test_vectorised_lookups_agree_with_scalar_ones() -> None:
         assert got == expected
         assert out["electronic"] == FILLED.is_electronic(row["sub"], row["coll"])
     policies = FILLED.map_item_policies(items["status"])
-    assert [None if pd.isna(p) else p for p in policies] == [FILLED.item_policy_for(s) for s in items["status"]]
+    assert [None if pd.isna(p) else p for p in policies] == [
+        FILLED.item_policy_for(s) for s in items["status"]
+    ]
     assert list(FILLED.map_libraries(items["sub"]).fillna("?")) == ["MAIN", "MAIN", "MAIN", "?", "?", "EDU"]
 
 
@@ -210,9 +256,11 @@ def test_unmapped_lists_codes_after_fallbacks_most_frequent_first() -> None:
 
 # --- files --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["form", "form.xlsx"], ids=["csv", "xlsx"])
-@pytest.mark.parametrize("build", [lambda: generate_form(INVENTORY, existing=FILLED), form_of],
-                         ids=["merged", "empty"])
+@pytest.mark.parametrize(
+    "build", [lambda: generate_form(INVENTORY, existing=FILLED), form_of], ids=["merged", "empty"]
+)
 def test_write_then_load_round_trips(tmp_path: Path, name: str, build: Callable[[], MigrationForm]) -> None:
     form = build()
     write_form(form, tmp_path / name)
@@ -220,8 +268,17 @@ def test_write_then_load_round_trips(tmp_path: Path, name: str, build: Callable[
 
 
 def test_flags_are_read_case_insensitively() -> None:
-    form = form_of(locations=[{"aleph_sub_library": "BNUZG", "aleph_collection": "ESER",
-                               "alma_library_code": "MAIN", "alma_location_code": "ONLINE", "electronic": "y"}])
+    form = form_of(
+        locations=[
+            {
+                "aleph_sub_library": "BNUZG",
+                "aleph_collection": "ESER",
+                "alma_library_code": "MAIN",
+                "alma_location_code": "ONLINE",
+                "electronic": "y",
+            }
+        ]
+    )
     assert form.tabs["locations"]["electronic"].tolist() == ["Y"]
     assert form.is_electronic("BNUZG", "ESER")
 
@@ -267,12 +324,14 @@ def _break_csv(tab: str, edit: Callable[[list[list[str]]], None]) -> Callable[[P
         with open(path, "w", encoding="utf-8-sig", newline="") as fh:
             csv.writer(fh).writerows(rows)
         return root
+
     return breaker
 
 
 def _set(row: int, col: int, value: str) -> Callable[[list[list[str]]], None]:
     def edit(rows: list[list[str]]) -> None:
         rows[row - 1][col] = value
+
     return edit
 
 
@@ -284,8 +343,9 @@ def _missing_tab(root: Path) -> Path:
 
 def _gbk_csv(root: Path) -> Path:
     write_form(FILLED, root)
-    (root / "libraries.csv").write_bytes("aleph_sub_library,alma_library_code,alma_library_name\n"
-                                         "BNUZG,MAIN,总馆\n".encode("gbk"))
+    (root / "libraries.csv").write_bytes(
+        "aleph_sub_library,alma_library_code,alma_library_name\nBNUZG,MAIN,总馆\n".encode("gbk")
+    )
     return root
 
 
@@ -297,6 +357,7 @@ def _xlsx(edit: Callable[[Workbook], None]) -> Callable[[Path], Path]:
         edit(workbook)
         workbook.save(path)
         return path
+
     return breaker
 
 
@@ -310,42 +371,86 @@ def _drop_sheet(workbook: Workbook) -> None:
 
 STRUCTURE_ERRORS: list[tuple[str, Callable[[Path], Path], str]] = [
     ("missing-tab", _missing_tab, r"tab 'user_groups' missing; required tabs: libraries, locations"),
-    ("missing-sheet", _xlsx(_drop_sheet), r"form.xlsx \(sheet names are the tab names\): tab 'defaults' missing"),
-    ("missing-column", _break_csv("locations", _set(1, 3, "alma_location")),
-     r"locations.csv: column 'alma_location_code' missing; required columns: aleph_sub_library"),
-    ("duplicate-header", _break_csv("libraries", _set(1, 2, "alma_library_code")),
-     r"libraries.csv, row 1, column 3: header 'alma_library_code' appears twice"),
-    ("duplicate-key", _break_csv("item_policies", _set(3, 0, "01")),
-     r"item_policies.csv, row 3, column 'aleph_item_status': '01' duplicates row 2"),
-    ("duplicate-star-row", _break_csv("locations", _set(6, 0, "BNUZG")),
-     r"locations.csv, row 6, column 'aleph_sub_library' \+ 'aleph_collection': 'BNUZG' \+ '\*' duplicates row 5"),
-    ("bad-flag", _break_csv("locations", _set(3, 5, "Yes")),
-     r"locations.csv, row 3, column 'electronic': 'Yes' is not valid; accepted: Y, N or blank"),
-    ("star-in-alma-column", _break_csv("item_policies", _set(2, 1, "*")),
-     r"item_policies.csv, row 2, column 'alma_item_policy': '\*' is not valid; accepted: an Alma code"),
-    ("partial-star", _break_csv("item_policies", _set(2, 0, "0*")),
-     r"row 2, column 'aleph_item_status': '0\*' is not valid; accepted: an Aleph code, or \* alone"),
-    ("code-too-long", _break_csv("libraries", _set(2, 0, "BNUZGX")),
-     r"libraries.csv, row 2, column 'aleph_sub_library': 'BNUZGX' is not valid; accepted: .* at most 5"),
-    ("dash-outside-process-types", _break_csv("material_types", _set(2, 1, "-")),
-     r"material_types.csv, row 2, column 'alma_material_type': '-' is not valid"),
-    ("unknown-default-key", _break_csv("defaults", _set(2, 0, "curency")),
-     r"defaults.csv, row 2, column 'key': 'curency' is not valid; accepted: institution_code, "),
-    ("bad-default-value", _break_csv("defaults", _set(2, 1, "RMB ¥")),
-     r"defaults.csv, row 2, column 'value': 'RMB ¥' is not valid; accepted: an ISO 4217 code"),
+    (
+        "missing-sheet",
+        _xlsx(_drop_sheet),
+        r"form.xlsx \(sheet names are the tab names\): tab 'defaults' missing",
+    ),
+    (
+        "missing-column",
+        _break_csv("locations", _set(1, 3, "alma_location")),
+        r"locations.csv: column 'alma_location_code' missing; required columns: aleph_sub_library",
+    ),
+    (
+        "duplicate-header",
+        _break_csv("libraries", _set(1, 2, "alma_library_code")),
+        r"libraries.csv, row 1, column 3: header 'alma_library_code' appears twice",
+    ),
+    (
+        "duplicate-key",
+        _break_csv("item_policies", _set(3, 0, "01")),
+        r"item_policies.csv, row 3, column 'aleph_item_status': '01' duplicates row 2",
+    ),
+    (
+        "duplicate-star-row",
+        _break_csv("locations", _set(6, 0, "BNUZG")),
+        r"locations.csv, row 6, column 'aleph_sub_library' \+ 'aleph_collection': "
+        r"'BNUZG' \+ '\*' duplicates row 5",
+    ),
+    (
+        "bad-flag",
+        _break_csv("locations", _set(3, 5, "Yes")),
+        r"locations.csv, row 3, column 'electronic': 'Yes' is not valid; accepted: Y, N or blank",
+    ),
+    (
+        "star-in-alma-column",
+        _break_csv("item_policies", _set(2, 1, "*")),
+        r"item_policies.csv, row 2, column 'alma_item_policy': '\*' is not valid; accepted: an Alma code",
+    ),
+    (
+        "partial-star",
+        _break_csv("item_policies", _set(2, 0, "0*")),
+        r"row 2, column 'aleph_item_status': '0\*' is not valid; accepted: an Aleph code, or \* alone",
+    ),
+    (
+        "code-too-long",
+        _break_csv("libraries", _set(2, 0, "BNUZGX")),
+        r"libraries.csv, row 2, column 'aleph_sub_library': 'BNUZGX' is not valid; accepted: .* at most 5",
+    ),
+    (
+        "dash-outside-process-types",
+        _break_csv("material_types", _set(2, 1, "-")),
+        r"material_types.csv, row 2, column 'alma_material_type': '-' is not valid",
+    ),
+    (
+        "unknown-default-key",
+        _break_csv("defaults", _set(2, 0, "curency")),
+        r"defaults.csv, row 2, column 'key': 'curency' is not valid; accepted: institution_code, ",
+    ),
+    (
+        "bad-default-value",
+        _break_csv("defaults", _set(2, 1, "RMB ¥")),
+        r"defaults.csv, row 2, column 'value': 'RMB ¥' is not valid; accepted: an ISO 4217 code",
+    ),
     ("not-utf8", _gbk_csv, r"libraries.csv: not UTF-8 .*CSV UTF-8"),
-    ("number-for-code", _xlsx(_numeric_status),
-     r"form.xlsx, sheet 'item_policies', row 2, column 'aleph_item_status': the number 1 is not valid"),
+    (
+        "number-for-code",
+        _xlsx(_numeric_status),
+        r"form.xlsx, sheet 'item_policies', row 2, column 'aleph_item_status': the number 1 is not valid",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("breaker", "message"), [c[1:] for c in STRUCTURE_ERRORS],
-                         ids=[c[0] for c in STRUCTURE_ERRORS])
-def test_structure_errors_name_file_row_column_and_value(tmp_path: Path, breaker: Callable[[Path], Path],
-                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("breaker", "message"), [c[1:] for c in STRUCTURE_ERRORS], ids=[c[0] for c in STRUCTURE_ERRORS]
+)
+def test_structure_errors_name_file_row_column_and_value(
+    tmp_path: Path, breaker: Callable[[Path], Path], message: str
+) -> None:
     path = breaker(tmp_path / "form")
-    with pytest.raises(FormError, match=message):
+    with pytest.raises(FormError, match=message) as err:
         load_form(path)
+    assert isinstance(err.value, ConfigError)  # fails the task at once: retrying reads the same form
 
 
 def test_in_memory_forms_are_checked_too() -> None:

@@ -16,10 +16,24 @@ from aleph2alma.validate.rules import RULES
 
 def iteration_1() -> Iterator[Issue]:
     """Streams (generators): the diff must read each once."""
-    yield Issue("unmapped_location", "items", "000000017000050", "sub-library BNUZG collection LSCK is not in the locations tab")
-    yield Issue("unmapped_location", "items", "000000052000010", "sub-library BNUCP collection CPZW is not in the locations tab")
-    yield Issue("unmapped_item_status", "items", "000000093000020", "item status 19 is not in the item-policy tab")
-    yield Issue("unmapped_item_status", "items", "000000232000070", "item status 99 is not in the item-policy tab")
+    yield Issue(
+        "unmapped_location",
+        "items",
+        "000000017000050",
+        "sub-library BNUZG collection LSCK is not in the locations tab",
+    )
+    yield Issue(
+        "unmapped_location",
+        "items",
+        "000000052000010",
+        "sub-library BNUCP collection CPZW is not in the locations tab",
+    )
+    yield Issue(
+        "unmapped_item_status", "items", "000000093000020", "item status 19 is not in the item-policy tab"
+    )
+    yield Issue(
+        "unmapped_item_status", "items", "000000232000070", "item status 99 is not in the item-policy tab"
+    )
     yield Issue("missing_barcode", "items", "000000300000010", "Z30_BARCODE is blank")
     yield Issue("invalid_utf8", "bibs", "BNU01:000000007", "field 300")
     yield Issue("invalid_utf8", "bibs", "BNU01:000000007", "field 500")  # same record twice: one record
@@ -27,7 +41,12 @@ def iteration_1() -> Iterator[Issue]:
 
 
 def iteration_2() -> Iterator[Issue]:
-    yield Issue("unmapped_location", "items", "000000052000010", "sub-library BNUCP collection CPZW is not in the locations tab")
+    yield Issue(
+        "unmapped_location",
+        "items",
+        "000000052000010",
+        "sub-library BNUCP collection CPZW is not in the locations tab",
+    )
     yield Issue("missing_barcode", "items", "000000300000010", "Z30_BARCODE is blank")
     yield Issue("missing_barcode", "items", "000000301000010", "Z30_BARCODE is blank\tnew")
     yield Issue("invalid_utf8", "holdings", "BNU60:000004711", "field 852")
@@ -56,19 +75,28 @@ def test_counts_per_rule(rule: str) -> None:
 
 def test_ids_order_and_totals() -> None:
     d = diff()
-    assert [r.rule for r in d.rules] == ["invalid_utf8", "missing_barcode", "unmapped_location", "unmapped_item_status",
-                                         "retired_rule"]  # registry order, unknown rules last
+    assert [r.rule for r in d.rules] == [
+        "invalid_utf8",
+        "missing_barcode",
+        "unmapped_location",
+        "unmapped_item_status",
+        "retired_rule",
+    ]  # registry order, unknown rules last
     loc = next(r for r in d.rules if r.rule == "unmapped_location")
     assert (loc.fixed_ids, loc.open_ids, loc.new_ids) == (["000000017000050"], ["000000052000010"], [])
     assert d.totals == {"previous": 7, "current": 4, "fixed": 5, "new": 2, "still_open": 2}
     assert d.status == "NEW ISSUES"
 
 
-@pytest.mark.parametrize(("previous", "current", "status"), [
-    ([], [], "NO NEW ISSUES"),
-    ([Issue("missing_barcode", "items", "1")], [], "NO NEW ISSUES"),
-    ([], [Issue("missing_barcode", "items", "1")], "NEW ISSUES"),
-], ids=["nothing", "all-fixed", "all-new"])
+@pytest.mark.parametrize(
+    ("previous", "current", "status"),
+    [
+        ([], [], "NO NEW ISSUES"),
+        ([Issue("missing_barcode", "items", "1")], [], "NO NEW ISSUES"),
+        ([], [Issue("missing_barcode", "items", "1")], "NEW ISSUES"),
+    ],
+    ids=["nothing", "all-fixed", "all-new"],
+)
 def test_status(previous: list[Issue], current: list[Issue], status: str) -> None:
     assert diff_iterations(previous, current, RULES).status == status
 
@@ -78,17 +106,33 @@ def test_json() -> None:
     assert data["schema"] == "aleph2alma.iteration-diff/1"
     assert (data["previous"], data["current"], data["status"]) == ("iteration 1", "iteration 2", "NEW ISSUES")
     assert data["rules"]["missing_barcode"] == {
-        "rule": "missing_barcode", "severity": "FIX", "entity": "items", "previous": 1, "current": 2, "fixed": 0,
-        "new": 1, "still_open": 1, "fixed_ids": [], "new_ids": ["000000301000010"], "open_ids": ["000000300000010"]}
+        "rule": "missing_barcode",
+        "severity": "FIX",
+        "entity": "items",
+        "previous": 1,
+        "current": 2,
+        "fixed": 0,
+        "new": 1,
+        "still_open": 1,
+        "fixed_ids": [],
+        "new_ids": ["000000301000010"],
+        "open_ids": ["000000300000010"],
+    }
 
 
 def test_worklists(tmp_path: Path) -> None:
     written = diff().write_worklists(tmp_path / "worklists")
-    assert sorted(written) == ["invalid_utf8", "missing_barcode", "unmapped_location"]  # rules with nothing open: none
+    assert sorted(written) == [
+        "invalid_utf8",
+        "missing_barcode",
+        "unmapped_location",
+    ]  # rules with nothing open: none
     lines = written["missing_barcode"].read_text(encoding="utf-8").splitlines()
-    assert lines == ["record_id\tentity\tseverity\tstatus\tdetail",
-                     "000000301000010\titems\tFIX\tnew\tZ30_BARCODE is blank new",
-                     "000000300000010\titems\tFIX\tstill_open\tZ30_BARCODE is blank"]
+    assert lines == [
+        "record_id\tentity\tseverity\tstatus\tdetail",
+        "000000301000010\titems\tFIX\tnew\tZ30_BARCODE is blank new",
+        "000000300000010\titems\tFIX\tstill_open\tZ30_BARCODE is blank",
+    ]
     utf8 = written["invalid_utf8"].read_text(encoding="utf-8").splitlines()
     assert utf8[1:] == ["BNU60:000004711\tholdings\tFIX\tnew\tfield 852"]
 

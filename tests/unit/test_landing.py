@@ -46,12 +46,16 @@ def test_aleph_server_over_sftp(sftp_server: SftpTestServer, tmp_path: Path) -> 
     assert landing.fetch("BNU01.seq", tmp_path / "x.seq").read_bytes() == SAMPLE.read_bytes()
 
 
-@pytest.mark.parametrize(("uri", "message"), [
-    ("", "no ALEPHSEQ landing location given"),
-    ("ftp://host/x", "unsupported landing location"),
-    ("/no/such/dir", "does not exist"),
-    ("s3://bucket/x", "needs an S3 connection"),
-], ids=["empty", "ftp", "missing-dir", "s3-without-client"])
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("", "no ALEPHSEQ landing location given"),
+        ("ftp://host/x", "unsupported landing location"),
+        ("/no/such/dir", "does not exist"),
+        ("s3://bucket/x", "needs an S3 connection"),
+    ],
+    ids=["empty", "ftp", "missing-dir", "s3-without-client"],
+)
 def test_bad_landing_uris_are_clear_errors(uri: str, message: str) -> None:
     with pytest.raises(LandingError, match=message):
         parse_landing(uri)

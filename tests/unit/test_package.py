@@ -39,15 +39,18 @@ PARTS: dict[str, list[tuple[str, str, bytes, int]]] = {
         ("Z30", "csv", ITEMS_HEADER + b'B0003,EDU,JYZW,"NO,LOAN"\n', 1),
     ],
     "patrons": [("users", "xml", "<?xml version='1.0'?>\n<users><user>张三</user></users>\n".encode(), 1)],
-    "loans": [("loans", "jsonl", b'{"item_barcode":"B0001"}\n{"item_barcode":"B0002"}', 2)],  # no final newline
+    "loans": [
+        ("loans", "jsonl", b'{"item_barcode":"B0001"}\n{"item_barcode":"B0002"}', 2)
+    ],  # no final newline
     "requests": [("requests", "jsonl", b"", 0)],
     "fines": [("fines", "jsonl", b'{"amount":1.5}\n', 1)],
     "p2e": [("p2e", "txt", b"BNU01000000042,portfolio\n", 1)],
 }
 
 
-def commit_alma(store: ArtifactStore, tmp: Path, entity: str, parts: list[tuple[str, str, bytes, int]],
-                rejected: int = 0) -> str:
+def commit_alma(
+    store: ArtifactStore, tmp: Path, entity: str, parts: list[tuple[str, str, bytes, int]], rejected: int = 0
+) -> str:
     files = []
     counters: dict[str, int] = {}
     for source, ext, data, records in parts:
@@ -59,16 +62,25 @@ def commit_alma(store: ArtifactStore, tmp: Path, entity: str, parts: list[tuple[
     if entity == "items":  # rejects are reported, never delivered
         reject = tmp / "items-rejects.jsonl"
         reject.write_bytes(b'{"id":"000000001000010","reason":"duplicate barcode"}\n')
-        files.append(store.put_file(SCOPE.prefix("alma", entity) + "rejects/z30-part-00000.jsonl", reject,
-                                    records=1, source="Z30", kind="rejects"))
+        files.append(
+            store.put_file(
+                SCOPE.prefix("alma", entity) + "rejects/z30-part-00000.jsonl",
+                reject,
+                records=1,
+                source="Z30",
+                kind="rejects",
+            )
+        )
     total = sum(p[3] for p in parts)
     return store.commit(SCOPE, "alma", entity, files, extra={"records_in": total + rejected * len(parts)})
 
 
 @pytest.fixture
 def manifests(store: ArtifactStore, tmp_path: Path) -> dict[str, str]:
-    return {entity: commit_alma(store, tmp_path, entity, parts, rejected=1 if entity == "items" else 0)
-            for entity, parts in PARTS.items()}
+    return {
+        entity: commit_alma(store, tmp_path, entity, parts, rejected=1 if entity == "items" else 0)
+        for entity, parts in PARTS.items()
+    }
 
 
 def members_of(store: ArtifactStore, key: str) -> tuple[zipfile.ZipFile, dict[str, bytes]]:
@@ -79,19 +91,32 @@ def members_of(store: ArtifactStore, key: str) -> tuple[zipfile.ZipFile, dict[st
 def test_members_in_their_fixed_order(store: ArtifactStore, manifests: dict[str, str]) -> None:
     result = build_package(store, SCOPE, manifests, FORM, "demo")
     zf, _ = members_of(store, result.key)
-    assert zf.namelist() == ["bibs_BNU01.mrc", "bibs_BNU02.mrc", "holdings.mrc", "items.csv", "users.xml",
-                             "loans.jsonl", "requests.jsonl", "fees.jsonl", "p2e.txt", FORM_MEMBER, MANIFEST_MEMBER]
+    assert zf.namelist() == [
+        "bibs_BNU01.mrc",
+        "bibs_BNU02.mrc",
+        "holdings.mrc",
+        "items.csv",
+        "users.xml",
+        "loans.jsonl",
+        "requests.jsonl",
+        "fees.jsonl",
+        "p2e.txt",
+        FORM_MEMBER,
+        MANIFEST_MEMBER,
+    ]
     assert result.key == SCOPE.prefix("package", "delivery") + f"{package_name('demo', SCOPE)}.zip"
     assert result.name == "demo_migration_test_load_manual__2026-11-01T00-00-00-00-00.zip"
 
 
-def test_parts_are_joined_in_order_with_one_items_header(store: ArtifactStore, manifests: dict[str, str],
-                                                        tmp_path: Path) -> None:
+def test_parts_are_joined_in_order_with_one_items_header(
+    store: ArtifactStore, manifests: dict[str, str], tmp_path: Path
+) -> None:
     _, members = members_of(store, build_package(store, SCOPE, manifests, FORM, "demo").key)
     bnu01 = [p[2] for p in PARTS["bibs"] if p[0] == "BNU01"]
     assert members["bibs_BNU01.mrc"] == bnu01[0] + bnu01[1]
-    assert members["items.csv"] == (ITEMS_HEADER + b"B0001,MAIN,ZWSK,LOAN\nB0002,MAIN,ZWSK,LOAN\n"
-                                    b'B0003,EDU,JYZW,"NO,LOAN"\n')
+    assert members["items.csv"] == (
+        ITEMS_HEADER + b'B0001,MAIN,ZWSK,LOAN\nB0002,MAIN,ZWSK,LOAN\nB0003,EDU,JYZW,"NO,LOAN"\n'
+    )
     assert members["items.csv"].count(b"barcode,") == 1
     assert members["loans.jsonl"] == PARTS["loans"][0][2]  # one part: its bytes, as they are
     assert "张三" in members["users.xml"].decode("utf-8")
@@ -111,15 +136,20 @@ def test_manifest_has_counts_checksums_and_sources(store: ArtifactStore, manifes
         assert member["bytes"] == len(members[name]), name
     assert listed["bibs_BNU01.mrc"]["records"] == 5 and listed["bibs_BNU02.mrc"]["records"] == 1
     assert listed["items.csv"]["records"] == 3 and listed["items.csv"]["parts"] == [
-        SCOPE.prefix("alma", "items") + "z30-part-00000.csv", SCOPE.prefix("alma", "items") + "z30-part-00001.csv"]
+        SCOPE.prefix("alma", "items") + "z30-part-00000.csv",
+        SCOPE.prefix("alma", "items") + "z30-part-00001.csv",
+    ]
     assert manifest["counts"]["items"] == {"records": 3, "rejected": 2, "records_in": 5}
     assert manifest["counts"]["bibs"]["records"] == 6
     assert manifest["sources"] == manifests
-    assert result.members == [{k: m[k] for k in ("name", "entity", "bytes", "sha256", "records")}
-                              for m in manifest["members"]]
+    assert result.members == [
+        {k: m[k] for k in ("name", "entity", "bytes", "sha256", "records")} for m in manifest["members"]
+    ]
 
     committed = store.manifest(SCOPE.prefix("package", "delivery") + "_MANIFEST.json")
-    assert [(f.key, f.sha256, f.bytes) for f in committed.files] == [(result.key, result.sha256, result.bytes)]
+    assert [(f.key, f.sha256, f.bytes) for f in committed.files] == [
+        (result.key, result.sha256, result.bytes)
+    ]
     assert hashlib.sha256(store.get_bytes(result.key)).hexdigest() == result.sha256
 
 
@@ -132,7 +162,8 @@ def test_same_inputs_give_identical_bytes(store: ArtifactStore, manifests: dict[
     assert store.get_bytes(second.key) == zip_bytes
     zf, members = members_of(store, first.key)
     assert {(i.date_time, i.external_attr >> 16, i.compress_type) for i in zf.infolist()} == {
-        (FIXED_DATE_TIME, 0o100644, zipfile.ZIP_DEFLATED)}
+        (FIXED_DATE_TIME, 0o100644, zipfile.ZIP_DEFLATED)
+    }
     with zipfile.ZipFile(io.BytesIO(members[FORM_MEMBER])) as form:
         assert {i.date_time for i in form.infolist()} == {FIXED_DATE_TIME}
 
@@ -162,8 +193,9 @@ def test_only_the_entities_given_are_packaged(store: ArtifactStore, manifests: d
     ],
     ids=["unknown-entity", "wrong-manifest"],
 )
-def test_bad_manifest_mapping(store: ArtifactStore, manifests: dict[str, str], change: dict[str, str],
-                              message: str) -> None:
+def test_bad_manifest_mapping(
+    store: ArtifactStore, manifests: dict[str, str], change: dict[str, str], message: str
+) -> None:
     given = dict(manifests)
     for entity, value in change.items():
         given[entity] = manifests.get(value, value)
@@ -172,8 +204,12 @@ def test_bad_manifest_mapping(store: ArtifactStore, manifests: dict[str, str], c
 
 
 def test_items_parts_with_different_headers_do_not_join(store: ArtifactStore, tmp_path: Path) -> None:
-    uri = commit_alma(store, tmp_path, "items", [("Z30", "csv", ITEMS_HEADER + b"B1,M,Z,L\n", 1),
-                                                 ("Z30", "csv", b"barcode,library\nB2,M\n", 1)])
+    uri = commit_alma(
+        store,
+        tmp_path,
+        "items",
+        [("Z30", "csv", ITEMS_HEADER + b"B1,M,Z,L\n", 1), ("Z30", "csv", b"barcode,library\nB2,M\n", 1)],
+    )
     with pytest.raises(PackageError, match="z30-part-00001.csv: CSV header .* differs"):
         build_package(store, SCOPE, {"items": uri}, FORM, "demo")
 
@@ -184,7 +220,9 @@ def test_users_xml_must_be_one_part(store: ArtifactStore, tmp_path: Path) -> Non
         build_package(store, SCOPE, {"patrons": uri}, FORM, "demo")
 
 
-@pytest.mark.parametrize("name", ["../x", "a b", "pkg.zip", "-x"], ids=["traversal", "space", "extension", "dash"])
+@pytest.mark.parametrize(
+    "name", ["../x", "a b", "pkg.zip", "-x"], ids=["traversal", "space", "extension", "dash"]
+)
 def test_unsafe_names_are_refused(store: ArtifactStore, name: str) -> None:
     with pytest.raises(PackageError, match="not a safe file name"):
         build_package(store, SCOPE, {}, FORM, "demo", name=name)
@@ -193,4 +231,3 @@ def test_unsafe_names_are_refused(store: ArtifactStore, name: str) -> None:
 def test_migration_id_must_match_the_scope(store: ArtifactStore) -> None:
     with pytest.raises(PackageError, match="differs from the run scope"):
         build_package(store, SCOPE, {}, FORM, "bnu")
-

@@ -13,9 +13,14 @@ import pytest
 from aleph2alma.alma.statistics import AreaStatistics, StatisticsWorkbook, write_statistics_workbook
 from aleph2alma.alma.statistics import read_statistics_workbook as read_workbook
 from aleph2alma.reconcile import Reconciliation, reconcile
-from aleph2alma.reconcile.reconcile import draw_sample, is_private, same_value
+from aleph2alma.reconcile.reconcile import API_LOAN_DATE_NOTE, draw_sample, is_private, same_value
 
-RUN = {"migration_id": "demo", "dag_id": "migration_test_load", "run_id": "manual__2026-03-01", "as_of": "2026-03-01"}
+RUN = {
+    "migration_id": "demo",
+    "dag_id": "migration_test_load",
+    "run_id": "manual__2026-03-01",
+    "as_of": "2026-03-01",
+}
 
 ITEM_IDS = [f"{n:09d}000010" for n in range(1, 101)]
 PATRON_IDS = [f"BNU{n:09d}" for n in range(1, 41)]
@@ -23,13 +28,23 @@ PATRON_IDS = [f"BNU{n:09d}" for n in range(1, 41)]
 
 def delivered_item(record_id: str) -> dict[str, Any]:
     n = int(record_id[:9])
-    return {"barcode": f"3000{n:06d}", "library": "BNUZG", "location": "ZWSK", "item_policy": "LOAN_30",
-            "call_number": "I247.5/123"}
+    return {
+        "barcode": f"3000{n:06d}",
+        "library": "BNUZG",
+        "location": "ZWSK",
+        "item_policy": "LOAN_30",
+        "call_number": "I247.5/123",
+    }
 
 
 def delivered_patron(record_id: str) -> dict[str, Any]:
-    return {"primary_id": record_id.lower(), "user_group": "UG", "expiry_date": "2027-07-01",
-            "last_name": "张", "first_name": "三"}
+    return {
+        "primary_id": record_id.lower(),
+        "user_group": "UG",
+        "expiry_date": "2027-07-01",
+        "last_name": "张",
+        "first_name": "三",
+    }
 
 
 def expected(entity: str, record_id: str) -> Mapping[str, Any]:
@@ -39,8 +54,11 @@ def expected(entity: str, record_id: str) -> Mapping[str, Any]:
 class FakeAlma:
     """Alma as the fetch callable sees it: the delivered records, as Alma's API shapes them."""
 
-    def __init__(self, broken: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
-                 gone: set[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        broken: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        gone: set[tuple[str, str]] | None = None,
+    ) -> None:
         self.broken, self.gone = broken or {}, gone or set()
         self.calls: list[tuple[str, str]] = []
 
@@ -57,8 +75,12 @@ class FakeAlma:
         return record
 
 
-def run(alma_counts: Mapping[str, int] | None = None, workbook: Mapping[str, AreaStatistics] | None = None,
-        fetch: Any = None, **kwargs: Any) -> Reconciliation:
+def run(
+    alma_counts: Mapping[str, int] | None = None,
+    workbook: Mapping[str, AreaStatistics] | None = None,
+    fetch: Any = None,
+    **kwargs: Any,
+) -> Reconciliation:
     args: dict[str, Any] = {
         "sources": {"items": 100, "patrons": 40},
         "delivered": {"items": 97, "patrons": 40},
@@ -73,39 +95,76 @@ def run(alma_counts: Mapping[str, int] | None = None, workbook: Mapping[str, Are
     return reconcile(**args, run=RUN)
 
 
-WORKBOOK = {"bib_inventory.items": AreaStatistics("bib_inventory.items", 97, 95, 2,
-                                                  [(ITEM_IDS[3], "duplicate barcode"), (ITEM_IDS[4], "duplicate barcode")]),
-            "patron": AreaStatistics("patron", 40, 40, 0),
-            "vendor": AreaStatistics("vendor", 12, 12, 0)}
+WORKBOOK = {
+    "bib_inventory.items": AreaStatistics(
+        "bib_inventory.items",
+        97,
+        95,
+        2,
+        [(ITEM_IDS[3], "duplicate barcode"), (ITEM_IDS[4], "duplicate barcode")],
+    ),
+    "patron": AreaStatistics("patron", 40, 40, 0),
+    "vendor": AreaStatistics("vendor", 12, 12, 0),
+}
 
 
 def test_all_accounted() -> None:
     rec = run(workbook=WORKBOOK)
     items, patrons = rec.entities
-    assert (items.source, items.delivered, items.rejected, items.in_alma, items.alma_rejected,
-            items.missing_in_alma) == (100, 97, 3, 95, 2, 0)
+    assert (
+        items.source,
+        items.delivered,
+        items.rejected,
+        items.in_alma,
+        items.alma_rejected,
+        items.missing_in_alma,
+    ) == (100, 97, 3, 95, 2, 0)
     assert items.rejected_by_reason == {"orphan_item": 2, "missing_barcode": 1}
     assert items.alma_rejected_ids == [(ITEM_IDS[3], "duplicate barcode"), (ITEM_IDS[4], "duplicate barcode")]
     assert items.workbook_area == "bib_inventory.items" and items.in_alma_from == "alma"
     assert items.accounted and patrons.accounted and rec.all_accounted
     assert rec.status == "PASS" and not rec.sample_failures
-    assert rec.totals == {"entities": 2, "accounted_entities": 2, "source": 140, "delivered": 137, "rejected": 3,
-                          "in_alma": 135, "alma_rejected": 2, "missing_in_alma": 0, "sampled": 20,
-                          "sample_failures": 0}
+    assert rec.totals == {
+        "entities": 2,
+        "accounted_entities": 2,
+        "source": 140,
+        "delivered": 137,
+        "rejected": 3,
+        "in_alma": 135,
+        "alma_rejected": 2,
+        "missing_in_alma": 0,
+        "sampled": 20,
+        "sample_failures": 0,
+    }
     assert [a.area for a in rec.other_areas] == ["vendor"]
 
 
 CASES: dict[str, tuple[dict[str, Any], bool, str]] = {
-    "source-not-balanced": ({"sources": {"items": 101, "patrons": 40}}, False,
-                            "source 101 ≠ delivered 97 + rejected 3 (off by 1)"),
-    "missing-unnamed": ({"alma_counts": {"items": 93, "patrons": 40}}, False,
-                        "2 delivered records are not in Alma, 0 of them named"),
-    "missing-named": ({"alma_counts": {"items": 93, "patrons": 40},
-                       "missing_ids": {"items": [ITEM_IDS[10], ITEM_IDS[11]]}}, True, ""),
-    "missing-partly-named": ({"alma_counts": {"items": 93, "patrons": 40}, "missing_ids": {"items": [ITEM_IDS[10]]}},
-                             False, "2 delivered records are not in Alma, 1 of them named"),
-    "alma-holds-more": ({"alma_counts": {"items": 99, "patrons": 40}}, False,
-                        "Alma holds 4 more records than were delivered and not rejected"),
+    "source-not-balanced": (
+        {"sources": {"items": 101, "patrons": 40}},
+        False,
+        "source 101 ≠ delivered 97 + rejected 3 (off by 1)",
+    ),
+    "missing-unnamed": (
+        {"alma_counts": {"items": 93, "patrons": 40}},
+        False,
+        "2 delivered records are not in Alma, 0 of them named",
+    ),
+    "missing-named": (
+        {"alma_counts": {"items": 93, "patrons": 40}, "missing_ids": {"items": [ITEM_IDS[10], ITEM_IDS[11]]}},
+        True,
+        "",
+    ),
+    "missing-partly-named": (
+        {"alma_counts": {"items": 93, "patrons": 40}, "missing_ids": {"items": [ITEM_IDS[10]]}},
+        False,
+        "2 delivered records are not in Alma, 1 of them named",
+    ),
+    "alma-holds-more": (
+        {"alma_counts": {"items": 99, "patrons": 40}},
+        False,
+        "Alma holds 4 more records than were delivered and not rejected",
+    ),
     "no-alma-count": ({"alma_counts": {"patrons": 40}}, False, "no Alma count"),
 }
 
@@ -113,9 +172,15 @@ CASES: dict[str, tuple[dict[str, Any], bool, str]] = {
 @pytest.mark.parametrize(("changes", "accounted", "note"), CASES.values(), ids=CASES.keys())
 def test_accounting(changes: dict[str, Any], accounted: bool, note: str) -> None:
     items = WORKBOOK["bib_inventory.items"]  # Alma's rejects from the workbook, its loaded count left out
-    rec = run(workbook={**WORKBOOK, "bib_inventory.items": AreaStatistics(items.area, items.total, None,
-                                                                           items.rejected, items.rejected_records)},
-              **changes)
+    rec = run(
+        workbook={
+            **WORKBOOK,
+            "bib_inventory.items": AreaStatistics(
+                items.area, items.total, None, items.rejected, items.rejected_records
+            ),
+        },
+        **changes,
+    )
     items = rec.entities[0]
     assert items.accounted is accounted and rec.all_accounted is accounted
     assert rec.status == ("PASS" if accounted else "ATTENTION")
@@ -155,23 +220,41 @@ def test_entities_beyond_sources_are_reported() -> None:
 
 
 def test_sample_mismatches_field_by_field() -> None:
-    fetch = FakeAlma(broken={("items", ITEM_IDS[0]): {"location": "WWSK", "item_policy": "NO_LOAN"},
-                             ("patrons", PATRON_IDS[5]): {"user_group": {"value": "STAFF"}}},
-                     gone={("items", ITEM_IDS[1])})
+    fetch = FakeAlma(
+        broken={
+            ("items", ITEM_IDS[0]): {"location": "WWSK", "item_policy": "NO_LOAN"},
+            ("patrons", PATRON_IDS[5]): {"user_group": {"value": "STAFF"}},
+        },
+        gone={("items", ITEM_IDS[1])},
+    )
     ids = {"items": ITEM_IDS[:2], "patrons": PATRON_IDS[5:6]}
-    rec = run(fetch=fetch, workbook=None, sample_ids=ids, alma_counts={"items": 96, "patrons": 40},
-              missing_ids={"items": [ITEM_IDS[1]]})
+    rec = run(
+        fetch=fetch,
+        workbook=None,
+        sample_ids=ids,
+        alma_counts={"items": 96, "patrons": 40},
+        missing_ids={"items": [ITEM_IDS[1]]},
+    )
     items, patrons = rec.entities
     assert items.accounted  # the one missing item is named
     assert [s.record_id for s in items.sample] == [ITEM_IDS[0]]  # known-missing ids are not sampled
     wrong = items.sample[0]
     assert wrong.found and [(m.field, m.expected, m.actual) for m in wrong.mismatches] == [
-        ("location", "ZWSK", "WWSK"), ("item_policy", "LOAN_30", "NO_LOAN")]
-    assert [(m.field, m.expected, m.actual) for m in patrons.sample[0].mismatches] == [("user_group", "UG", "STAFF")]
+        ("location", "ZWSK", "WWSK"),
+        ("item_policy", "LOAN_30", "NO_LOAN"),
+    ]
+    assert [(m.field, m.expected, m.actual) for m in patrons.sample[0].mismatches] == [
+        ("user_group", "UG", "STAFF")
+    ]
     assert rec.status == "ATTENTION" and len(rec.sample_failures) == 2
 
     fetch = FakeAlma(gone={("items", ITEM_IDS[1])})
-    rec = run(fetch=fetch, workbook=None, sample_ids={"items": ITEM_IDS[:2]}, alma_counts={"items": 96, "patrons": 40})
+    rec = run(
+        fetch=fetch,
+        workbook=None,
+        sample_ids={"items": ITEM_IDS[:2]},
+        alma_counts={"items": 96, "patrons": 40},
+    )
     lost = [s for s in rec.entities[0].sample if not s.ok]
     assert [(s.record_id, s.found) for s in lost] == [(ITEM_IDS[1], False)]
 
@@ -187,8 +270,11 @@ def test_sample_is_seeded_and_skips_alma_rejects() -> None:
     assert c.calls != a.calls
 
 
-@pytest.mark.parametrize(("size", "available", "expected_n"), [(10, 100, 10), (10, 3, 3), (0, 100, 0), (5, 0, 0)],
-                         ids=["ten-of-100", "all-3", "none-asked", "none-there"])
+@pytest.mark.parametrize(
+    ("size", "available", "expected_n"),
+    [(10, 100, 10), (10, 3, 3), (0, 100, 0), (5, 0, 0)],
+    ids=["ten-of-100", "all-3", "none-asked", "none-there"],
+)
 def test_sample_size(size: int, available: int, expected_n: int) -> None:
     rec = run(sample_size=size, sample_ids={"items": ITEM_IDS[:available]}, workbook=None)
     assert len(rec.entities[0].sample) == expected_n
@@ -198,8 +284,13 @@ def test_sample_size(size: int, available: int, expected_n: int) -> None:
 def test_draw_sample_never_copies_or_repeats() -> None:
     ids = range(10**9)  # a sequence of a billion ids: only indices are drawn
     picked = draw_sample("items", ids, 5, seed=1, exclude={0, 1})  # type: ignore[arg-type]
-    assert len(picked) == len(set(picked)) == 5 and picked == draw_sample("items", ids, 5, seed=1,  # type: ignore[arg-type]
-                                                                            exclude={0, 1})
+    assert len(picked) == len(set(picked)) == 5 and picked == draw_sample(
+        "items",
+        ids,
+        5,
+        seed=1,  # type: ignore[arg-type]
+        exclude={0, 1},
+    )
 
 
 SAME = {
@@ -223,18 +314,33 @@ def test_same_value(a: Any, b: Any, same: bool) -> None:
     assert same_value(a, b) is same
 
 
-@pytest.mark.parametrize(("name", "private"), [("last_name", True), ("full_name", True), ("email_address", True),
-                                               ("phone", True), ("birth_date", True), ("pin_number", True),
-                                               ("primary_id", False), ("user_group", False), ("expiry_date", False),
-                                               ("pinyin", True)])
+@pytest.mark.parametrize(
+    ("name", "private"),
+    [
+        ("last_name", True),
+        ("full_name", True),
+        ("email_address", True),
+        ("phone", True),
+        ("birth_date", True),
+        ("pin_number", True),
+        ("primary_id", False),
+        ("user_group", False),
+        ("expiry_date", False),
+        ("pinyin", True),
+    ],
+)
 def test_private_fields(name: str, private: bool) -> None:
     assert is_private(name) is private
 
 
 def test_private_values_never_reported() -> None:
     fetch = FakeAlma(broken={("patrons", PATRON_IDS[0]): {"last_name": "李"}})
-    rec = run(fetch=fetch, sample_ids={"patrons": PATRON_IDS[:1]}, workbook=None,
-              fields={"patrons": ("primary_id", "last_name")})
+    rec = run(
+        fetch=fetch,
+        sample_ids={"patrons": PATRON_IDS[:1]},
+        workbook=None,
+        fields={"patrons": ("primary_id", "last_name")},
+    )
     mismatch = rec.entities[1].sample[0].mismatches
     assert [(m.field, m.expected, m.actual) for m in mismatch] == [("last_name", "(withheld)", "(withheld)")]
     assert "李" not in rec.to_json() and "张" not in rec.to_json() and "李" not in rec.to_html()
@@ -282,7 +388,9 @@ def page(html: str) -> tuple[_Page, str]:
 
 def test_json_report() -> None:
     data = json.loads(run(workbook=WORKBOOK).to_json())
-    assert data["schema"] == "aleph2alma.reconciliation/1" and data["status"] == "PASS" and data["all_accounted"]
+    assert (
+        data["schema"] == "aleph2alma.reconciliation/1" and data["status"] == "PASS" and data["all_accounted"]
+    )
     assert data["run"]["run_id"] == "manual__2026-03-01" and data["sample"] == {"size": 10, "seed": 0}
     items = data["entities"][0]
     assert items["alma_rejected_ids"][0] == {"id": ITEM_IDS[3], "reason": "duplicate barcode"}
@@ -299,8 +407,12 @@ def test_html_pass() -> None:
 
 def test_html_attention_lists_discrepancies_and_mismatches() -> None:
     fetch = FakeAlma(broken={("items", ITEM_IDS[0]): {"barcode": "<b>x</b>"}})
-    rec = run(fetch=fetch, sample_ids={"items": ITEM_IDS[:1]}, alma_counts={"items": 93, "patrons": 40},
-              workbook=WORKBOOK)
+    rec = run(
+        fetch=fetch,
+        sample_ids={"items": ITEM_IDS[:1]},
+        alma_counts={"items": 93, "patrons": 40},
+        workbook=WORKBOOK,
+    )
     html = rec.to_html()
     p, text = page(html)
     assert "ATTENTION" in text and "sample-mismatches" in p.ids
@@ -323,15 +435,31 @@ HOL_IDS = [f"{n:09d}" for n in range(101, 121)]
 
 
 def delivered_holding(record_id: str) -> dict[str, Any]:
-    return {"bib": f"(ALEPH)BNU01{int(record_id) - 100:09d}", "library": "MAIN", "location": "STACK",
-            "call_number": f"I247.5/{record_id[-3:]}"}
+    return {
+        "bib": f"(ALEPH)BNU01{int(record_id) - 100:09d}",
+        "library": "MAIN",
+        "location": "STACK",
+        "call_number": f"I247.5/{record_id[-3:]}",
+    }
 
 
 def test_holdings_reconcile_with_a_refused_record() -> None:
     """20 HOL records: 1 orphan rejected by us, 19 delivered; Alma refuses one (no bib), loads 18."""
     refused = HOL_IDS[4]
-    workbook = {"bib_inventory.holdings": AreaStatistics("bib_inventory.holdings", 19, 18, 1, [
-        (refused, f"No bibliographic record with 001 {int(refused) - 100:09d} (the holdings record's 004).")])}
+    workbook = {
+        "bib_inventory.holdings": AreaStatistics(
+            "bib_inventory.holdings",
+            19,
+            18,
+            1,
+            [
+                (
+                    refused,
+                    f"No bibliographic record with 001 {int(refused) - 100:09d} (the holdings record's 004).",
+                )
+            ],
+        )
+    }
     calls: list[str] = []
 
     def fetch(entity: str, record_id: str) -> dict[str, Any] | None:
@@ -341,15 +469,59 @@ def test_holdings_reconcile_with_a_refused_record() -> None:
             record["bib"] = "(ALEPH)BNU01000000099"
         return record
 
-    rec = reconcile({"holdings": 20}, {"holdings": 19}, {"holdings": {"orphan_holdings": 1}}, {}, workbook,
-                    {"holdings": HOL_IDS[:19]}, fetch, lambda _e, i: delivered_holding(i), sample_size=19,
-                    fields={"holdings": ("bib", "library", "location", "call_number")}, run=RUN)
+    rec = reconcile(
+        {"holdings": 20},
+        {"holdings": 19},
+        {"holdings": {"orphan_holdings": 1}},
+        {},
+        workbook,
+        {"holdings": HOL_IDS[:19]},
+        fetch,
+        lambda _e, i: delivered_holding(i),
+        sample_size=19,
+        fields={"holdings": ("bib", "library", "location", "call_number")},
+        run=RUN,
+    )
     holdings = rec.entities[0]
-    assert (holdings.source, holdings.delivered, holdings.rejected, holdings.in_alma, holdings.in_alma_from,
-            holdings.alma_rejected, holdings.missing_in_alma) == (20, 19, 1, 18, "workbook", 1, 0)
-    assert holdings.rejected_by_reason == {"orphan_holdings": 1} and holdings.workbook_area == "bib_inventory.holdings"
+    assert (
+        holdings.source,
+        holdings.delivered,
+        holdings.rejected,
+        holdings.in_alma,
+        holdings.in_alma_from,
+        holdings.alma_rejected,
+        holdings.missing_in_alma,
+    ) == (20, 19, 1, 18, "workbook", 1, 0)
+    assert (
+        holdings.rejected_by_reason == {"orphan_holdings": 1}
+        and holdings.workbook_area == "bib_inventory.holdings"
+    )
     assert holdings.accounted and holdings.discrepancies == []
     assert refused not in calls and len(holdings.sample) == 18  # Alma's refusal is not sampled
-    assert [(s.record_id, [(m.field, m.expected, m.actual) for m in s.mismatches]) for s in holdings.sample_failures] \
-        == [(HOL_IDS[7], [("bib", "(ALEPH)BNU01000000008", "(ALEPH)BNU01000000099")])]
+    assert [
+        (s.record_id, [(m.field, m.expected, m.actual) for m in s.mismatches])
+        for s in holdings.sample_failures
+    ] == [(HOL_IDS[7], [("bib", "(ALEPH)BNU01000000008", "(ALEPH)BNU01000000099")])]
     assert rec.status == "ATTENTION"
+
+
+def test_loans_created_through_the_api_carry_a_note_on_their_loan_date() -> None:
+    """A note, not a discrepancy: the report still passes, and says it twice (JSON and HTML)."""
+    rec = reconcile(
+        {"loans": 5},
+        {"loans": 5},
+        {},
+        {"loans": 5},
+        None,
+        {},
+        lambda _e, _i: None,
+        lambda _e, _i: {},
+        notes={"loans": [API_LOAN_DATE_NOTE]},
+        run=RUN,
+    )
+    assert rec.status == "PASS" and rec.entities[0].notes == [API_LOAN_DATE_NOTE]
+    assert json.loads(rec.to_json())["entities"][0]["notes"] == [API_LOAN_DATE_NOTE]
+    p, text = page(rec.to_html())
+    assert "notes" in p.ids and "loans: Loans created through Alma's API carry the day of the load" in text
+    plain = reconcile({"loans": 5}, {"loans": 5}, {}, {"loans": 5}, None, {}, lambda *_: None, lambda *_: {})
+    assert "notes" not in page(plain.to_html())[0].ids and plain.entities[0].notes == []

@@ -32,8 +32,11 @@ def test_parse_s3_uri(uri: str, expected: tuple[str, str]) -> None:
     assert parse_s3_uri(uri) == expected
 
 
-@pytest.mark.parametrize("uri", ["http://bucket/key", "s3://", "bucket/key", "s3://B/key"],
-                         ids=["http", "no-bucket", "no-scheme", "uppercase-bucket"])
+@pytest.mark.parametrize(
+    "uri",
+    ["http://bucket/key", "s3://", "bucket/key", "s3://B/key"],
+    ids=["http", "no-bucket", "no-scheme", "uppercase-bucket"],
+)
 def test_parse_s3_uri_rejects_with_the_bad_input_in_the_message(uri: str) -> None:
     with pytest.raises(S3UriError, match="not an S3 URI"):
         parse_s3_uri(uri)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aleph2alma.aleph.ztables import Z_TABLES
+from aleph2alma.validate import attachment
 from aleph2alma.validate.checks import (
     CHECKS,
     NEEDED_COLUMNS,
@@ -51,18 +52,37 @@ class StubForm:
         return None
 
 
-def item(key: str, barcode: str | None, sub: str = "BNUZG", coll: str = "ZWSK", status: str = "01",
-         hol: str | None = "000000001") -> dict[str, Any]:
-    return {"Z30_REC_KEY": key, "Z30_BARCODE": barcode, "Z30_SUB_LIBRARY": sub, "Z30_COLLECTION": coll,
-            "Z30_ITEM_STATUS": status, "Z30_HOL_DOC_NUMBER_X": hol}
+def item(
+    key: str,
+    barcode: str | None,
+    sub: str = "BNUZG",
+    coll: str = "ZWSK",
+    status: str = "01",
+    hol: str | None = "000000001",
+) -> dict[str, Any]:
+    return {
+        "Z30_REC_KEY": key,
+        "Z30_BARCODE": barcode,
+        "Z30_SUB_LIBRARY": sub,
+        "Z30_COLLECTION": coll,
+        "Z30_ITEM_STATUS": status,
+        "Z30_HOL_DOC_NUMBER_X": hol,
+    }
 
 
 def patron(key: str, primary: str | None) -> dict[str, Any]:
     return {"Z303_REC_KEY": key, "Z303_PRIMARY_ID": primary}
 
 
-def local(key: str, status: str = "01", btype: str = "01", expiry: int = 20300101, sub: str = "BNU50") -> dict[str, Any]:
-    return {"Z305_REC_KEY": key + sub, "Z305_BOR_TYPE": btype, "Z305_BOR_STATUS": status, "Z305_EXPIRY_DATE": expiry}
+def local(
+    key: str, status: str = "01", btype: str = "01", expiry: int = 20300101, sub: str = "BNU50"
+) -> dict[str, Any]:
+    return {
+        "Z305_REC_KEY": key + sub,
+        "Z305_BOR_TYPE": btype,
+        "Z305_BOR_STATUS": status,
+        "Z305_EXPIRY_DATE": expiry,
+    }
 
 
 def loan(item_key: str, patron_key: str, status: str = "A") -> dict[str, Any]:
@@ -78,8 +98,15 @@ def fine(key: str) -> dict[str, Any]:
 
 
 def holding(sysno: str, bib_library: str, bib_sysno: str) -> dict[str, Any]:
-    return {"library": "BNU60", "sysno": sysno, "bib_library": bib_library, "bib_sysno": bib_sysno,
-            "sub_library": "BNUZG", "collection": "ZWSK", "call_number": "I247.5/1"}
+    return {
+        "library": "BNU60",
+        "sysno": sysno,
+        "bib_library": bib_library,
+        "bib_sysno": bib_sysno,
+        "sub_library": "BNUZG",
+        "collection": "ZWSK",
+        "call_number": "I247.5/1",
+    }
 
 
 def bib(library: str, sysno: str, rejected: bool = False) -> dict[str, Any]:
@@ -87,15 +114,32 @@ def bib(library: str, sysno: str, rejected: bool = False) -> dict[str, Any]:
 
 
 BASE: Rows = {
-    "bib_index": [bib("BNU01", "000000001"), bib("BNU01", "000000002", rejected=True), bib("BNU02", "000000001")],
+    "bib_index": [
+        bib("BNU01", "000000001"),
+        bib("BNU01", "000000002", rejected=True),
+        bib("BNU02", "000000001"),
+    ],
     # holdings 3 links to a rejected bib: not an orphan
-    "holdings_index": [holding("000000001", "BNU01", "000000001"), holding("000000002", "BNU02", "000000001"),
-                       holding("000000003", "BNU01", "000000002")],
-    "z30": [item("000000001000010", "1000000001"), item("000000001000020", "1000000002"),
-            item("000000002000010", "2000000001", sub="BNUJY", coll="JYWW", status="08", hol="000000002")],
-    "z303": [patron("BNU000000001", "2020010001"), patron("BNU000000002", "2020010002"),
-             patron("BNU000000003", "2020010003")],
-    "z305": [local("BNU000000001"), local("BNU000000002", "04", "03"), local("BNU000000003", expiry=20250101)],
+    "holdings_index": [
+        holding("000000001", "BNU01", "000000001"),
+        holding("000000002", "BNU02", "000000001"),
+        holding("000000003", "BNU01", "000000002"),
+    ],
+    "z30": [
+        item("000000001000010", "1000000001"),
+        item("000000001000020", "1000000002"),
+        item("000000002000010", "2000000001", sub="BNUJY", coll="JYWW", status="08", hol="000000002"),
+    ],
+    "z303": [
+        patron("BNU000000001", "2020010001"),
+        patron("BNU000000002", "2020010002"),
+        patron("BNU000000003", "2020010003"),
+    ],
+    "z305": [
+        local("BNU000000001"),
+        local("BNU000000002", "04", "03"),
+        local("BNU000000003", expiry=20250101),
+    ],
     "z36": [loan("000000001000010", "BNU000000001"), loan("000000002000010", "BNU000000002")],
     "z37": [request("0000000010000200001", "BNU000000002")],
     "z31": [fine("BNU000000003202501011030000001")],
@@ -129,15 +173,19 @@ def found(rows: Rows, as_of: date = AS_OF) -> set[tuple[str, str]]:
 
 def add(table: str, *rows: dict[str, Any]) -> Callable[[Rows], None]:
     """A change that adds rows to a table."""
+
     def change(r: Rows) -> None:
         r[table].extend(rows)
+
     return change
 
 
 def put(table: str, index: int, row: dict[str, Any]) -> Callable[[Rows], None]:
     """A change that replaces one row of a table."""
+
     def change(r: Rows) -> None:
         r[table][index] = row
+
     return change
 
 
@@ -145,6 +193,7 @@ def both(*changes: Callable[[Rows], None]) -> Callable[[Rows], None]:
     def change(rows: Rows) -> None:
         for c in changes:
             c(rows)
+
     return change
 
 
@@ -161,95 +210,169 @@ def test_clean_library_has_no_issues() -> None:
 def test_every_table_rule_has_a_check_and_every_check_a_rule() -> None:
     assert set(CHECKS) <= set(RULES)
     bib_rules = {r.id for r in RULES.values() if r.entity == "bibs"}
-    assert set(CHECKS) | bib_rules == set(RULES)
+    assert set(CHECKS) | bib_rules | set(attachment.RULES) == set(RULES)
 
 
 CASES: list[tuple[str, Callable[[Rows], None], set[tuple[str, str]]]] = [
-    ("orphan_holdings: LKR to a deleted bib",
-     add("holdings_index", holding("000000009", "BNU02", "000000077")),
-     {("orphan_holdings", "BNU60:000000009")}),
-    ("orphan_holdings: same sysno, other bib library",
-     add("holdings_index", holding("000000010", "BNU02", "000000002")),
-     {("orphan_holdings", "BNU60:000000010")}),
-    ("orphan_holdings: no LKR at all",
-     add("holdings_index", holding("000000011", "", "")),
-     {("orphan_holdings", "BNU60:000000011")}),
-    ("duplicate_barcode: every member of a group of three",
-     add("z30", item("000000001000030", "1000000001"), item("000000001000040", "1000000001")),
-     {("duplicate_barcode", k) for k in ("000000001000010", "000000001000030", "000000001000040")}),
-    ("duplicate_barcode: two groups",
-     add("z30", item("000000001000030", "1000000001"), item("000000001000040", "2000000001")),
-     {("duplicate_barcode", k) for k in ("000000001000010", "000000001000030", "000000002000010",
-                                         "000000001000040")}),
-    ("duplicate_barcode: leading zeros make a different barcode",
-     add("z30", item("000000001000030", "01000000001")),
-     set()),
-    ("duplicate_barcode: letters in barcodes",
-     add("z30", item("000000001000030", "B-0001"), item("000000001000040", "B-0001"), item("000000001000050", "B-01")),
-     {("duplicate_barcode", "000000001000030"), ("duplicate_barcode", "000000001000040")}),
-    ("missing_barcode: blank and null, never duplicates of each other",
-     add("z30", item("000000001000030", ""), item("000000001000040", None)),
-     {("missing_barcode", "000000001000030"), ("missing_barcode", "000000001000040")}),
-    ("orphan_item: HOL record that does not exist, and a blank link",
-     add("z30", item("000000001000030", "X1", hol="000000099"), item("000000001000040", "X2", hol="")),
-     {("orphan_item", "000000001000030"), ("orphan_item", "000000001000040")}),
-    ("unmapped_location: unknown pair; the * fallback of BNUJY maps any collection",
-     add("z30", item("000000001000030", "X1", sub="BNUCP", coll="CPZW"),
-         item("000000001000040", "X2", sub="BNUZG", coll="LSCK"), item("000000001000050", "X3", sub="BNUJY", coll="NEW1")),
-     {("unmapped_location", "000000001000030"), ("unmapped_location", "000000001000040")}),
-    ("unmapped_item_status",
-     add("z30", item("000000001000030", "X1", status="99"), item("000000001000040", "X2", status="19")),
-     {("unmapped_item_status", "000000001000030"), ("unmapped_item_status", "000000001000040")}),
-    ("item with two problems gets both",
-     add("z30", item("000000001000030", "", status="99")),
-     {("missing_barcode", "000000001000030"), ("unmapped_item_status", "000000001000030")}),
-    ("duplicate_patron_id: all of the group; blank ids are not duplicates",
-     add("z303", patron("BNU000000004", "2020010001"), patron("BNU000000005", ""), patron("BNU000000006", None),
-         patron("BNU000000007", "")),
-     {("duplicate_patron_id", "BNU000000001"), ("duplicate_patron_id", "BNU000000004")}),
-    ("unmapped_user_group: one issue per patron; (04, *) fallback maps any type",
-     add("z305", local("BNU000000001", "99", "01", sub="BNUZG"), local("BNU000000001", "29", "01", sub="BNUJY"),
-         local("BNU000000002", "04", "77", sub="BNUZG"), local("BNU000000003", "01", "02", sub="BNUZG")),
-     {("unmapped_user_group", "BNU000000001"), ("unmapped_user_group", "BNU000000003")}),
-    ("expired_patron_with_loans: lapsed the day before as_of, one active loan",
-     put("z305", 0, local("BNU000000001", expiry=20260228)),
-     {("expired_patron_with_loans", "BNU000000001")}),
-    ("expired_patron_with_loans: expiring on as_of is not expired",
-     put("z305", 0, local("BNU000000001", expiry=20260301)),
-     set()),
-    ("expired_patron_with_loans: one registration still valid",
-     both(put("z305", 0, local("BNU000000001", expiry=20200101)),
-          add("z305", local("BNU000000001", expiry=20270101, sub="BNUZH"))),
-     set()),
-    ("expired_patron_with_loans: unset expiry (0) never lapses",
-     put("z305", 0, local("BNU000000001", expiry=0)),
-     set()),
-    ("expired_patron_with_loans: only a lost / claimed-returned loan",
-     add("z36", loan("000000001000020", "BNU000000003", "L"), loan("000000001000020", "BNU000000003", "C")),
-     set()),
-    ("expired_patron_with_loans: every lapsed registration, two loans",
-     both(add("z305", local("BNU000000003", expiry=20240101, sub="BNUZH")),
-          add("z36", loan("000000001000020", "BNU000000003"))),
-     {("expired_patron_with_loans", "BNU000000003")}),
-    ("loan_missing_item and loan_missing_patron, both on one loan too",
-     add("z36", loan("000000099000010", "BNU000000001"), loan("000000001000020", "BNU000000099"),
-         loan("000000098000010", "BNU000000098")),
-     {("loan_missing_item", "000000099000010"), ("loan_missing_patron", "000000001000020"),
-      ("loan_missing_item", "000000098000010"), ("loan_missing_patron", "000000098000010")}),
-    ("loan_missing_item: a non-numeric key against numeric item keys",
-     add("z36", loan("ILL000000000001", "BNU000000001")),
-     {("loan_missing_item", "ILL000000000001")}),
-    ("request_missing_item (item part of the key) and request_missing_patron",
-     add("z37", request("0000000990000100001", "BNU000000001"), request("0000000010000100002", "BNU000000099")),
-     {("request_missing_item", "0000000990000100001"), ("request_missing_patron", "0000000010000100002")}),
-    ("fine_missing_patron (patron part of the key)",
-     add("z31", fine("BNU000000099202501011030000001"), fine("BNU000000001202501011030000002")),
-     {("fine_missing_patron", "BNU000000099202501011030000001")}),
+    (
+        "duplicate_barcode: every member of a group of three",
+        add("z30", item("000000001000030", "1000000001"), item("000000001000040", "1000000001")),
+        {("duplicate_barcode", k) for k in ("000000001000010", "000000001000030", "000000001000040")},
+    ),
+    (
+        "duplicate_barcode: two groups",
+        add("z30", item("000000001000030", "1000000001"), item("000000001000040", "2000000001")),
+        {
+            ("duplicate_barcode", k)
+            for k in ("000000001000010", "000000001000030", "000000002000010", "000000001000040")
+        },
+    ),
+    (
+        "duplicate_barcode: leading zeros make a different barcode",
+        add("z30", item("000000001000030", "01000000001")),
+        set(),
+    ),
+    (
+        "duplicate_barcode: letters in barcodes",
+        add(
+            "z30",
+            item("000000001000030", "B-0001"),
+            item("000000001000040", "B-0001"),
+            item("000000001000050", "B-01"),
+        ),
+        {("duplicate_barcode", "000000001000030"), ("duplicate_barcode", "000000001000040")},
+    ),
+    (
+        "missing_barcode: blank and null, never duplicates of each other",
+        add("z30", item("000000001000030", ""), item("000000001000040", None)),
+        {("missing_barcode", "000000001000030"), ("missing_barcode", "000000001000040")},
+    ),
+    (
+        "orphan_item: HOL record that does not exist, and a blank link",
+        add("z30", item("000000001000030", "X1", hol="000000099"), item("000000001000040", "X2", hol="")),
+        {("orphan_item", "000000001000030"), ("orphan_item", "000000001000040")},
+    ),
+    (
+        "unmapped_location: unknown pair; the * fallback of BNUJY maps any collection",
+        add(
+            "z30",
+            item("000000001000030", "X1", sub="BNUCP", coll="CPZW"),
+            item("000000001000040", "X2", sub="BNUZG", coll="LSCK"),
+            item("000000001000050", "X3", sub="BNUJY", coll="NEW1"),
+        ),
+        {("unmapped_location", "000000001000030"), ("unmapped_location", "000000001000040")},
+    ),
+    (
+        "unmapped_item_status",
+        add("z30", item("000000001000030", "X1", status="99"), item("000000001000040", "X2", status="19")),
+        {("unmapped_item_status", "000000001000030"), ("unmapped_item_status", "000000001000040")},
+    ),
+    (
+        "item with two problems gets both",
+        add("z30", item("000000001000030", "", status="99")),
+        {("missing_barcode", "000000001000030"), ("unmapped_item_status", "000000001000030")},
+    ),
+    (
+        "duplicate_patron_id: all of the group; blank ids are not duplicates",
+        add(
+            "z303",
+            patron("BNU000000004", "2020010001"),
+            patron("BNU000000005", ""),
+            patron("BNU000000006", None),
+            patron("BNU000000007", ""),
+        ),
+        {("duplicate_patron_id", "BNU000000001"), ("duplicate_patron_id", "BNU000000004")},
+    ),
+    (
+        "unmapped_user_group: one issue per patron; (04, *) fallback maps any type",
+        add(
+            "z305",
+            local("BNU000000001", "99", "01", sub="BNUZG"),
+            local("BNU000000001", "29", "01", sub="BNUJY"),
+            local("BNU000000002", "04", "77", sub="BNUZG"),
+            local("BNU000000003", "01", "02", sub="BNUZG"),
+        ),
+        {("unmapped_user_group", "BNU000000001"), ("unmapped_user_group", "BNU000000003")},
+    ),
+    (
+        "expired_patron_with_loans: lapsed the day before as_of, one active loan",
+        put("z305", 0, local("BNU000000001", expiry=20260228)),
+        {("expired_patron_with_loans", "BNU000000001")},
+    ),
+    (
+        "expired_patron_with_loans: expiring on as_of is not expired",
+        put("z305", 0, local("BNU000000001", expiry=20260301)),
+        set(),
+    ),
+    (
+        "expired_patron_with_loans: one registration still valid",
+        both(
+            put("z305", 0, local("BNU000000001", expiry=20200101)),
+            add("z305", local("BNU000000001", expiry=20270101, sub="BNUZH")),
+        ),
+        set(),
+    ),
+    (
+        "expired_patron_with_loans: unset expiry (0) never lapses",
+        put("z305", 0, local("BNU000000001", expiry=0)),
+        set(),
+    ),
+    (
+        "expired_patron_with_loans: a lost / claimed-returned loan is still an open loan",
+        add(
+            "z36", loan("000000001000020", "BNU000000003", "L"), loan("000000001000020", "BNU000000003", "C")
+        ),
+        {("expired_patron_with_loans", "BNU000000003")},
+    ),
+    (
+        "expired_patron_with_loans: every lapsed registration, two loans",
+        both(
+            add("z305", local("BNU000000003", expiry=20240101, sub="BNUZH")),
+            add("z36", loan("000000001000020", "BNU000000003")),
+        ),
+        {("expired_patron_with_loans", "BNU000000003")},
+    ),
+    (
+        "loan_missing_item and loan_missing_patron, both on one loan too",
+        add(
+            "z36",
+            loan("000000099000010", "BNU000000001"),
+            loan("000000001000020", "BNU000000099"),
+            loan("000000098000010", "BNU000000098"),
+        ),
+        {
+            ("loan_missing_item", "000000099000010"),
+            ("loan_missing_patron", "000000001000020"),
+            ("loan_missing_item", "000000098000010"),
+            ("loan_missing_patron", "000000098000010"),
+        },
+    ),
+    (
+        "loan_missing_item: a non-numeric key against numeric item keys",
+        add("z36", loan("ILL000000000001", "BNU000000001")),
+        {("loan_missing_item", "ILL000000000001")},
+    ),
+    (
+        "request_missing_item (item part of the key) and request_missing_patron",
+        add(
+            "z37",
+            request("0000000990000100001", "BNU000000001"),
+            request("0000000010000100002", "BNU000000099"),
+        ),
+        {("request_missing_item", "0000000990000100001"), ("request_missing_patron", "0000000010000100002")},
+    ),
+    (
+        "fine_missing_patron (patron part of the key)",
+        add("z31", fine("BNU000000099202501011030000001"), fine("BNU000000001202501011030000002")),
+        {("fine_missing_patron", "BNU000000099202501011030000001")},
+    ),
 ]
 
 
 @pytest.mark.parametrize(("change", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_check_fires_exactly_on_bad_rows(change: Callable[[Rows], None], expected: set[tuple[str, str]]) -> None:
+def test_check_fires_exactly_on_bad_rows(
+    change: Callable[[Rows], None], expected: set[tuple[str, str]]
+) -> None:
     assert found(changed(change)) == expected
 
 
@@ -263,34 +386,46 @@ def test_issues_carry_entity_and_detail() -> None:
 
 
 def test_details_name_the_codes() -> None:
-    rows = changed(both(add("z30", item("000000001000030", "X", sub="BNUCP", coll="CPZW")),
-                        add("z305", local("BNU000000002", "99", "01", sub="BNUZG")),
-                        put("z305", 0, local("BNU000000001", expiry=20260228))))
+    rows = changed(
+        both(
+            add("z30", item("000000001000030", "X", sub="BNUCP", coll="CPZW")),
+            add("z305", local("BNU000000002", "99", "01", sub="BNUZG")),
+            put("z305", 0, local("BNU000000001", expiry=20260228)),
+        )
+    )
     details = {i.rule: i.detail for i in check_tables(inputs_from(rows), StubForm(), AS_OF)}
     assert details == {
         "unmapped_location": "sub-library BNUCP collection CPZW is not in the locations tab",
         "unmapped_user_group": "BNUZG: bor_status 99 bor_type 01 not in the user-group tab",
-        "expired_patron_with_loans": "registration expired 2026-02-28; 1 active loan(s)",
+        "expired_patron_with_loans": "registration expired 2026-02-28; 1 open loan(s)",
     }
 
 
 def test_integer_sysnos_in_the_indexes() -> None:
-    rows = changed(add("holdings_index", holding("000000009", "BNU02", "000000077")))
+    rows = changed(add("z30", item("000000001000030", "X1", hol="000000099")))
     inputs = inputs_from(rows)
     for name in ("bib_index", "holdings_index"):
         table = getattr(inputs, name)
         for col in ("sysno", "bib_sysno"):
             if col in table.column_names:
-                table = table.set_column(table.column_names.index(col), col,
-                                         pa.array([int(v) if v else None for v in table[col].to_pylist()], pa.int64()))
+                table = table.set_column(
+                    table.column_names.index(col),
+                    col,
+                    pa.array([int(v) if v else None for v in table[col].to_pylist()], pa.int64()),
+                )
         setattr(inputs, name, table)
     issues = {(i.rule, i.record_id) for i in check_tables(inputs, StubForm(), AS_OF)}
-    assert issues == {("orphan_holdings", "BNU60:000000009")}
+    assert issues == {("orphan_item", "000000001000030")}
 
 
 def test_parts_read_back_dictionary_encoded_and_chunked(tmp_path: Path) -> None:
-    rows = changed(add("z30", item("000000001000030", "X1", sub="BNUCP", coll="CPZW"),
-                       item("000000001000040", "1000000001", status="99")))
+    rows = changed(
+        add(
+            "z30",
+            item("000000001000030", "X1", sub="BNUCP", coll="CPZW"),
+            item("000000001000040", "1000000001", status="99"),
+        )
+    )
     inputs = inputs_from(rows)
     paths = []
     for i, (start, length) in enumerate(((0, 2), (2, 3))):
@@ -302,8 +437,12 @@ def test_parts_read_back_dictionary_encoded_and_chunked(tmp_path: Path) -> None:
     assert z30.column("Z30_REC_KEY").num_chunks == 2
     inputs.z30 = z30
     issues = {(i.rule, i.record_id) for i in check_tables(inputs, StubForm(), AS_OF)}
-    assert issues == {("unmapped_location", "000000001000030"), ("unmapped_item_status", "000000001000040"),
-                      ("duplicate_barcode", "000000001000010"), ("duplicate_barcode", "000000001000040")}
+    assert issues == {
+        ("unmapped_location", "000000001000030"),
+        ("unmapped_item_status", "000000001000040"),
+        ("duplicate_barcode", "000000001000010"),
+        ("duplicate_barcode", "000000001000040"),
+    }
 
 
 def test_missing_column_is_named() -> None:
@@ -314,8 +453,15 @@ def test_missing_column_is_named() -> None:
 
 
 def test_totals_per_entity() -> None:
-    assert inputs_from(BASE).totals() == {"bibs": 3, "holdings": 3, "items": 3, "patrons": 3, "loans": 2,
-                                          "requests": 1, "fines": 1}
+    assert inputs_from(BASE).totals() == {
+        "bibs": 3,
+        "holdings": 3,
+        "items": 3,
+        "patrons": 3,
+        "loans": 2,
+        "requests": 1,
+        "fines": 1,
+    }
 
 
 def test_rejected_ids_first_rejecting_rule_wins() -> None:
@@ -345,7 +491,7 @@ class KnownCodesForm:
     """A form filled from ``demo.codes.known_codes()``: exactly the defect-only codes are unmapped."""
 
     def __init__(self) -> None:
-        from aleph2alma.demo import codes
+        from aleph2alma_dev.demo import codes
 
         known = codes.known_codes()
         self.locations = {tuple(c.split("/")) for c in known["collections"]}
@@ -380,10 +526,17 @@ def _indexes(seq_dir: Path, summary: dict[str, Any]) -> tuple[pa.Table, pa.Table
                 continue
             lkr = next(iter(rec.record.get_fields("LKR")), None)
             loc = next(iter(rec.record.get_fields("852")), None)
-            holdings.append({"library": library, "sysno": rec.sysno,
-                             "bib_library": lkr.get("l", "") if lkr else "", "bib_sysno": lkr.get("b", "") if lkr else "",
-                             "sub_library": loc.get("b", "") if loc else "", "collection": loc.get("c", "") if loc else "",
-                             "call_number": loc.get("h", "") if loc else ""})
+            holdings.append(
+                {
+                    "library": library,
+                    "sysno": rec.sysno,
+                    "bib_library": lkr.get("l", "") if lkr else "",
+                    "bib_sysno": lkr.get("b", "") if lkr else "",
+                    "sub_library": loc.get("b", "") if loc else "",
+                    "collection": loc.get("c", "") if loc else "",
+                    "call_number": loc.get("h", "") if loc else "",
+                }
+            )
     return pa.Table.from_pylist(bibs), pa.Table.from_pylist(holdings)
 
 
@@ -398,7 +551,9 @@ def _replica_inputs(library: Path) -> tuple[TableInputs, date, set[tuple[str, st
     tables = {}
     with engine.connect() as conn:
         for name, columns in NEEDED_COLUMNS.items():
-            df = pd.read_sql_query(f"SELECT {', '.join(c.lower() for c in columns)} FROM {name.lower()}", conn)
+            df = pd.read_sql_query(
+                f"SELECT {', '.join(c.lower() for c in columns)} FROM {name.lower()}", conn
+            )
             df.columns = [c.upper() for c in df.columns]
             tables[name.lower()] = pa.Table.from_pandas(df, preserve_index=False)
     engine.dispose()
@@ -407,8 +562,11 @@ def _replica_inputs(library: Path) -> tuple[TableInputs, date, set[tuple[str, st
     for line in (library / "ground_truth.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         truth.add((row["entity"], row["record_id"], row["defect"]))
-    return (TableInputs(bib_index=bib_index, holdings_index=holdings_index, **tables),
-            date.fromisoformat(summary["as_of"]), truth)
+    return (
+        TableInputs(bib_index=bib_index, holdings_index=holdings_index, **tables),
+        date.fromisoformat(summary["as_of"]),
+        truth,
+    )
 
 
 def test_generated_library_matches_ground_truth(tiny_library: Path) -> None:
@@ -430,4 +588,6 @@ def test_demo_thresholds_let_the_tiny_library_through(tiny_library: Path) -> Non
     for issue in check_tables(inputs, KnownCodesForm(), as_of, rules):
         counts[issue.rule] = counts.get(issue.rule, 0) + 1
     assert [b.describe() for b in evaluate(counts, inputs.totals(), rules) if b.blocking] == []
-    assert [b.rule for b in evaluate(counts, inputs.totals(), RULES) if b.blocking]  # the defaults would block
+    assert [
+        b.rule for b in evaluate(counts, inputs.totals(), RULES) if b.blocking
+    ]  # the defaults would block
