@@ -39,6 +39,7 @@ RSS_LIMIT_MB = 1500.0  # "peak RSS of any task < 1.5 GB at bnu scale"; MB = 2**2
 
 # --- setup (not measured) -----------------------------------------------------------------
 
+
 def prepare(scale: str, seed: int) -> Path:
     """The cached library of ``scale``: generated, Z-tables extracted, ALEPHSEQ cut in parts."""
     from aleph2alma import settings as settings_module
@@ -46,7 +47,7 @@ def prepare(scale: str, seed: int) -> Path:
     from aleph2alma.aleph.db import create_engine
     from aleph2alma.aleph.extract import PartSpec, extract_table_part, plan_table
     from aleph2alma.aleph.ztables import Z_TABLES
-    from aleph2alma.demo.generator import generate
+    from aleph2alma_dev.demo.generator import generate
 
     lib = OUT / f"{scale}-seed{seed}"
     if not (lib / "summary.json").exists():
@@ -57,12 +58,16 @@ def prepare(scale: str, seed: int) -> Path:
         return lib
     print(f"extracting Z-tables and cutting ALEPHSEQ parts under {parts} …", flush=True)
     parts.mkdir(exist_ok=True)
-    settings = replace(settings_module.load(MIGRATION), part_rows=10**12, part_bytes=PART_BYTES,
-                       db_chunk_rows=DB_CHUNK_ROWS)
+    settings = replace(
+        settings_module.load(MIGRATION), part_rows=10**12, part_bytes=PART_BYTES, db_chunk_rows=DB_CHUNK_ROWS
+    )
     engine = create_engine(f"sqlite:///{lib / 'replica.sqlite'}")
     for name in TABLES:  # Z30 in the DAG's parts (keyset ranges of PART_ROWS), the others whole
-        specs = (plan_table(engine, replace(settings, part_rows=PART_ROWS), Z_TABLES[name]) if name == "Z30"
-                 else [PartSpec(Z_TABLES[name].entity, name, 0, "table")])
+        specs = (
+            plan_table(engine, replace(settings, part_rows=PART_ROWS), Z_TABLES[name])
+            if name == "Z30"
+            else [PartSpec(Z_TABLES[name].entity, name, 0, "table")]
+        )
         for spec in specs:
             extract_table_part(engine, settings, spec, parts / f"{name}-{spec.index:04d}.parquet")
     seq = [(b.code, b.file or f"{b.code}.seq") for b in settings.bib_libraries]
@@ -76,6 +81,7 @@ def prepare(scale: str, seed: int) -> Path:
 
 
 # --- stages (one per child process) -------------------------------------------------------
+
 
 class Meter:
     """Wall and CPU seconds of the ``with`` block."""
@@ -107,14 +113,23 @@ class Ctx:
     def as_of(self) -> date:
         return date.fromisoformat(json.loads((self.lib / "summary.json").read_text())["as_of"])
 
-    def index(self, entity: str, schema: pa.Schema, columns: list[str] | None = None,
-              read_dictionary: list[str] | None = None) -> pa.Table:
-        """The concatenated index of the ``bibs`` or ``holdings`` stage, as the DAG reads it (``index_table``)."""
-        if columns is not None:  # as phases.transform.index_schema (not imported here: the import would be measured)
+    def index(
+        self,
+        entity: str,
+        schema: pa.Schema,
+        columns: list[str] | None = None,
+        read_dictionary: list[str] | None = None,
+    ) -> pa.Table:
+        """The concatenated index of the ``bibs`` or ``holdings`` stage, as the DAG reads it
+        (``index_table``)."""
+        # as phases.transform.index_schema (not imported here: the import would be measured)
+        if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])
         for name in read_dictionary or []:
             at = schema.get_field_index(name)
-            schema = schema.set(at, schema.field(at).with_type(pa.dictionary(pa.int32(), schema.field(at).type)))
+            schema = schema.set(
+                at, schema.field(at).with_type(pa.dictionary(pa.int32(), schema.field(at).type))
+            )
         paths = sorted(self.work(entity).glob("*.parquet"))
         tables = [pq.read_table(p, columns=columns, read_dictionary=read_dictionary) for p in paths]
         return pa.concat_tables(tables).cast(schema)
@@ -129,8 +144,11 @@ def stage_marc(ctx: Ctx, entity: str) -> dict[str, Any]:
     from aleph2alma.validate.issues import IssueLog
 
     settings = settings_module.load(MIGRATION)
-    libraries = ([(b.code, b.flavour) for b in settings.bib_libraries] if entity == "bibs"
-                 else [(settings.hol_library, "")])
+    libraries = (
+        [(b.code, b.flavour) for b in settings.bib_libraries]
+        if entity == "bibs"
+        else [(settings.hol_library, "")]
+    )
     records = rejected = 0
     with ctx.meter:
         for code, flavour in libraries:
@@ -139,14 +157,28 @@ def stage_marc(ctx: Ctx, entity: str) -> dict[str, Any]:
                 with open(ctx.work(entity) / f"{part.stem}.mrc", "wb") as out:
                     seq = read_alephseq(part, entity=entity)
                     if entity == "bibs":
-                        stats: Any = bibs.transform_bibs(seq, bibs.BibOptions(code, flavour),  # type: ignore[arg-type]
-                                                         out, RejectLog(), IssueLog(), index=rows)
+                        stats: Any = bibs.transform_bibs(
+                            seq,
+                            bibs.BibOptions(code, flavour),  # type: ignore[arg-type]
+                            out,
+                            RejectLog(),
+                            IssueLog(),
+                            index=rows,
+                        )
                         schema = bibs.BIB_INDEX_SCHEMA
                     else:
-                        stats = holdings.transform_holdings(seq, holdings.HoldingsOptions(code), out, RejectLog(),
-                                                            index=rows, issues=IssueLog())
+                        stats = holdings.transform_holdings(
+                            seq,
+                            holdings.HoldingsOptions(code),
+                            out,
+                            RejectLog(),
+                            index=rows,
+                            issues=IssueLog(),
+                        )
                         schema = holdings.HOLDINGS_INDEX_SCHEMA
-                pq.write_table(pa.Table.from_pylist(rows, schema=schema), ctx.work(entity) / f"{part.stem}.parquet")
+                pq.write_table(
+                    pa.Table.from_pylist(rows, schema=schema), ctx.work(entity) / f"{part.stem}.parquet"
+                )
                 records, rejected = records + stats.records_in, rejected + stats.rejected
     return {"records": records, "rejected": rejected}
 
@@ -167,7 +199,8 @@ def baseline_pymarc(ctx: Ctx, entity: str) -> dict[str, Any]:
 
 
 def stage_items(ctx: Ctx) -> dict[str, Any]:
-    """Each Z30 part, as ``transform_items_part``: read it and the full holdings links, write CSV + Parquet."""
+    """Each Z30 part, as ``transform_items_part``: read it and the full holdings links, write
+    CSV + Parquet."""
     from aleph2alma.alma.form import form_dir, load_form
     from aleph2alma.alma.items import (
         HOL_LINK_COLUMNS,
@@ -184,8 +217,9 @@ def stage_items(ctx: Ctx) -> dict[str, Any]:
 
     def one(part: Path) -> tuple[int, int]:  # a function, so that a part is freed before the next is read
         z30 = read_z30(part)
-        links = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA, columns=HOL_LINK_COLUMNS,
-                          read_dictionary=HOL_LINK_DICTIONARY)
+        links = ctx.index(
+            "holdings", HOLDINGS_INDEX_SCHEMA, columns=HOL_LINK_COLUMNS, read_dictionary=HOL_LINK_DICTIONARY
+        )
         items, stats = transform_items(z30, form, {}, RejectLog(), hol_links=links)
         write_items_csv(items, ctx.work("items") / f"{part.stem}.csv")
         write_items_parquet(items, ctx.work("items") / part.name)
@@ -198,13 +232,16 @@ def stage_items(ctx: Ctx) -> dict[str, Any]:
 
 def baseline_pyarrow(ctx: Ctx, tables: tuple[str, ...]) -> dict[str, Any]:
     """pyarrow read + write of the Parquet parts of ``tables``; records = rows of the first table."""
+
     def one(part: Path) -> int:
         table = pq.read_table(part)
         pq.write_table(table, ctx.work("pyarrow") / part.name)
         return table.num_rows
 
     with ctx.meter:
-        rows = {name: sum(one(part) for part in sorted(ctx.parts.glob(f"{name}-*.parquet"))) for name in tables}
+        rows = {
+            name: sum(one(part) for part in sorted(ctx.parts.glob(f"{name}-*.parquet"))) for name in tables
+        }
     return {"records": rows[tables[0]]}
 
 
@@ -216,13 +253,27 @@ def stage_patrons(ctx: Ctx) -> dict[str, Any]:
 
     form, as_of = load_form(form_dir(MIGRATION)), ctx.as_of()
     with ctx.meter:
-        z = {t: pa.concat_tables([pq.read_table(p) for p in sorted(ctx.parts.glob(f"{t}-*.parquet"))])
-             for t in PATRON_TABLES}
+        z = {
+            t: pa.concat_tables([pq.read_table(p) for p in sorted(ctx.parts.glob(f"{t}-*.parquet"))])
+            for t in PATRON_TABLES
+        }
         with open(ctx.work("patrons") / "users.xml", "wb") as xml:
-            stats = write_users_xml(z["Z303"], z["Z304"], z["Z305"], z["Z308"], form, xml, excluded={},
-                                    rejects=RejectLog(), options=UserOptions(scrub_emails=True, as_of=as_of))
-    return {"records": stats.records_in, "rejected": stats.rejected,
-            "input_rows": sum(t.num_rows for t in z.values())}
+            stats = write_users_xml(
+                z["Z303"],
+                z["Z304"],
+                z["Z305"],
+                z["Z308"],
+                form,
+                xml,
+                excluded={},
+                rejects=RejectLog(),
+                options=UserOptions(scrub_emails=True, as_of=as_of),
+            )
+    return {
+        "records": stats.records_in,
+        "rejected": stats.rejected,
+        "input_rows": sum(t.num_rows for t in z.values()),
+    }
 
 
 def stage_validate(ctx: Ctx) -> dict[str, Any]:
@@ -237,9 +288,16 @@ def stage_validate(ctx: Ctx) -> dict[str, Any]:
     form, rules, as_of = load_form(form_dir(MIGRATION)), rules_for_migration(MIGRATION), ctx.as_of()
     with ctx.meter:
         z = {t: read_parts(sorted(ctx.parts.glob(f"{t}-*.parquet")), t) for t in NEEDED_COLUMNS}
-        inputs = TableInputs(z30=z["Z30"], z303=z["Z303"], z305=z["Z305"], z36=z["Z36"], z37=z["Z37"],
-                             z31=z["Z31"], bib_index=ctx.index("bibs", BIB_INDEX_SCHEMA),
-                             holdings_index=ctx.index("holdings", HOLDINGS_INDEX_SCHEMA))
+        inputs = TableInputs(
+            z30=z["Z30"],
+            z303=z["Z303"],
+            z305=z["Z305"],
+            z36=z["Z36"],
+            z37=z["Z37"],
+            z31=z["Z31"],
+            bib_index=ctx.index("bibs", BIB_INDEX_SCHEMA),
+            holdings_index=ctx.index("holdings", HOLDINGS_INDEX_SCHEMA),
+        )
         with open(ctx.work("validate") / "tables.jsonl", "w", encoding="utf-8") as sink:
             log = IssueLog(sink)
             log.extend(check_tables(inputs, form, as_of, rules))
@@ -275,10 +333,13 @@ def child(stage: str, lib: Path) -> None:
     ctx = Ctx(lib, Meter())
     result = CHILDREN[stage](ctx)
     rss_mb = peak_rss_mb()
-    print(json.dumps({"stage": stage, **result, "wall": ctx.meter.wall, "cpu": ctx.meter.cpu, "rss_mb": rss_mb}))
+    print(
+        json.dumps({"stage": stage, **result, "wall": ctx.meter.wall, "cpu": ctx.meter.cpu, "rss_mb": rss_mb})
+    )
 
 
 # --- parent: run the children, print the table --------------------------------------------
+
 
 @dataclass(frozen=True)
 class Row:
@@ -288,14 +349,22 @@ class Row:
     min_rate: float | None = None  # records per CPU second
 
 
-PLAN = (Row("bibs", "pymarc-bibs", min_ratio=0.5), Row("holdings", "pymarc-holdings"),
-        Row("items", "pyarrow-z30", min_rate=500_000), Row("patrons", "pyarrow-z303-z308", min_rate=500_000),
-        Row("validate_tables"))
+PLAN = (
+    Row("bibs", "pymarc-bibs", min_ratio=0.5),
+    Row("holdings", "pymarc-holdings"),
+    Row("items", "pyarrow-z30", min_rate=500_000),
+    Row("patrons", "pyarrow-z303-z308", min_rate=500_000),
+    Row("validate_tables"),
+)
 
 
 def run_child(stage: str, lib: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", stage, "--library", str(lib)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", stage, "--library", str(lib)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise SystemExit(f"{stage} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -312,7 +381,15 @@ def rate(r: dict[str, Any], key: str) -> float:
 
 
 def fmt(x: float) -> str:
-    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.0f}k" if x >= 1e4 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+    return (
+        f"{x / 1e6:.2f}M"
+        if x >= 1e6
+        else f"{x / 1e3:.0f}k"
+        if x >= 1e4
+        else f"{x / 1e3:.1f}k"
+        if x >= 1e3
+        else f"{x:.0f}"
+    )
 
 
 def measure(lib: Path, repeat: int, scale: str) -> dict[str, dict[str, Any]]:
@@ -336,9 +413,18 @@ def table_row(row: Row, results: dict[str, dict[str, Any]]) -> list[str]:
     if row.min_rate is not None:
         targets.insert(0, f"≥ {fmt(row.min_rate)}/s/core")
         misses += [f"{rate(r, 'cpu') / row.min_rate:.1%} of rate"] if rate(r, "cpu") < row.min_rate else []
-    return [row.stage, f"{r['records']:,}", fmt(rate(r, "cpu")), fmt(rate(r, "wall")), f"{r['rss_mb']:.0f}",
-            row.baseline or "—", fmt(rate(b, "cpu")) if b else "—", f"{ratio:.2f}" if ratio is not None else "—",
-            "; ".join(targets), "NO: " + ", ".join(misses) if misses else "yes"]
+    return [
+        row.stage,
+        f"{r['records']:,}",
+        fmt(rate(r, "cpu")),
+        fmt(rate(r, "wall")),
+        f"{r['rss_mb']:.0f}",
+        row.baseline or "—",
+        fmt(rate(b, "cpu")) if b else "—",
+        f"{ratio:.2f}" if ratio is not None else "—",
+        "; ".join(targets),
+        "NO: " + ", ".join(misses) if misses else "yes",
+    ]
 
 
 def report(scale: str, lib: Path, repeat: int) -> None:
@@ -346,24 +432,47 @@ def report(scale: str, lib: Path, repeat: int) -> None:
     results = measure(lib, repeat, scale)
     counts = json.loads((lib / "summary.json").read_text())["counts"]
     print(f"\n## {scale} ({lib.name}): {', '.join(f'{k} {v:,}' for k, v in counts.items())}")
-    print(f"best of {repeat}; {os.cpu_count()} CPUs, load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} "
-          "after; rec/s = records per second of the child's CPU time (per core) and of wall time\n")
-    lines = [["stage", "records", "rec/s (CPU)", "rec/s (wall)", "peak RSS MB", "baseline", "baseline rec/s (CPU)",
-              "ratio", "target", "met?"], *(table_row(row, results) for row in PLAN)]
+    print(
+        f"best of {repeat}; {os.cpu_count()} CPUs, load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after; rec/s = records per second of the child's CPU time "
+        "(per core) and of wall time\n"
+    )
+    lines = [
+        [
+            "stage",
+            "records",
+            "rec/s (CPU)",
+            "rec/s (wall)",
+            "peak RSS MB",
+            "baseline",
+            "baseline rec/s (CPU)",
+            "ratio",
+            "target",
+            "met?",
+        ],
+        *(table_row(row, results) for row in PLAN),
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for n, line in enumerate(lines):
         print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
         if n == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     patrons = results["patrons"]
-    print(f"\npatrons: {patrons['input_rows']:,} Z303-Z308 rows in, {fmt(patrons['input_rows'] / patrons['cpu'])} "
-          "input rows/s (CPU). CPU/wall s: " + ", ".join(f"{k} {v['cpu']:.1f}/{v['wall']:.1f}" for k, v in results.items()),
-          flush=True)
+    print(
+        f"\npatrons: {patrons['input_rows']:,} Z303-Z308 rows in, "
+        f"{fmt(patrons['input_rows'] / patrons['cpu'])} input rows/s (CPU). CPU/wall s: "
+        + ", ".join(f"{k} {v['cpu']:.1f}/{v['wall']:.1f}" for k, v in results.items()),
+        flush=True,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", default="small", help="comma-separated demo scales (bnu takes ~10 min to generate)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scales", default="small", help="comma-separated demo scales (bnu takes ~10 min to generate)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="runs per stage; CPU rates are the best of N")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)

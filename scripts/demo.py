@@ -1,8 +1,8 @@
-"""Entry point of `make demo`; see aleph2alma.demo.runner."""
+"""Entry point of `make demo`; see aleph2alma_dev.demo.runner."""
 
 import sys
 
-from aleph2alma.demo.runner import main
+from aleph2alma_dev.demo.runner import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
