@@ -2,15 +2,18 @@
 
 Generates the demo Aleph library, starts the embedded stack, triggers each phase's DAG
 through Airflow's REST API (answering gates there, as an operator would in the UI), then
-collects every run's summary into ``demo-output/summary.json`` and prints a table.
+collects every run's summary into ``demo-output/summary.json`` and prints a table. The last
+delivered package (what Ex Libris would receive) is copied to ``demo-output/delivery/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
@@ -74,7 +77,24 @@ def run_dag(
     return run_summary(client, store, dag_id, run_id, conf.get("migration_id", MIGRATION_ID))
 
 
-def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack) -> Any:
+def copy_delivery(store: ArtifactStore, package_uri: str, out: Path) -> Path:
+    """The delivered package, as Ex Libris receives it, under ``out/delivery/``: the zip and its members.
+
+    The embedded S3 keeps nothing once stopped; a newcomer opens this copy. A later delivery (the fix
+    cycle's) replaces the earlier one.
+    """
+    bucket, key = parse_s3_uri(package_uri)
+    delivery = out / "delivery"
+    shutil.rmtree(delivery, ignore_errors=True)
+    delivery.mkdir(parents=True)
+    package = delivery / PurePosixPath(key).name
+    store.client.download_file(bucket, key, str(package))
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(delivery / package.stem)
+    return package
+
+
+def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack, out: Path) -> Any:
     """Answer "test environment loaded" as the operator does, once 'Ex Libris' (the emulator) has loaded."""
     from aleph2alma_dev.demo.exlibris import load_delivery
 
@@ -91,6 +111,7 @@ def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedSt
             store, package_uri, stack.alma_url, f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx"
         )
         print(f"  'Ex Libris' loaded {package_uri} into the Alma API emulator; statistics: {workbook}")
+        print(f"  the delivered package is copied to {copy_delivery(store, package_uri, out)}")
         print(f"  answering {task_id}: Approve")
         client.answer(dag_id, run_id, task_id, ["Approve"], {"statistics_workbook_uri": workbook})
 
@@ -151,13 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     print("Starting the embedded stack (S3 endpoint + Airflow standalone) …")
     with stack_for(args.data) as stack:
         client, store = stack.airflow_client(), stack.artifact_store()
+        on_gate = exlibris_gate(client, store, stack, args.out)
         client.ensure_pool(ALMA_POOL, ALMA_POOL_SLOTS, ALMA_POOL_DESCRIPTION)
         print("Running migration_test_load (extract → transform → package → deliver → gate → reconcile) …")
         # Patron expiry is judged as of the day the demo library was generated for.
         conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"], "api_load": True}
-        test_load = run_dag(
-            client, store, "migration_test_load", conf, on_gate=exlibris_gate(client, store, stack)
-        )
+        test_load = run_dag(client, store, "migration_test_load", conf, on_gate=on_gate)
         test_load_run = RunRef(TEST_LOAD_DAG, test_load["run_id"])
         for step in ChildStep:
             child = test_load_run.child(step)
@@ -172,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 "extract_run_id": test_load_run.child(ChildStep.EXTRACT).run_id,
                 "previous_transform_run_id": test_load_run.child(ChildStep.TRANSFORM).run_id,
             }
-            fix_cycle = run_dag(
-                client, store, "migration_fix_cycle", conf, on_gate=exlibris_gate(client, store, stack)
-            )
+            fix_cycle = run_dag(client, store, "migration_fix_cycle", conf, on_gate=on_gate)
             transform = RunRef(FIX_CYCLE_DAG, fix_cycle["run_id"]).child(ChildStep.TRANSFORM)
             runs.append(run_summary(client, store, transform.dag_id, transform.run_id))
             runs.append(fix_cycle)
@@ -186,5 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print_table(runs)
-    print(f"\nSummary written to {args.out / 'summary.json'}; reports copied to {args.out / 'reports'}/")
+    print(
+        f"\nSummary written to {args.out / 'summary.json'}; reports copied to {args.out / 'reports'}/; "
+        f"the last delivered package to {args.out / 'delivery'}/"
+    )
     return 0 if all(r["state"] == "success" for r in runs) else 1
