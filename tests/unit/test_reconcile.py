@@ -190,6 +190,20 @@ def test_accounting(changes: dict[str, Any], accounted: bool, note: str) -> None
         assert items.discrepancies == []
 
 
+def test_records_alma_api_refused_are_almas_rejects_with_their_reason_not_missing() -> None:
+    """Loans, requests and fees go through the API: what it refused is named with Alma's code."""
+    refused = [(ITEM_IDS[5], "alma_401651"), (ITEM_IDS[6], "alma_401651")]
+    rec = run(alma_counts={"items": 95, "patrons": 40}, alma_refused={"items": refused})
+    items = rec.entities[0]
+    assert (items.alma_rejected, items.missing_in_alma, items.accounted) == (2, 0, True)
+    assert items.alma_rejected_ids == refused and items.discrepancies == []
+    assert rec.totals["alma_rejected"] == 2 and rec.totals["missing_in_alma"] == 0
+    assert sorted(s.record_id for s in items.sample).count(ITEM_IDS[5]) == 0  # refused ids are not sampled
+    assert "alma_401651" in rec.to_html()
+    # The same two not refused but absent: missing, and not accounted unless named.
+    assert not run(alma_counts={"items": 95, "patrons": 40}).entities[0].accounted
+
+
 def test_workbook_stands_in_for_alma_and_counts_are_compared() -> None:
     rec = run(alma_counts={"patrons": 39}, workbook=WORKBOOK)
     items, patrons = rec.entities

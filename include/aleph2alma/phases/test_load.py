@@ -246,9 +246,13 @@ def reconcile_step(
             store.client.download_file(bucket, key, str(local))
             workbook = read_statistics_workbook(local)
     alma_counts = {e: int(s["records_out"]) for e, s in loaded.items()}
-    # Records Alma's API refused are named, with Alma's error code, in the load's rejects.
+    # Records Alma's API refused are named, with Alma's error code, in the load's rejects: they
+    # are Alma's rejects (as the workbook's are for what Ex Libris loads), not records gone missing.
     refused = {
-        e: [r["record_id"] for r in _jsonl_key(store, scope.prefix("load", e) + "rejects.jsonl")]
+        e: [
+            (r["record_id"], r["reason"])
+            for r in _jsonl_key(store, scope.prefix("load", e) + "rejects.jsonl")
+        ]
         for e in loaded
     }
     users = _users(store, alma["patrons"])
@@ -290,7 +294,7 @@ def reconcile_step(
         sample_size=sample_size,
         seed=seed,
         fields=fields,
-        missing_ids=refused,
+        alma_refused=refused,
         run=run,
         notes={"loans": [API_LOAN_DATE_NOTE]} if "loans" in loaded else None,
     )

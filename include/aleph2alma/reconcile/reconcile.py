@@ -5,7 +5,8 @@ For each entity the funnel is
     source (records read from Aleph)
       = delivered (written to the delivery) + rejected (by reason, ours: ``rejects.py``)
     delivered
-      = in Alma + rejected by Alma (the statistics workbook's ids) + missing (named ids)
+      = in Alma + rejected by Alma (the statistics workbook's ids, or what its API refused
+        during our load, with Alma's error code) + missing (named ids)
 
 and the entity is **accounted** when both lines hold with every number known. "In Alma"
 comes from the Alma API or the emulator (``alma_counts``); when an entity has no such count
@@ -315,12 +316,13 @@ def _entity(
     stats: AreaStatistics | None,
     area: str | None,
     missing_ids: Sequence[str],
+    refused: Sequence[tuple[str, str]],
 ) -> EntityReconciliation:
     rejected = sum(int(n) for n in reasons.values())
     notes: list[str] = []
     in_alma, from_ = alma_count, "alma" if alma_count is not None else ""
-    alma_rejected_ids = list(stats.rejected_records) if stats else []
-    alma_rejected = stats.rejected_count if stats else 0
+    alma_rejected_ids = [*(stats.rejected_records if stats else []), *refused]
+    alma_rejected = (stats.rejected_count if stats else 0) + len(refused)
     if stats is not None:
         if stats.loaded is not None:
             if in_alma is None:
@@ -466,6 +468,7 @@ def reconcile(
     seed: int = 0,
     fields: Mapping[str, Sequence[str]] = SAMPLE_FIELDS,
     missing_ids: Mapping[str, Sequence[str]] | None = None,
+    alma_refused: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     run: Mapping[str, Any] | None = None,
     notes: Mapping[str, Sequence[str]] | None = None,
 ) -> Reconciliation:
@@ -475,7 +478,9 @@ def reconcile(
     (our rejects); ``alma_counts``: entity → records in Alma (API or emulator; leave an
     entity out when unknown); ``workbook``: the statistics workbook (``AREA_FOR_ENTITY``
     maps entities to its areas); ``sample_ids``: entity → delivered ids to sample from;
-    ``missing_ids``: entity → delivered ids known not to be in Alma; ``notes``: entity → what
+    ``missing_ids``: entity → delivered ids known not to be in Alma; ``alma_refused``: entity →
+    (id, reason) of the records Alma's API refused during our load (Alma's rejects, as the
+    workbook's are for what Ex Libris loads); ``notes``: entity → what
     the report must say about its records in Alma (e.g. :data:`API_LOAN_DATE_NOTE`). An entity
     with no entry in ``fields`` is counted but not sampled.
     """
@@ -499,6 +504,7 @@ def reconcile(
             stats,
             area,
             list(missing_ids.get(name, ())),
+            list((alma_refused or {}).get(name, ())),
         )
         result.notes = list((notes or {}).get(name, ()))
         entity_fields = fields.get(name, ())
