@@ -94,8 +94,13 @@ def copy_delivery(store: ArtifactStore, package_uri: str, out: Path) -> Path:
     return package
 
 
-def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack, out: Path) -> Any:
-    """Answer "test environment loaded" as the operator does, once 'Ex Libris' (the emulator) has loaded."""
+def exlibris_gate(
+    client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack, out: Path | None = None
+) -> Any:
+    """Answer "test environment loaded" as the operator does, once 'Ex Libris' (the emulator) has loaded.
+
+    With ``out``, the delivered package is also copied to ``out/delivery/`` (``make demo``).
+    """
     from aleph2alma_dev.demo.exlibris import load_delivery
 
     def on_gate(ti: dict[str, Any]) -> None:
@@ -111,7 +116,8 @@ def exlibris_gate(client: AirflowClient, store: ArtifactStore, stack: EmbeddedSt
             store, package_uri, stack.alma_url, f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx"
         )
         print(f"  'Ex Libris' loaded {package_uri} into the Alma API emulator; statistics: {workbook}")
-        print(f"  the delivered package is copied to {copy_delivery(store, package_uri, out)}")
+        if out is not None:
+            print(f"  the delivered package is copied to {copy_delivery(store, package_uri, out)}")
         print(f"  answering {task_id}: Approve")
         client.answer(dag_id, run_id, task_id, ["Approve"], {"statistics_workbook_uri": workbook})
 
