@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,24 @@ class AirflowApiError(RuntimeError):
     """Airflow answered with an error, or a run did not finish in time."""
 
 
+DATABASE_ERROR_ATTEMPTS = 5
+"""How often a call is made when Airflow answers 500 *Database error*.
+
+The API server answers so when its transaction fails, e.g. on SQLite (the standalone stack)
+while the scheduler or the DAG processor holds the write lock. The transaction was rolled
+back, so the same call can be made again: seen in CI on ``PATCH /dags/{id}`` (unpause)."""
+
+
+def _database_error(response: httpx.Response) -> bool:
+    if response.status_code != 500:
+        return False
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return False
+    return isinstance(detail, dict) and detail.get("reason") == "Database error"
+
+
 @dataclass
 class AirflowClient:
     base_url: str
@@ -28,6 +47,7 @@ class AirflowClient:
     password: str
     timeout: float = 30
     transport: httpx.BaseTransport | None = None  # tests pass an httpx.MockTransport
+    sleep: Callable[[float], None] = time.sleep  # injectable: tests count the waits
     _http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -40,7 +60,11 @@ class AirflowClient:
         self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        for attempt in range(1, DATABASE_ERROR_ATTEMPTS + 1):
+            response = self._http.request(method, f"/api/v2{path}", **kwargs)
+            if not _database_error(response) or attempt == DATABASE_ERROR_ATTEMPTS:
+                break
+            self.sleep(attempt * 0.5)
         if response.status_code >= 300:
             raise AirflowApiError(f"{method} {path}: {response.status_code} {response.text[:500]}")
         return response.json() if response.content else None

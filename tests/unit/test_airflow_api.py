@@ -94,3 +94,51 @@ def test_typed_xcom_values_come_back_as_plain_json() -> None:
         "run_id": "r"
     }
     assert plain_xcom("123") == "123" and plain_xcom("s3://b/k") == "s3://b/k"
+
+
+DATABASE_ERROR = {"detail": {"reason": "Database error", "statement": "hidden", "orig_error": "hidden"}}
+
+
+def scripted(answers: list[httpx.Response]) -> tuple[AirflowClient, list[str], list[float]]:
+    """A client whose API calls get ``answers`` in turn; the calls made and the waits are recorded."""
+    calls: list[str] = []
+    waits: list[float] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        calls.append(f"{request.method} {request.url.path}")
+        return answers.pop(0)
+
+    return (
+        AirflowClient(
+            "http://airflow", "admin", "pw", transport=httpx.MockTransport(serve), sleep=waits.append
+        ),
+        calls,
+        waits,
+    )
+
+
+def test_a_database_error_is_asked_again_until_airflow_answers() -> None:
+    """CI: the standalone stack's SQLite was locked and `PATCH /dags/{id}` (unpause) answered 500."""
+    airflow, calls, waits = scripted(
+        [httpx.Response(500, json=DATABASE_ERROR)] * 2 + [httpx.Response(200, json={"is_paused": False})]
+    )
+    assert airflow._call("PATCH", "/dags/migration_transform", json={"is_paused": False}) == {
+        "is_paused": False
+    }
+    assert calls == ["PATCH /api/v2/dags/migration_transform"] * 3 and waits == [0.5, 1.0]
+
+
+def test_a_database_error_that_persists_is_reported_after_the_last_attempt() -> None:
+    airflow, calls, waits = scripted([httpx.Response(500, json=DATABASE_ERROR)] * 5)
+    with pytest.raises(AirflowApiError, match="500 .*Database error"):
+        airflow._call("GET", "/dags/x")
+    assert len(calls) == 5 and len(waits) == 4
+
+
+def test_other_errors_are_reported_at_once() -> None:
+    airflow, calls, waits = scripted([httpx.Response(500, json={"detail": "boom"})])
+    with pytest.raises(AirflowApiError, match="500"):
+        airflow._call("POST", "/dags/x/dagRuns", json={})
+    assert len(calls) == 1 and waits == []
