@@ -152,6 +152,129 @@ class StorageSettings:
         return value
 
 
+DeliveryMode = Literal["generic", "autoextract"]
+AUTOEXTRACT_STEPS = ("generate_form", "validate_p2e", "extract", "package", "transfer")
+"""AutoExtract's menu steps, in the order they run (Ex Libris' Aleph to Alma AutoExtract package)."""
+
+
+@dataclass(frozen=True, config=_MODEL)
+class AutoExtractStep:
+    """One ``[[delivery.autoextract.steps]]`` block: a command run on the Aleph server over SSH."""
+
+    name: str = Field(
+        description="Which AutoExtract step this is: " + ", ".join(AUTOEXTRACT_STEPS) + " (they run in that "
+        "order; a step not given is skipped)"
+    )
+    command: str = Field(
+        description="The shell command that runs this step of AutoExtract on the Aleph server, as the "
+        "SSH connection's user (the aleph user), in workdir; a non-zero exit fails the step"
+    )
+    expected_outputs: tuple[str, ...] = Field(
+        default=(),
+        description="Glob patterns, relative to output_dir, that this step must have produced; each "
+        "must match at least one file, and every match is staged in S3",
+    )
+    timeout_minutes: PositiveInt = Field(default=240, description="Minutes the command may run")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value not in AUTOEXTRACT_STEPS:
+            raise ValueError(
+                f"{config.show(value)} is not an AutoExtract step; allowed: {', '.join(AUTOEXTRACT_STEPS)}"
+            )
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty: the shell command that runs this AutoExtract step")
+        return value.strip()
+
+    @field_validator("expected_outputs")
+    @classmethod
+    def _outputs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in value if not p.strip() or p.startswith("/") or ".." in p.split("/")]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(config.show, bad))}: a pattern must be relative to output_dir "
+                'and stay inside it, e.g. "extract/*.mrc"'
+            )
+        return value
+
+
+@dataclass(frozen=True, config=_MODEL)
+class AutoExtractSettings:
+    """The ``[delivery.autoextract]`` table: where Ex Libris' AutoExtract runs and its steps."""
+
+    ssh_conn_id: str = Field(
+        default="aleph_ssh", description="Airflow SSH connection to the Aleph server (the aleph user)"
+    )
+    workdir: str = Field(
+        default="", description="Directory the commands run in (absolute path on the Aleph server)"
+    )
+    output_dir: str = Field(
+        default="", description="Directory AutoExtract writes into (absolute path on the Aleph server)"
+    )
+    steps: tuple[AutoExtractStep, ...] = Field(
+        default=(),
+        description="The AutoExtract steps in the order they run, one [[delivery.autoextract.steps]] "
+        f"block each; usually {', '.join(AUTOEXTRACT_STEPS)}",
+    )
+
+    @field_validator("workdir", "output_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"{config.show(value)} must be an absolute path on the Aleph server")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: tuple[AutoExtractStep, ...]) -> tuple[AutoExtractStep, ...]:
+        names = [s.name for s in steps]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"step {', '.join(twice)} given more than once; each step runs once")
+        return steps
+
+    def step(self, name: str) -> AutoExtractStep | None:
+        """The configured step of that name; None when this site does not run it."""
+        return next((s for s in self.steps if s.name == name), None)
+
+
+@dataclass(frozen=True, config=_MODEL)
+class DeliverySettings:
+    """The ``[delivery]`` table: which of Ex Libris' documented delivery paths the test load takes.
+
+    ``generic``: the *Generic Alma Data Delivery Specifications* — bibs and holdings as MARC 21,
+    items and fulfillment as CSV described by a generated Field Mapping form, users as Alma's user
+    XML; we build, package and deliver. ``autoextract``: Ex Libris' AutoExtract runs on the Aleph
+    server and builds, packages and transfers the delivery; the DAG runs its steps over SSH and
+    stages what they produced. Our own extract and transform run in both modes: they feed the
+    validation report, the worklists and the reconciliation.
+    """
+
+    mode: DeliveryMode = Field(
+        default="generic",
+        description="generic (we build the package: MARC + CSV + Field Mapping form) or autoextract "
+        "(Ex Libris' AutoExtract builds it on the Aleph server; its steps run over SSH)",
+    )
+    autoextract: AutoExtractSettings = Field(
+        default_factory=AutoExtractSettings,
+        description="[delivery.autoextract]: SSH connection, directories and steps of AutoExtract",
+    )
+
+    def __post_init__(self) -> None:
+        auto = self.autoextract
+        if self.mode == "autoextract" and not (auto.steps and auto.workdir and auto.output_dir):
+            raise ValueError(
+                "mode autoextract needs [delivery.autoextract] workdir, output_dir and at least one "
+                "[[delivery.autoextract.steps]] block (name, command, expected_outputs)"
+            )
+
+
 @dataclass(frozen=True, config=_MODEL)
 class MigrationSettings:
     """The keys of ``migration.toml``."""
@@ -187,6 +310,10 @@ class MigrationSettings:
     storage: StorageSettings = Field(
         default_factory=StorageSettings,
         description="The artifact store ([storage] table): kms_key_id for SSE-KMS, else SSE-S3",
+    )
+    delivery: DeliverySettings = Field(
+        default_factory=DeliverySettings,
+        description="The delivery ([delivery] table): mode generic or autoextract, and AutoExtract's steps",
     )
     items_in_bib_field: str = Field(
         default="",
