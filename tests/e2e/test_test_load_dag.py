@@ -49,6 +49,35 @@ def test_the_accounting_audit_covers_the_child_runs_and_passed(test_load: dict, 
     assert test_load["audit"]["status"] == "passed"
 
 
+def test_the_delivered_package_is_what_the_generic_specification_asks_for(
+    test_load: dict, airflow, stack_store, tmp_path
+) -> None:
+    """Opened as Ex Libris opens it (issue 8, B7/B8/B10): MARC and CSV with the Field Mapping form, no
+    JSON lines; lost and claimed-returned loans delivered as open loans; no purge date before expiry."""
+    import csv
+    import io
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    from aleph2alma.delivery.field_mapping import FIELD_MAPPING_MEMBER, LOANS
+
+    package = airflow.xcom("migration_test_load", test_load["run_id"], "package")
+    archive = zipfile.ZipFile(io.BytesIO(stack_store.get_bytes(package["key"])))
+    names = archive.namelist()
+    assert not [n for n in names if n.endswith(".jsonl")], names
+    assert {"items.csv", "loans.csv", "requests.csv", "fines.csv", "users.xml", FIELD_MAPPING_MEMBER} <= set(
+        names
+    )
+    loans = list(csv.DictReader(io.StringIO(archive.read("loans.csv").decode("utf-8"))))
+    assert list(loans[0]) == LOANS.header
+    statuses = {row["process_status"] for row in loans}
+    assert {"NORMAL", "LOST", "CLAIMED_RETURN"} <= statuses, statuses
+    users = ET.fromstring(archive.read("users.xml"))
+    dated = [(u.findtext("expiry_date"), u.findtext("purge_date")) for u in users.iter("user")]
+    early = [(e, p) for e, p in dated if e and p and p < e]
+    assert dated and not early, early[:5]
+
+
 def test_clearing_a_phase_step_runs_its_child_again(test_load: dict, airflow) -> None:
     # Last in this module: it re-runs the test load's transform (same keys, same outputs).
     child = RunRef(TEST_LOAD_DAG, test_load["run_id"]).child(ChildStep.TRANSFORM).run_id

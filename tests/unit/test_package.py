@@ -1,7 +1,13 @@
-"""The delivery package: members, one items header, counts and checksums, identical bytes on a retry."""
+"""The delivery package: members, one items header, counts and checksums, identical bytes on a retry.
+
+Its shape is Ex Libris' *Generic Alma Data Delivery Specifications* (issue 8, B7): MARC for bibs and
+holdings, CSV for items and fulfillment with a Field Mapping form naming each column's Alma field,
+no JSON lines.
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -12,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from aleph2alma.alma.form import form_dir, load_form
+from aleph2alma.alma.items import ITEM_COLUMNS
+from aleph2alma.delivery.field_mapping import DELIMITED, FIELD_MAPPING_MEMBER, FINES, ITEMS, LOANS
 from aleph2alma.delivery.package import (
     FIXED_DATE_TIME,
     FORM_MEMBER,
@@ -24,7 +32,7 @@ from aleph2alma.storage import ArtifactStore, RunScope, StorageError, part_name
 
 SCOPE = RunScope("demo", "migration_test_load", "manual__2026-11-01T00:00:00+00:00")
 FORM = form_dir("demo")
-ITEMS_HEADER = b"barcode,library,location,policy\n"
+ITEMS_HEADER = b"barcode,library,location,item_policy\n"
 
 # entity -> [(source, ext, bytes, records)]; parts listed out of order on purpose
 PARTS: dict[str, list[tuple[str, str, bytes, int]]] = {
@@ -40,7 +48,7 @@ PARTS: dict[str, list[tuple[str, str, bytes, int]]] = {
     ],
     "patrons": [("users", "xml", "<?xml version='1.0'?>\n<users><user>张三</user></users>\n".encode(), 1)],
     "loans": [
-        ("loans", "jsonl", b'{"item_barcode":"B0001"}\n{"item_barcode":"B0002"}', 2)
+        ("loans", "jsonl", b'{"item_barcode":"B0001","note":"a, \\"b\\""}\n{"item_barcode":"B0002"}', 2)
     ],  # no final newline
     "requests": [("requests", "jsonl", b"", 0)],
     "fines": [("fines", "jsonl", b'{"amount":1.5}\n', 1)],
@@ -97,11 +105,12 @@ def test_members_in_their_fixed_order(store: ArtifactStore, manifests: dict[str,
         "holdings.mrc",
         "items.csv",
         "users.xml",
-        "loans.jsonl",
-        "requests.jsonl",
-        "fees.jsonl",
+        "loans.csv",
+        "requests.csv",
+        "fines.csv",
         "p2e.txt",
         FORM_MEMBER,
+        FIELD_MAPPING_MEMBER,
         MANIFEST_MEMBER,
     ]
     assert result.key == SCOPE.prefix("package", "delivery") + f"{package_name('demo', SCOPE)}.zip"
@@ -118,7 +127,14 @@ def test_parts_are_joined_in_order_with_one_items_header(
         ITEMS_HEADER + b'B0001,MAIN,ZWSK,LOAN\nB0002,MAIN,ZWSK,LOAN\nB0003,EDU,JYZW,"NO,LOAN"\n'
     )
     assert members["items.csv"].count(b"barcode,") == 1
-    assert members["loans.jsonl"] == PARTS["loans"][0][2]  # one part: its bytes, as they are
+    loans = list(csv.DictReader(io.StringIO(members["loans.csv"].decode("utf-8"))))
+    assert list(loans[0]) == LOANS.header
+    assert [(r["item_barcode"], r["note"], r["due_date"]) for r in loans] == [
+        ("B0001", 'a, "b"', ""),
+        ("B0002", "", ""),
+    ]
+    assert members["fines.csv"].decode().splitlines() == [",".join(FINES.header), ",,,1.5,,,,,,"]
+    assert not [name for name in members if name.endswith(".jsonl")]
     assert "张三" in members["users.xml"].decode("utf-8")
     assert b"duplicate barcode" not in b"".join(members.values())
     (tmp_path / FORM_MEMBER).write_bytes(members[FORM_MEMBER])
@@ -180,9 +196,16 @@ def test_only_the_entities_given_are_packaged(store: ArtifactStore, manifests: d
     fulfillment = {e: manifests[e] for e in ("loans", "requests", "fines")}
     result = build_package(store, SCOPE, fulfillment, FORM, "demo", name="demo-fulfillment")
     zf, members = members_of(store, result.key)
-    assert zf.namelist() == ["loans.jsonl", "requests.jsonl", "fees.jsonl", FORM_MEMBER, MANIFEST_MEMBER]
+    assert zf.namelist() == [
+        "loans.csv",
+        "requests.csv",
+        "fines.csv",
+        FORM_MEMBER,
+        FIELD_MAPPING_MEMBER,
+        MANIFEST_MEMBER,
+    ]
     assert result.key.endswith("/package/delivery/demo-fulfillment.zip")
-    assert members["requests.jsonl"] == b""
+    assert members["requests.csv"] == (",".join(DELIMITED["requests"].header) + "\n").encode()
 
 
 @pytest.mark.parametrize(
@@ -231,3 +254,38 @@ def test_unsafe_names_are_refused(store: ArtifactStore, name: str) -> None:
 def test_migration_id_must_match_the_scope(store: ArtifactStore) -> None:
     with pytest.raises(PackageError, match="differs from the run scope"):
         build_package(store, SCOPE, {}, FORM, "bnu")
+
+
+def test_the_field_mapping_form_names_every_delivered_column_and_file(
+    store: ArtifactStore, manifests: dict[str, str], tmp_path: Path
+) -> None:
+    from openpyxl import load_workbook
+
+    _, members = members_of(store, build_package(store, SCOPE, manifests, FORM, "demo").key)
+    (tmp_path / FIELD_MAPPING_MEMBER).write_bytes(members[FIELD_MAPPING_MEMBER])
+    book = load_workbook(tmp_path / FIELD_MAPPING_MEMBER, read_only=True)
+    assert book.sheetnames == ["Delivered files", "items", "loans", "requests", "fines"]
+    for name in ("items", "loans", "requests", "fines"):
+        rows = list(book[name].iter_rows(values_only=True))
+        assert rows[0][:2] == ("file", f"{name}.csv")
+        header = next(csv.reader([members[f"{name}.csv"].decode("utf-8").splitlines()[0]]))
+        assert [r[0] for r in rows[2:]] == header, name  # every column, in the file's order
+        assert all(r[1] for r in rows[2:]), f"{name}: a column without its Alma field"
+    delivered = {r[0]: r for r in book["Delivered files"].iter_rows(min_row=2, values_only=True)}
+    assert set(delivered) == set(members) - {FIELD_MAPPING_MEMBER, MANIFEST_MEMBER}
+    assert delivered["loans.csv"][1:3] == ("CSV, UTF-8, comma-separated, header row", 2)
+    assert delivered["users.xml"][1] == "Alma user XML (rest_users.xsd), UTF-8"
+    assert delivered["bibs_BNU01.mrc"][2] == 5
+
+
+def test_the_form_describes_every_column_the_transform_writes() -> None:
+    assert ITEMS.header == ITEM_COLUMNS
+
+
+def test_a_column_without_an_alma_field_stops_the_package(store: ArtifactStore, tmp_path: Path) -> None:
+    items = commit_alma(store, tmp_path, "items", [("Z30", "csv", b"barcode,shelf_mark\nB1,X\n", 1)])
+    with pytest.raises(PackageError, match="column shelf_mark of items.csv has no Alma field"):
+        build_package(store, SCOPE, {"items": items}, FORM, "demo")
+    loans = commit_alma(store, tmp_path, "loans", [("loans", "jsonl", b'{"item_barcode":"B1","x":1}\n', 1)])
+    with pytest.raises(PackageError, match=r"line 1: x not a column of loans.csv"):
+        build_package(store, SCOPE, {"loans": loans}, FORM, "demo")

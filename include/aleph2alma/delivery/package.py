@@ -1,6 +1,9 @@
 """The delivery package: what Ex Libris loads, as one deterministic zip.
 
-The set mirrors what Ex Libris' AutoExtract hands over, one member per file:
+Its shape is Ex Libris' *Generic Alma Data Delivery Specifications*: bibs and holdings as MARC,
+items and fulfillment as CSV described by a Field Mapping form (``delivery.field_mapping``),
+users as Alma's user XML, one member per file. JSON lines are the transform's internal format:
+they are turned into CSV here and never delivered.
 
 =============================  ===============  ==================================================
 member                         entity           built from
@@ -11,11 +14,14 @@ member                         entity           built from
 ``holdings.mrc``               holdings         all holdings parts (ISO 2709), concatenated
 ``items.csv``                  items            CSV parts concatenated under ONE header
 ``users.xml``                  patrons          the SIS user XML (a single part)
-``loans.jsonl``                loans            JSON lines parts, concatenated
-``requests.jsonl``             requests         JSON lines parts, concatenated
-``fees.jsonl``                 fines            JSON lines parts, concatenated
+``loans.csv``                  loans            the JSON lines parts as CSV, the columns of
+                                                ``field_mapping.LOANS``
+``requests.csv``               requests         likewise (``field_mapping.REQUESTS``)
+``fines.csv``                  fines            likewise (``field_mapping.FINES``)
 ``p2e.txt``                    p2e              the P2E file
 ``migration_form.xlsx``        —                the filled migration form (``write_form``)
+``field_mapping.xlsx``         —                each CSV column's Alma field; the delivered files
+                                                with their record counts
 ``MANIFEST.json``              —                per member: bytes, sha256, records, source parts;
                                                 per entity: the source manifest URI and its counts
 =============================  ===============  ==================================================
@@ -34,6 +40,7 @@ the form workbook's own timestamps normalised and no build time anywhere, so the
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -45,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from aleph2alma.delivery.field_mapping import DELIMITED, FIELD_MAPPING_MEMBER, csv_cell, write_field_mapping
 from aleph2alma.errors import PermanentError
 from aleph2alma.storage import ArtifactStore, Manifest, RunScope, StoredFile
 
@@ -61,7 +69,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._\-]+")
 _CORE_DATES = re.compile(rb"(<dcterms:(created|modified)\b[^>]*>)[^<]*(</dcterms:\2>)")
 
-Join = Literal["bytes", "lines", "csv", "one"]
+Join = Literal["bytes", "lines", "csv", "jsonl_csv", "one"]
 
 
 class PackageError(PermanentError):
@@ -74,9 +82,9 @@ class Layout:
 
     entity: str
     member: str  # ``{source}`` is replaced by the part's source when per_source
-    join: (
-        Join  # bytes: concatenate; lines: concatenate, newline-terminated; csv: one header; one: single part
-    )
+    # bytes: concatenate; lines: concatenate, newline-terminated; csv: one header;
+    # jsonl_csv: JSON lines written as CSV rows; one: single part
+    join: Join
     per_source: bool = False
 
 
@@ -86,9 +94,9 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("holdings", "holdings.mrc", "bytes"),
     Layout("items", "items.csv", "csv"),
     Layout("patrons", "users.xml", "one"),  # XML documents cannot be concatenated
-    Layout("loans", "loans.jsonl", "lines"),
-    Layout("requests", "requests.jsonl", "lines"),
-    Layout("fines", "fees.jsonl", "lines"),
+    Layout("loans", "loans.csv", "jsonl_csv"),
+    Layout("requests", "requests.csv", "jsonl_csv"),
+    Layout("fines", "fines.csv", "jsonl_csv"),
     Layout("p2e", "p2e.txt", "lines"),
 )
 ENTITIES = tuple(layout.entity for layout in LAYOUTS)
@@ -134,8 +142,12 @@ class _Member:
 
     @property
     def upper_bound(self) -> int:
-        """Bytes the member can reach (newlines added between parts included): decides ZIP64."""
-        return sum(p.bytes + 1 for p in self.parts)
+        """Bytes the member can reach (newlines added between parts included): decides ZIP64.
+
+        A CSV row is shorter than its JSON line unless quoting doubles its quotes: twice the
+        JSON is a safe bound (ZIP64 from 2 GiB of JSON on, which costs nothing)."""
+        json_bytes = sum(p.bytes + 1 for p in self.parts)
+        return 2 * json_bytes + 64 * 1024 if self.join == "jsonl_csv" else json_bytes
 
 
 def package_name(migration_id: str, scope: RunScope) -> str:
@@ -199,6 +211,19 @@ def plan_members(
     return members, manifests
 
 
+def member_format(name: str) -> str:
+    """What a member is, for the Delivered Files tab."""
+    if name.endswith(".mrc"):
+        return "MARC (ISO 2709), UTF-8"
+    if name.endswith(".csv"):
+        return "CSV, UTF-8, comma-separated, header row"
+    if name == "users.xml":
+        return "Alma user XML (rest_users.xsd), UTF-8"
+    if name.endswith(".xlsx"):
+        return "Excel workbook"
+    return "text, UTF-8"
+
+
 def _zipinfo(name: str, size_bound: int) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=FIXED_DATE_TIME)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -229,27 +254,86 @@ class _HashingWriter:
             self.write(block)
 
 
-def _write_member(zf: zipfile.ZipFile, member: _Member, store: ArtifactStore, tmp: Path) -> dict[str, Any]:
+CSV_ROWS_PER_WRITE = 10_000
+
+
+def _write_jsonl_as_csv(out: _HashingWriter, member: _Member, store: ArtifactStore, tmp: Path) -> list[str]:
+    """The entity's JSON lines as CSV rows under the Field Mapping form's columns; a key the form
+    does not describe stops the package (it would be dropped without anyone knowing)."""
+    columns = DELIMITED[member.entity].header
+    known = set(columns)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for part in member.parts:
+        local = store.download(part.key, tmp / "part", part.sha256)
+        with open(local, "rb") as src:
+            for number, line in enumerate(src, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                unknown = sorted(set(record) - known)
+                if unknown:
+                    raise PackageError(
+                        f"{store.uri(part.key)} line {number}: {', '.join(unknown)} not a column of "
+                        f"{member.name}; add it to delivery.field_mapping.{member.entity.upper()}"
+                    )
+                writer.writerow([csv_cell(record.get(c)) for c in columns])
+                if number % CSV_ROWS_PER_WRITE == 0:
+                    out.write(buffer.getvalue().encode("utf-8"))
+                    buffer.seek(0)
+                    buffer.truncate()
+        local.unlink()
+    out.write(buffer.getvalue().encode("utf-8"))
+    return columns
+
+
+def _described_columns(store: ArtifactStore, member: _Member, part: StoredFile, header: bytes) -> list[str]:
+    """The CSV header's columns; each must be one the Field Mapping form describes."""
+    columns = next(csv.reader([header.decode("utf-8")]), [])
+    spec = DELIMITED.get(member.entity)
+    unknown = [c for c in columns if spec is not None and c not in spec.header]
+    if unknown:
+        raise PackageError(
+            f"{store.uri(part.key)}: column {', '.join(unknown)} of {member.name} has no Alma field in "
+            f"the Field Mapping form; add it to delivery.field_mapping.{member.entity.upper()}"
+        )
+    return columns
+
+
+def _copy_parts(out: _HashingWriter, member: _Member, store: ArtifactStore, tmp: Path) -> list[str]:
+    """The parts one after the other, as the member's join says (one header for CSV); the CSV's columns."""
     header: bytes | None = None
+    columns: list[str] = []
+    for part in member.parts:
+        local = store.download(part.key, tmp / "part", part.sha256)  # StorageError names the key
+        with open(local, "rb") as src:
+            if member.join in ("lines", "csv") and out.last != b"\n":
+                out.write(b"\n")
+            if member.join == "csv":
+                first = src.readline()
+                if header is None:
+                    header = first or None  # an empty first part has no header to keep
+                    if header:
+                        columns = _described_columns(store, member, part, header)
+                    out.write(first)
+                elif first.rstrip(b"\r\n") != header.rstrip(b"\r\n"):
+                    raise PackageError(
+                        f"{store.uri(part.key)}: CSV header {first[:200]!r} differs from the "
+                        f"first part's {header[:200]!r}; {member.name} takes one header"
+                    )
+            out.copy(src)
+        local.unlink()
+    return columns
+
+
+def _write_member(zf: zipfile.ZipFile, member: _Member, store: ArtifactStore, tmp: Path) -> dict[str, Any]:
     with zf.open(_zipinfo(member.name, member.upper_bound), "w") as raw:
         out = _HashingWriter(raw)
-        for part in member.parts:
-            local = store.download(part.key, tmp / "part", part.sha256)  # StorageError names the key
-            with open(local, "rb") as src:
-                if member.join in ("lines", "csv") and out.last != b"\n":
-                    out.write(b"\n")
-                if member.join == "csv":
-                    first = src.readline()
-                    if header is None:
-                        header = first or None  # an empty first part has no header to keep
-                        out.write(first)
-                    elif first.rstrip(b"\r\n") != header.rstrip(b"\r\n"):
-                        raise PackageError(
-                            f"{store.uri(part.key)}: CSV header {first[:200]!r} differs from the "
-                            f"first part's {header[:200]!r}; {member.name} takes one header"
-                        )
-                out.copy(src)
-            local.unlink()
+        if member.join == "jsonl_csv":
+            columns = _write_jsonl_as_csv(out, member, store, tmp)
+        else:
+            columns = _copy_parts(out, member, store, tmp)
     return {
         "name": member.name,
         "entity": member.entity,
@@ -258,6 +342,7 @@ def _write_member(zf: zipfile.ZipFile, member: _Member, store: ArtifactStore, tm
         "records": member.records,
         "manifest": member.manifest,
         "parts": [p.key for p in member.parts],
+        **({"columns": columns} if columns else {}),
     }
 
 
@@ -322,6 +407,13 @@ def build_package(
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
             written = [_write_member(zf, member, store, tmp) for member in members]
             written.append(_write_bytes(zf, FORM_MEMBER, form_bytes, "form"))
+            mapping = tmp / FIELD_MAPPING_MEMBER
+            write_field_mapping(
+                mapping,
+                [DELIMITED[m["entity"]].only(m["columns"]) for m in written if m.get("columns")],
+                [{**m, "format": member_format(m["name"])} for m in written],
+            )
+            written.append(_write_bytes(zf, FIELD_MAPPING_MEMBER, _normalised_xlsx(mapping), "field_mapping"))
             body = {
                 "schema_version": PACKAGE_SCHEMA_VERSION,
                 "package": f"{name}.zip",
