@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -31,6 +31,9 @@ from aleph2alma.aleph.db import DbTimeouts, connection_extra, create_engine, url
 from aleph2alma.aleph.landing import Landing, parse_landing
 from aleph2alma.errors import ConfigError
 from aleph2alma.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from aleph2alma.delivery.autoextract import RemoteShell
 
 S3_CONN_ID = "aws"
 ALEPH_DB_CONN_ID = "aleph_db"
@@ -119,13 +122,9 @@ class SshTimeouts:
         return cls(**values)
 
 
-def sftp_client(conn_id: str) -> Any:
-    """A paramiko ``SFTPClient`` on the connection ``conn_id``, every wait bounded (:class:`SshTimeouts`).
-
-    The caller closes it and its SSH transport after use (``transfer.deliver_sftp`` and the SFTP
-    landing do). Built through the SSH provider's hook, which also reads host key, key and
-    algorithm extras.
-    """
+def _ssh(conn_id: str) -> tuple[Any, SshTimeouts]:
+    """A connected paramiko ``SSHClient`` through the SSH provider's hook (host key, key and
+    algorithm extras), its channels bounded by ``io_timeout``; and the connection's timeouts."""
     from airflow.providers.ssh.hooks.ssh import SSHHook
     from airflow.sdk import BaseHook
 
@@ -141,6 +140,20 @@ def sftp_client(conn_id: str) -> Any:
         transport = ssh.get_transport()
         assert transport is not None
         transport.channel_timeout = t.io_timeout
+    except BaseException:
+        ssh.close()
+        raise
+    return ssh, t
+
+
+def sftp_client(conn_id: str) -> Any:
+    """A paramiko ``SFTPClient`` on the connection ``conn_id``, every wait bounded (:class:`SshTimeouts`).
+
+    The caller closes it and its SSH transport after use (``transfer.deliver_sftp`` and the SFTP
+    landing do).
+    """
+    ssh, t = _ssh(conn_id)
+    try:
         sftp = ssh.open_sftp()
         sftp.get_channel().settimeout(t.io_timeout)
     except BaseException:
@@ -178,3 +191,17 @@ def alma_client(conn_id: str = ALMA_CONN_ID) -> Any:
     return AlmaClient(
         base_url=base_url, api_key=conn.password or "", per_second=rate.per_second, latency=rate.latency
     )
+
+
+def aleph_shell(conn_id: str) -> RemoteShell:
+    """A login on the Aleph server over the SSH connection ``conn_id`` (AutoExtract's steps), every
+    wait bounded (:class:`SshTimeouts`); the caller closes it.
+
+    Commands run through paramiko directly (``delivery.autoextract.ParamikoShell``), not the hook's
+    ``exec_ssh_client_command``: that one's timeout is the silence between two outputs, not the
+    command's run time, and it keeps all the output in memory.
+    """
+    from aleph2alma.delivery.autoextract import ParamikoShell
+
+    ssh, t = _ssh(conn_id)
+    return ParamikoShell(ssh, t.io_timeout)
