@@ -1,17 +1,24 @@
 """
 ### First test load
 
-extract → transform + validate → package → deliver → **[test environment loaded?]** →
-load fulfillment through the API (optional) → reconcile.
+extract → transform + validate → package → deliver (or AutoExtract's steps) →
+**[test environment loaded?]** → load fulfillment through the API (optional) → reconcile.
 
 1. Runs `migration_extract` and `migration_transform` (waits for both; the transform
    stops the load when a FIX rule passes its threshold, with the report linked). If a
    child run fails, fix the cause and *clear* the step here: the child run runs again.
-2. **package**: the delivery zip (bib and holdings MARC, items, user XML, loans, requests,
-   fees, P2E, the filled migration form, `MANIFEST.json` with counts and sha256).
-3. **deliver**: to every target of the form — `sftp://<connection id>/dir` (the migration
-   file-transfer server) and/or `s3://bucket/prefix` — with the far side's size and
-   checksum verified.
+2. **package**: the delivery zip in Ex Libris' generic shape (bib and holdings MARC; items,
+   loans, requests and fines as CSV with the Field Mapping form naming each column's Alma
+   field; users as Alma user XML; P2E; the filled migration form; `MANIFEST.json` with counts
+   and sha256). Built in both delivery modes: it is what validation and reconciliation read.
+3. **deliver** (delivery mode `generic` in `migration.toml`): to every target of the form —
+   `sftp://<connection id>/dir` (the migration file-transfer server) and/or
+   `s3://bucket/prefix` — with the far side's size and checksum verified.
+   **autoextract** (delivery mode `autoextract`): Ex Libris' AutoExtract on the Aleph server,
+   one task per step (generate form → validate P2E → extract → package → transfer), each a
+   command over SSH; what each step produced is staged under `autoextract/<step>/` with a
+   manifest. A step the site does not configure is skipped. If a step fails, its log has the
+   command's last lines; fix the cause on the Aleph server and clear the task.
 4. **test_environment_loaded**: answer in the UI when Ex Libris has loaded the test
    environment; paste the `s3://` URI of their statistics workbook if you have it.
 5. **api_load** (when *Load fulfillment through the API* is on; skipped otherwise): active
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, TaskGroup, dag, task
 
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_SLOTS
 from aleph2alma.dagkit import (
@@ -47,6 +54,7 @@ from aleph2alma.dagkit import (
 )
 from aleph2alma.gates import ApprovalGate
 from aleph2alma.runs import ChildStep
+from aleph2alma.settings import AUTOEXTRACT_STEPS
 
 if TYPE_CHECKING:
     from aleph2alma.delivery.package import PackageResult
@@ -59,12 +67,24 @@ Approve once Ex Libris has loaded the delivery into the Alma test environment. P
 s3:// URI of their statistics workbook, if they sent one, before approving.
 
 {% set package = ti.xcom_pull(task_ids='package') %}
+{% set delivered = ti.xcom_pull(task_ids='deliver') %}
+{% if delivered %}
 **Package** `{{ package.uri }}` — {{ '{:,}'.format(package.bytes) }} bytes, sha256 `{{ package.sha256 }}`
 
 **Delivered to** (size and sha256 verified on the far side):
-{% for d in ti.xcom_pull(task_ids='deliver') %}
+{% for d in delivered %}
 - `{{ d.target }}` → `{{ d.remote_path }}` ({{ d.method }}{{ ', already there' if d.already }})
 {% endfor %}
+{% else %}
+**Delivered by Ex Libris' AutoExtract** on the Aleph server. Its steps and what they produced
+(staged in the artifact store):
+{% for step in AUTOEXTRACT_STEPS %}{% set r = ti.xcom_pull(task_ids='autoextract.' ~ step) %}{% if r %}
+- **{{ step }}**: exit {{ r.exit_status }}; {% for o in r.outputs -%}
+`{{ o.path }}` ({{ '{:,}'.format(o.bytes) }} bytes){{ ', ' if not loop.last }}{% endfor %}
+{% endif %}{% endfor %}
+
+Our own package (not delivered; validation and reconciliation read it): `{{ package.uri }}`
+{% endif %}
 
 | member | records |
 |---|---|
@@ -79,6 +99,25 @@ package instead, and run the test load with the API load off.
 {% endif %}"""
 
 
+def autoextract_step(step: str) -> Any:
+    """One AutoExtract step as its own retryable task: skipped unless this migration delivers
+    through AutoExtract and runs that step."""
+
+    @task(task_id=step, trigger_rule="none_failed", execution_timeout=LONG_TASK_TIMEOUT)
+    def run() -> dict[str, Any]:
+        from aleph2alma import wiring
+        from aleph2alma.dagkit import skip_unless
+        from aleph2alma.phases.test_load import autoextract_step
+
+        ctx = phase_context()
+        delivery = ctx.settings.delivery
+        skip_unless(delivery.mode == "autoextract", "delivery mode is generic: our package is delivered")
+        skip_unless(delivery.autoextract.step(step), f"migration.toml configures no AutoExtract {step} step")
+        return autoextract_step(ctx, step, wiring.aleph_shell)
+
+    return run()
+
+
 @dag(
     dag_id="migration_test_load",
     schedule=None,
@@ -88,6 +127,7 @@ package instead, and run the test load with the API load off.
     doc_md=__doc__,
     tags=["aleph2alma", "test-load"],
     max_active_runs=1,
+    user_defined_macros={"AUTOEXTRACT_STEPS": AUTOEXTRACT_STEPS},  # the gate's body lists them
     params={
         "migration_id": migration_id_param(),
         "delivery_targets": Param(
@@ -131,20 +171,37 @@ def migration_test_load() -> None:
     @task(execution_timeout=LONG_TASK_TIMEOUT)
     def deliver(package: PackageResult) -> list[Delivered]:
         from aleph2alma import wiring
+        from aleph2alma.dagkit import skip_unless
         from aleph2alma.phases.test_load import deliver_step
 
+        ctx = phase_context()
+        skip_unless(
+            ctx.settings.delivery.mode == "generic",
+            "delivery mode is autoextract: Ex Libris' AutoExtract delivers (task group autoextract)",
+        )
         return deliver_step(
-            phase_context(),
+            ctx,
             package,
             list_param("delivery_targets"),
             sftp_client=wiring.sftp_client,
             s3_client=wiring.s3_client,
         )
 
+    with TaskGroup(
+        "autoextract", tooltip="Ex Libris' AutoExtract on the Aleph server, over SSH"
+    ) as autoextract:
+        previous = None
+        for step in AUTOEXTRACT_STEPS:
+            current = autoextract_step(step)
+            if previous is not None:
+                previous >> current
+            previous = current
+
     test_environment_loaded = ApprovalGate(
         task_id="test_environment_loaded",
         subject="Test environment loaded?",
         body=LOADED_GATE_BODY,
+        trigger_rule="none_failed",  # after deliver or AutoExtract, the other skipped
         params={
             "statistics_workbook_uri": optional_text_param(
                 "Statistics workbook (s3:// URI)",
@@ -186,8 +243,8 @@ def migration_test_load() -> None:
     packaged = package()
     delivered = deliver(packaged)
     loaded = api_load()
-    extract >> transform_and_validate >> packaged
-    delivered >> test_environment_loaded >> loaded
+    extract >> transform_and_validate >> packaged >> autoextract
+    [delivered, autoextract] >> test_environment_loaded >> loaded
 
     @task(trigger_rule="none_failed")  # after reconcile; never after a failure
     def audit() -> dict[str, Any]:

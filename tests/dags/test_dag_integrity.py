@@ -87,6 +87,11 @@ def test_every_task_has_an_execution_timeout(dagbag) -> None:
         "migration_extract.extract_part",
         "migration_fix_cycle.apply_fixes",
         "migration_test_load.api_load",
+        "migration_test_load.autoextract.extract",
+        "migration_test_load.autoextract.generate_form",
+        "migration_test_load.autoextract.package",
+        "migration_test_load.autoextract.transfer",
+        "migration_test_load.autoextract.validate_p2e",
         "migration_test_load.deliver",
         "migration_test_load.package",
         "migration_transform.bibs.transform",
@@ -206,3 +211,46 @@ def test_the_loaded_gate_says_api_loans_get_todays_loan_date(dagbag, api_load: b
     template = dag.get_template_env().from_string(dag.get_task("test_environment_loaded").body)
     body = template.render(ti=_FakeTI(), params={"api_load": api_load})
     assert ("today's date as its\nloan date" in body) is api_load, body
+
+
+class _AutoExtractTI(_FakeTI):
+    """A run in delivery mode autoextract: deliver skipped, AutoExtract's steps staged."""
+
+    @staticmethod
+    def xcom_pull(task_ids: str):
+        if task_ids == "deliver":
+            return None
+        if task_ids.startswith("autoextract."):
+            step = task_ids.split(".", 1)[1]
+            if step == "validate_p2e":
+                return None  # a step the site does not run: skipped
+            return {
+                "step": step,
+                "exit_status": 0,
+                "outputs": [{"path": f"{step}/out.txt", "bytes": 2048, "sha256": "cd" * 32}],
+            }
+        return _FakeTI.xcom_pull(task_ids)
+
+
+def test_the_loaded_gate_names_what_autoextract_produced_when_it_delivered(dagbag) -> None:
+    dag = dagbag.dags["migration_test_load"]
+    body = dag.get_template_env().from_string(dag.get_task("test_environment_loaded").body)
+    text = body.render(ti=_AutoExtractTI(), params={})
+    assert "Delivered by Ex Libris' AutoExtract" in text, text
+    assert "**extract**: exit 0; `extract/out.txt` (2,048 bytes)" in text, text
+    assert "validate_p2e" not in text and "sftp://exl_mft" not in text, text
+    assert "not delivered; validation and reconciliation read it): `s3://b/demo/delivery/p.zip`" in text
+
+
+def test_autoextract_steps_run_in_order_between_the_package_and_the_gate(dagbag) -> None:
+    from aleph2alma.settings import AUTOEXTRACT_STEPS
+
+    dag = dagbag.dags["migration_test_load"]
+    chain = [dag.get_task(f"autoextract.{step}") for step in AUTOEXTRACT_STEPS]
+    assert chain[0].upstream_task_ids == {"package"}
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert after.upstream_task_ids == {before.task_id}
+    assert all(t.trigger_rule == "none_failed" and t.retries > 0 for t in chain)
+    gate = dag.get_task("test_environment_loaded")
+    assert gate.upstream_task_ids == {"deliver", chain[-1].task_id}
+    assert gate.trigger_rule == "none_failed"

@@ -9,6 +9,7 @@ delivered package (what Ex Libris would receive) is copied to ``demo-output/deli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -94,6 +95,22 @@ def copy_delivery(store: ArtifactStore, package_uri: str, out: Path) -> Path:
     return package
 
 
+def delivered_package(client: AirflowClient, dag_id: str, run_id: str) -> str:
+    """The s3:// URI of the package 'Ex Libris' loads.
+
+    Delivery mode generic: the copy ``deliver`` put in S3. Mode autoextract (``deliver`` skipped):
+    the AutoExtract STAND-IN delivered placeholders, not records, so the emulator loads the run's
+    own package instead, built from the same Aleph library.
+    """
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
+    if states.get("deliver") == "skipped":
+        print("  AutoExtract (STAND-IN) delivered placeholders; 'Ex Libris' loads the run's own package")
+        return str(client.xcom(dag_id, run_id, "package")["uri"])
+    delivered = client.xcom(dag_id, run_id, "deliver")
+    to_s3 = next(d for d in delivered if d["target"].startswith("s3://"))
+    return f"s3://{parse_s3_uri(to_s3['target'] + '/')[0]}/{to_s3['remote_path']}"
+
+
 def exlibris_gate(
     client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack, out: Path | None = None
 ) -> Any:
@@ -109,9 +126,7 @@ def exlibris_gate(
             print(f"  answering {dag_id}.{task_id}: Approve")
             client.answer(dag_id, run_id, task_id, ["Approve"])
             return
-        delivered = client.xcom(dag_id, run_id, "deliver")
-        to_s3 = next(d for d in delivered if d["target"].startswith("s3://"))
-        package_uri = f"s3://{parse_s3_uri(to_s3['target'] + '/')[0]}/{to_s3['remote_path']}"
+        package_uri = delivered_package(client, dag_id, run_id)
         workbook = load_delivery(
             store, package_uri, stack.alma_url, f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx"
         )
@@ -167,7 +182,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "demo-output")
     parser.add_argument("--data", type=Path, default=PROJECT_ROOT / "demo-data")
+    parser.add_argument(
+        "--autoextract",
+        action="store_true",
+        help="deliver through Ex Libris' AutoExtract steps over SSH, against a local STAND-IN "
+        "for the Aleph server and for AutoExtract (delivery mode autoextract)",
+    )
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stands_in:
+        extra_env: dict[str, str] = {}
+        if args.autoextract:
+            extra_env = _autoextract_stand_in(stands_in, args.data)
+        return _demo(args, extra_env)
+
+
+def _autoextract_stand_in(stands_in: contextlib.ExitStack, data: Path) -> dict[str, str]:
+    from aleph2alma_dev.demo.autoextract_demo import config_for, stack_env
+    from aleph2alma_dev.ssh_standin import AlephShellStandin
+
+    server = stands_in.enter_context(AlephShellStandin(data / "aleph-server-standin"))
+    print(f"Aleph server STAND-IN (SSH) on 127.0.0.1:{server.port}, AutoExtract STAND-IN in {server.root}")
+    return stack_env(server, config_for(server, data / "config", MIGRATION_ID))
+
+
+def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
 
     from aleph2alma_dev.demo.generator import generate
 
@@ -176,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     print("Starting the embedded stack (S3 endpoint + Airflow standalone) …")
-    with stack_for(args.data) as stack:
+    stack = stack_for(args.data)
+    stack.extra_env.update(extra_env)
+    with stack:
         client, store = stack.airflow_client(), stack.artifact_store()
         on_gate = exlibris_gate(client, store, stack, args.out)
         client.ensure_pool(ALMA_POOL, ALMA_POOL_SLOTS, ALMA_POOL_DESCRIPTION)

@@ -73,6 +73,19 @@ def deliver_step(
     )
 
 
+def autoextract_step(ctx: PhaseContext, step: str, shell: Callable[[str], Any]) -> dict[str, Any]:
+    """One step of Ex Libris' AutoExtract over SSH (``shell``: connection id → ``RemoteShell``);
+    what it produced is staged under ``autoextract/<step>/``. Only for delivery mode autoextract."""
+    from aleph2alma.delivery.autoextract import run_step
+
+    auto = ctx.settings.delivery.autoextract
+    remote = shell(auto.ssh_conn_id)
+    try:
+        return run_step(ctx.store, ctx.scope, auto, step, remote).to_dict()
+    finally:
+        remote.close()
+
+
 def api_load_step(ctx: PhaseContext, transform: RunRef, client: Any) -> dict[str, Any]:
     """Loans, requests and fees through the Alma API; Alma's refusals become rejects with its code."""
     from aleph2alma.alma.client_load import load
