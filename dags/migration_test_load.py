@@ -228,7 +228,7 @@ def migration_test_load() -> None:
     )  # after api_load, run or skipped
     def reconcile(answer: Any, loaded: Any) -> Reconciliation:  # the gate's answer; api_load's result or None
         from aleph2alma import wiring
-        from aleph2alma.phases.test_load import reconcile_step
+        from aleph2alma.reconcile.against_alma import reconcile_step
         from aleph2alma.state import write_run_summary
 
         ctx = phase_context()
@@ -236,7 +236,14 @@ def migration_test_load() -> None:
         with wiring.alma_client() as client:
             result = reconcile_step(ctx, workbook, client, loaded, params()["sample_size"])
         write_run_summary(
-            ctx.store, ctx.scope, [], extra={"reconciliation": result.model_dump(), "api_load": loaded or {}}
+            ctx.store,
+            ctx.scope,
+            [],
+            extra={
+                "reconciliation": result.model_dump(),
+                "api_load": loaded or {},
+                "statistics_workbook_uri": workbook,
+            },
         )
         return result
 

@@ -14,7 +14,7 @@ from pymarc import Field, Indicators, Subfield
 
 from aleph2alma.alma.client import AlmaClient, parse_error
 from aleph2alma.alma.holdings import holding_fields
-from aleph2alma.phases.test_load import fetch_holding
+from aleph2alma.reconcile.against_alma import fetch_holding
 from aleph2alma_dev.demo.alma_emulator import API, HEADER, Faults, Limits, make_app, serve
 from aleph2alma_dev.demo.alma_emulator_store import (
     Store,
