@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from types import NoneType, UnionType
@@ -184,6 +185,17 @@ def describe_error(err: Any, model: type[Any]) -> str:
             text += f"; e.g. {loc[-1]} = {field.examples[0]}"
         return text
     return str(err["msg"])
+
+
+def time_zone(value: str) -> str:
+    """``value`` if it is an IANA time zone, else a ``ValueError`` saying what is allowed (validators)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f'{show(value)} is not a time zone; allowed: an IANA name such as "Asia/Shanghai" or "UTC"'
+        ) from None
+    return value
 
 
 def show(value: Any) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from pydantic.dataclasses import dataclass
 
 from aleph2alma import config
 from aleph2alma.errors import ConfigError
+from aleph2alma.postlive.settings import PostGoLiveSettings
 
 MarcFlavour = Literal["MARC21", "CNMARC"]
 SCHEMA_LIBRARIES = ("adm", "usr")
@@ -105,14 +105,7 @@ class NightlySettings:
     @field_validator("time_zone")
     @classmethod
     def _time_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"{config.show(value)} is not a time zone; allowed: an IANA name such as "
-                '"Asia/Shanghai" or "UTC"'
-            ) from None
-        return value
+        return config.time_zone(value)
 
 
 _KMS_KEY = re.compile(
@@ -314,6 +307,10 @@ class MigrationSettings:
     delivery: DeliverySettings = Field(
         default_factory=DeliverySettings,
         description="The delivery ([delivery] table): mode generic or autoextract, and AutoExtract's steps",
+    )
+    post_go_live: PostGoLiveSettings = Field(
+        default_factory=PostGoLiveSettings,
+        description="After go-live ([post_go_live] table): offline circulation files, worklists, archive",
     )
     items_in_bib_field: str = Field(
         default="",
