@@ -6,6 +6,12 @@ Not Ex Libris Alma: request and response shapes follow Alma's REST objects (``us
 uses them; codes and messages are Alma's (listed in :mod:`.alma_emulator`). Lists come back
 as Alma sends them: ``{"item_loan": [...], "total_record_count": n}``, with the list left
 out when it is empty, and ``limit``/``offset`` paging (at most 100).
+
+Offline circulation (post go-live): ``POST /users/{id}/loans/{loan_id}?op=renew`` (the due date
+moves ``loan_days`` past the later of now and the current due date; ``last_renew_date`` is set;
+401823 when the user has no such active loan) and ``POST
+/bibs/{mms}/holdings/{hid}/items/{pid}?op=scan&library=&circ_desk=`` (scan-in: an item on loan is
+returned, its loan COMPLETE; an item not on loan comes back unchanged, 200).
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ from typing import Any
 from flask import Flask, Response, request
 
 from aleph2alma_dev.demo.alma_emulator_config import Limits
-from aleph2alma_dev.demo.alma_emulator_store import Store, default_due_date, now_z, today_z
+from aleph2alma_dev.demo.alma_emulator_store import (
+    Store,
+    default_due_date,
+    now_z,
+    renew_loan,
+    return_item,
+    today_z,
+)
 
 FEE_TYPES = frozenset(
     {
@@ -300,6 +313,19 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
             )
         return _ok({**loan, "link": link(f"/users/{user['primary_id']}/loans/{loan_id}")})
 
+    @app.post(f"{api}/users/<user_id>/loans/<loan_id>")
+    @with_user("401890")
+    def renew(user: dict[str, Any], loan_id: str) -> Response:
+        # Alma's "Renew loan" (Users > Loans): op=renew, no body; answers the renewed item_loan.
+        # 401823 for a loan the user does not have (or has returned) is the emulator's choice, the
+        # code its PUT gives for an unknown loan: what Alma answers a renew of one is unverified.
+        if request.args.get("op") != "renew":
+            return _err("401652", "General Error: op must be renew.")
+        loan = renew_loan(store, user["primary_id"], loan_id, limits.loan_days)
+        if loan is None:
+            return _err("401823", f"Loan ID {loan_id} does not exist.")
+        return _ok({**loan, "link": link(f"/users/{user['primary_id']}/loans/{loan_id}")})
+
     # -- requests ----------------------------------------------------------------------
 
     @app.get(f"{api}/users/<user_id>/requests")
@@ -437,6 +463,22 @@ def register(app: Flask, api: str, store: Store, limits: Limits) -> None:
         if row is None or row["_mms_id"] != mms_id or row["_holding_id"] != holding_id:
             return _err("401652", "General Error: An error has occurred while processing the request.")
         return _ok(store.item_json(row, request.host_url.rstrip("/") + base))
+
+    @app.post(f"{api}/bibs/<mms_id>/holdings/<holding_id>/items/<pid>")
+    def scan_in(mms_id: str, holding_id: str, pid: str) -> Response:
+        # Alma's "Scan-in operation on an item" (Bibs > Items): op=scan at library + circ_desk.
+        # 401664 for a missing library/circ_desk is the emulator's (Alma's code unverified).
+        row = store.item_row(pid=pid)
+        if row is None or row["_mms_id"] != mms_id or row["_holding_id"] != holding_id:
+            return _err("401652", "General Error: An error has occurred while processing the request.")
+        if request.args.get("op") != "scan":
+            return _err("401652", "General Error: op must be scan.")
+        for name in ("library", "circ_desk"):
+            if not request.args.get(name):
+                return _err("401664", f"Mandatory field is missing: {name}")
+        return_item(store, pid, str(request.args["circ_desk"]))
+        item = store.item_row(pid=pid) or row  # the item as it is now (items are never deleted)
+        return _ok(store.item_json(item, request.host_url.rstrip("/") + base))
 
     @app.get(f"{api}/bibs/<mms_id>/holdings")
     def bib_holdings(mms_id: str) -> Response:

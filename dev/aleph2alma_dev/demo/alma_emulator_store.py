@@ -72,7 +72,10 @@ CREATE INDEX IF NOT EXISTS requests_user ON requests (primary_id);
 CREATE TABLE IF NOT EXISTS fees (fee_id TEXT PRIMARY KEY, primary_id TEXT NOT NULL COLLATE NOCASE,
     data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS fees_user ON fees (primary_id);
+CREATE TABLE IF NOT EXISTS renewals (loan_id TEXT NOT NULL, renewed_at TEXT NOT NULL, due_date TEXT NOT NULL);
 """
+"""``renewals``: the emulator's own log of renews (Alma keeps only ``last_renew_date`` on a loan), so
+that a test can count them."""
 
 COUNTED = ("bibs", "items", "users", "loans", "requests", "fees")
 UPGRADE_HOLDINGS = """
@@ -551,6 +554,68 @@ def import_users(store: Store, source: str | Path | IO[bytes], external_id: str 
         else:
             counts["created" if result[1] else "updated"] += 1
     return counts
+
+
+def return_item(store: Store, pid: str, circ_desk: str) -> dict[str, Any] | None:
+    """Scan-in of an item on loan: its active loan becomes COMPLETE (``return_date``,
+    ``return_circ_desk``) and the item is in place again; the closed loan, or None when the item
+    was not on loan (nothing changes)."""
+    with store.tx() as db:
+        row = db.execute(
+            "SELECT loan_id, data FROM loans WHERE item_pid = ? AND status = 'ACTIVE'", (pid,)
+        ).fetchone()
+        if row is None:
+            return None
+        loan = {
+            **json.loads(row["data"]),
+            "loan_status": "COMPLETE",
+            "return_date": now_z(),
+            "return_circ_desk": {"value": circ_desk},
+        }
+        db.execute(
+            "UPDATE loans SET status = 'COMPLETE', data = ? WHERE loan_id = ?",
+            (json.dumps(loan, ensure_ascii=False), row["loan_id"]),
+        )
+        store.set_item(
+            db,
+            pid,
+            base_status={"value": "1", "desc": "Item in place"},
+            process_type={"value": ""},
+        )
+    return loan
+
+
+def renew_loan(store: Store, primary_id: str, loan_id: str, loan_days: int) -> dict[str, Any] | None:
+    """Renew the user's active loan: the due date moves ``loan_days`` past the later of now and the
+    current due date (so every renew extends it), ``last_renew_date`` is now, ``process_status``
+    RENEW; logged in ``renewals``. None when the user has no such active loan."""
+    with store.tx() as db:
+        row = db.execute(
+            "SELECT data FROM loans WHERE loan_id = ? AND primary_id = ? AND status = 'ACTIVE'",
+            (loan_id, primary_id),
+        ).fetchone()
+        if row is None:
+            return None
+        loan = json.loads(row["data"])
+        now = datetime.now(UTC)
+        try:
+            due = datetime.fromisoformat(str(loan.get("due_date") or "").replace("Z", "+00:00"))
+        except ValueError:
+            due = now
+        start = max(now, due if due.tzinfo else due.replace(tzinfo=UTC))
+        new_due = (start + timedelta(days=loan_days)).replace(hour=23, minute=59, second=0, microsecond=0)
+        loan |= {
+            "due_date": new_due.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "last_renew_date": now_z(),
+            "process_status": "RENEW",
+        }
+        db.execute(
+            "UPDATE loans SET data = ? WHERE loan_id = ?", (json.dumps(loan, ensure_ascii=False), loan_id)
+        )
+        db.execute(
+            "INSERT INTO renewals VALUES (?, ?, ?)", (loan_id, loan["last_renew_date"], loan["due_date"])
+        )
+    return loan
 
 
 def default_due_date(days: int) -> str:

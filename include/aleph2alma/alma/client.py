@@ -8,7 +8,9 @@ Endpoints (Alma's own paths under ``base_url``, e.g.
 ``GET /items?item_barcode=`` (Alma answers with a redirect to
 ``/bibs/{mms_id}/holdings/{holding_id}/items/{pid}``, followed here, throttled like any call),
 ``GET /bibs?other_system_id=`` and ``GET /bibs/{mms_id}/holdings[/{holding_id}]``
-(reconciliation). The key travels in ``Authorization: apikey <key>``; bodies are JSON.
+(reconciliation); for offline circulation ``POST /users/{id}/loans/{loan_id}?op=renew`` and
+``POST /bibs/{mms_id}/holdings/{holding_id}/items/{pid}?op=scan`` (scan-in: a return).
+The key travels in ``Authorization: apikey <key>``; bodies are JSON.
 
 **The key goes to the configured host only.** ``base_url`` must be ``https://`` (plain
 ``http://`` only for ``localhost``, ``127.0.0.1`` and ``::1``, where the emulator runs): a
@@ -661,6 +663,69 @@ class AlmaClient:
                     raise
                 warning = f"due_date_not_set_alma_{exc.code}"
         return loan, created, warning
+
+    @staticmethod
+    def _item_path(mms_id: str, holding_id: str, item_pid: str) -> str:
+        ids = (quote(x, safe="") for x in (mms_id, holding_id, item_pid))
+        return "/bibs/{}/holdings/{}/items/{}".format(*ids)
+
+    def scan_in_item(
+        self, mms_id: str, holding_id: str, item_pid: str, *, library: str, circ_desk: str
+    ) -> tuple[dict, bool]:
+        """(item, scanned): the item scanned in at ``circ_desk`` of ``library``, which returns its loan.
+
+        ``POST /bibs/{mms_id}/holdings/{holding_id}/items/{item_pid}?op=scan&library=&circ_desk=``
+        (Alma's "Scan-in operation on an item", Bibs > Items). Looks first, like every write here:
+        an item not on loan (``item_data.process_type`` other than ``LOAN``) is not scanned, it comes
+        back as it is (``scanned`` False): a scan-in of an item in place is not a no-op in Alma (it
+        can register in-house use, or send the item in transit). A scan-in whose answer was lost is
+        looked for the same way (the item is no longer on loan) before it is sent again.
+        """
+        path = self._item_path(mms_id, holding_id, item_pid)
+
+        def returned() -> dict | None:
+            item = self._json("GET", path)
+            process = (item.get("item_data") or {}).get("process_type")
+            code = process.get("value") if isinstance(process, dict) else process
+            return None if code == "LOAN" else item
+
+        params = {"op": "scan", "library": library, "circ_desk": circ_desk}
+        return self._create_once(returned, lambda: self._json("POST", path, params, write=True))
+
+    def renew_loan(self, user_id: str, loan_id: str, *, before: dict | None = None) -> tuple[dict, bool]:
+        """(loan, renewed): the user's active loan ``loan_id`` renewed by Alma's loan policy.
+
+        ``POST /users/{user_id}/loans/{loan_id}?op=renew`` (Alma's "Renew loan", Users > Loans; no
+        body). A renew is not idempotent in Alma (each one extends the due date and counts against
+        the policy's renewals), so it is recognised by its effect: ``before`` is the loan as it was
+        before this renew was first attempted (``due_date``, ``last_renew_date``; default: read
+        now). When the loan's ``last_renew_date`` or ``due_date`` differs from ``before``, the
+        renew has happened (``renewed`` False, nothing is sent); the same look follows a renew
+        whose answer was lost. ``user_id`` may be any of the user's unique identifiers.
+        """
+        loans_path = self._user_path(user_id, "/loans")
+
+        def current() -> dict | None:
+            return next((loan for loan in self.user_loans(user_id) if loan.get("loan_id") == loan_id), None)
+
+        if before is None:
+            before = current() or {}
+        marks = (before.get("last_renew_date"), before.get("due_date"))
+
+        def renewed() -> dict | None:
+            loan = current()
+            return (
+                loan
+                if loan is not None and (loan.get("last_renew_date"), loan.get("due_date")) != marks
+                else None
+            )
+
+        return self._create_once(
+            renewed,
+            lambda: self._json(
+                "POST", f"{loans_path}/{quote(loan_id, safe='')}", {"op": "renew"}, write=True
+            ),
+        )
 
     def user_requests(self, primary_id: str) -> list[dict]:
         return self._list(self._user_path(primary_id, "/requests"), "user_request")
