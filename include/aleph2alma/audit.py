@@ -327,6 +327,7 @@ _STAGE_LINES = {
     ALMA: _alma_lines,
     DELTA: _delta_lines,
     ISSUES: _issues_lines,
+    "offline_circ": _alma_lines,  # offline circulation: read = in Alma + rejected (bad rows, refusals)
 }
 
 

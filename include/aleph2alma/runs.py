@@ -17,6 +17,7 @@ TRANSFORM_DAG = "migration_transform"
 TEST_LOAD_DAG = "migration_test_load"
 FIX_CYCLE_DAG = "migration_fix_cycle"
 NIGHTLY_DELTA_DAG = "aleph_nightly_delta"
+POST_GO_LIVE_DAG = "migration_post_go_live"
 _CHILD_SEPARATOR = "__"
 
 

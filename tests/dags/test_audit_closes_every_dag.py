@@ -18,6 +18,7 @@ PHASE_DAGS = [
     "migration_transform",
     "migration_test_load",
     "migration_fix_cycle",
+    "migration_post_go_live",
     "aleph_nightly_delta",
 ]
 AFTER_THE_AUDIT = {"aleph_nightly_delta": {"advance_watermark"}}

@@ -86,6 +86,9 @@ def test_every_task_has_an_execution_timeout(dagbag) -> None:
         "aleph_nightly_delta.diff_source",
         "migration_extract.extract_part",
         "migration_fix_cycle.apply_fixes",
+        "migration_post_go_live.archive",
+        "migration_post_go_live.offline_circulation",
+        "migration_post_go_live.worklists",
         "migration_test_load.api_load",
         "migration_test_load.autoextract.extract",
         "migration_test_load.autoextract.generate_form",
@@ -113,7 +116,7 @@ def test_approval_gates_keep_their_execution_timeout_apart_from_the_response_wai
     from aleph2alma.gates import ApprovalGate
 
     gates = [t for dag in dagbag.dags.values() for t in dag.tasks if isinstance(t, ApprovalGate)]
-    assert len(gates) == 2
+    assert {g.task_id for g in gates} == {"test_environment_loaded", "sign_off", "decommission"}
     for gate in gates:
         assert (gate.execution_timeout, gate.response_timeout) == (TASK_TIMEOUT, None), gate.task_id
 
@@ -254,3 +257,39 @@ def test_autoextract_steps_run_in_order_between_the_package_and_the_gate(dagbag)
     gate = dag.get_task("test_environment_loaded")
     assert gate.upstream_task_ids == {"deliver", chain[-1].task_id}
     assert gate.trigger_rule == "none_failed"
+
+
+class _PostGoLiveTI:
+    @staticmethod
+    def xcom_pull(task_ids: str):
+        from aleph2alma.refs import Reconciliation
+
+        return {
+            "final_reconciliation": Reconciliation(
+                report_html="s3://b/r/reconciliation.html", all_accounted=True, totals={}, entities={}
+            ),
+            "worklists": {
+                "counts": {"test_patrons": 3, "items_without_barcode": 7},
+                "workbook": "s3://b/w.xlsx",
+            },
+            "archive": {
+                "label": "final-r1",
+                "objects": 42,
+                "bytes": 1234567,
+                "storage_class": "STANDARD_IA",
+                "retain_until": "2036-11-01",
+            },
+            "offline_circulation": None,
+        }[task_ids]
+
+
+def test_the_decommission_gate_shows_what_is_being_signed_off(dagbag) -> None:
+    dag = dagbag.dags["migration_post_go_live"]
+    body = dag.get_template_env().from_string(dag.get_task("decommission").body).render(ti=_PostGoLiveTI())
+    for text in (
+        "every record accounted for\n— `s3://b/r/reconciliation.html`",
+        "test_patrons 3, items_without_barcode 7",
+        "`final-r1`: 42 objects (1,234,567 bytes),\nSTANDARD_IA, kept until 2036-11-01",
+        "no files in this run",
+    ):
+        assert text in body, body

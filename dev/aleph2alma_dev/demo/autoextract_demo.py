@@ -55,13 +55,24 @@ def delivery_toml(delivery: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def without_delivery(text: str) -> str:
+    """``migration.toml`` without its ``[delivery]`` tables (every other table kept)."""
+    kept, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        header = line.strip()
+        if header.startswith("["):
+            skipping = header.strip("[]").split(".")[0] == "delivery"
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
 def config_for(server: AlephShellStandin, root: Path, migration_id: str) -> Path:
     """A copy of the configuration under ``root`` whose ``migration_id`` delivers through AutoExtract."""
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(CONFIG_ROOT, root)
     path = root / migration_id / "migration.toml"
-    text = path.read_text(encoding="utf-8")
-    kept = text[: text.index("\n[delivery]\n") + 1] if "\n[delivery]\n" in text else text
+    kept = without_delivery(path.read_text(encoding="utf-8"))
     path.write_text(
         kept
         + "\n# Written by make demo --autoextract: delivery through the AutoExtract STAND-IN.\n"

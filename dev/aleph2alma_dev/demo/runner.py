@@ -139,6 +139,35 @@ def exlibris_gate(
     return on_gate
 
 
+def post_go_live(
+    client: AirflowClient,
+    store: ArtifactStore,
+    on_gate: Any,
+    final: RunRef,
+    scale: str,
+    seed: int,
+    generated: dict[str, Any],
+) -> dict[str, Any]:
+    """After go-live on the test load's snapshot: the demo desks' offline circulation file uploaded
+    to S3 (what a librarian does), then migration_post_go_live with the decommission gate answered."""
+    from datetime import date
+
+    from aleph2alma.runs import POST_GO_LIVE_DAG
+    from aleph2alma_dev.demo.offline_circ import offline_circulation
+
+    as_of = date.fromisoformat(generated["as_of"])
+    key = f"{MIGRATION_ID}/offline-circulation/desks.csv"
+    store.put_bytes(key, offline_circulation(scale, seed, as_of).data, content_type="text/csv")
+    print(f"Running {POST_GO_LIVE_DAG} (offline circulation → worklists → reconciliation → archive → gate) …")
+    conf = {
+        "migration_id": MIGRATION_ID,
+        "final_run": str(final),
+        "offline_circulation_files": [store.uri(key)],
+        "as_of": generated["as_of"],
+    }
+    return run_dag(client, store, POST_GO_LIVE_DAG, conf, on_gate=on_gate)
+
+
 def print_table(runs: list[dict[str, Any]]) -> None:
     for run in runs:
         print(f"\n{run['dag_id']}  {run['run_id']}  → {run['state'].upper()}")
@@ -160,6 +189,15 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         if "diff" in run:
             previous = (run["diff"]["previous"] or {}).get("run_id", "(no earlier iteration)")
             print(f"  iteration diff vs {previous}: {json.dumps(run['diff']['totals'])}")
+        if "offline_circulation" in run and run["offline_circulation"]:
+            offline = run["offline_circulation"]
+            print(
+                f"  offline circulation: {offline['records_in']} read, {offline['records_out']} in Alma, "
+                f"{offline['rejected']} rejected {json.dumps(offline['rejected_by_reason'])}"
+            )
+        if "checklist" in run:
+            checklist = run["checklist"]
+            print(f"  decommission checklist: {checklist['status']}  {checklist['report_html']}")
         if "validation" in run:
             validation = run["validation"]
             print(
@@ -242,6 +280,8 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
             transform = RunRef(FIX_CYCLE_DAG, fix_cycle["run_id"]).child(ChildStep.TRANSFORM)
             runs.append(run_summary(client, store, transform.dag_id, transform.run_id))
             runs.append(fix_cycle)
+        if test_load["state"] == "success":
+            runs.append(post_go_live(client, store, on_gate, test_load_run, args.scale, args.seed, generated))
         save_reports(store, runs, args.out)
     summary = {
         "migration_id": MIGRATION_ID,
