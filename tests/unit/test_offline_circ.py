@@ -458,3 +458,29 @@ def test_scan_in_and_renew_on_the_emulator(tmp_path: Path) -> None:
     assert scanned and returned["item_data"]["base_status"]["value"] == "1"
     assert client.user_loans("P1") == [] and world.loans("COMPLETE") == 1
     assert client.scan_in_item(*ids, library="BNUZG", circ_desk="D")[1] is False  # not on loan: not scanned
+
+
+def test_the_same_file_in_a_later_run_asks_alma_nothing(
+    demo_world: tuple[World, Any], artifacts: ArtifactStore, tmp_path: Path
+) -> None:
+    """The post-go-live step keeps one checkpoint per migration: a desk file uploaded again by a
+    new run (or twice in one run) applies none of its transactions a second time."""
+    from aleph2alma import settings as migration_settings
+    from aleph2alma.phases.context import PhaseContext
+    from aleph2alma.phases.post_go_live import offline_circulation_step
+
+    world, demo = demo_world
+    artifacts.put_bytes("demo/offline/desks.csv", demo.data)
+    uri = artifacts.uri("demo/offline/desks.csv")
+    loaded = migration_settings.load("demo")
+    first_run = PhaseContext(artifacts, RunScope("demo", "migration_post_go_live", "r1"), loaded)
+    later_run = PhaseContext(artifacts, RunScope("demo", "migration_post_go_live", "r2"), loaded)
+
+    first = offline_circulation_step(first_run, [uri, uri], world.client()[0])
+    loans, returned, renewals = world.loans(), world.loans("COMPLETE"), world.renewals()
+    again = offline_circulation_step(later_run, [uri], world.client()[0])
+
+    assert first["same_file_again"] == [uri] and first["records_in"] == expected_counts()["records_in"]
+    assert again["api_calls"] == 0 and again["records_out"] == first["records_out"]
+    assert (world.loans(), world.loans("COMPLETE"), world.renewals()) == (loans, returned, renewals)
+    assert artifacts.stage_committed(later_run.scope, "offline_circ", "applied")

@@ -296,6 +296,12 @@ class Checkpoint:
         """The run's checkpoint (``<run>/offline_circ/applied/checkpoint.json``), read if there is one."""
         return cls(store, scope.prefix("offline_circ", "applied") + CHECKPOINT_NAME).load()
 
+    @classmethod
+    def for_migration(cls, store: ObjectStore, migration_id: str) -> Checkpoint:
+        """The migration's checkpoint (``<migration>/state/offline_circulation/checkpoint.json``):
+        a file uploaded again in a later run finds its transactions done and applies none twice."""
+        return cls(store, f"{migration_id}/state/{ENTITY}/{CHECKPOINT_NAME}").load()
+
     def load(self) -> Checkpoint:
         if not self.store.exists(self.key):
             return self

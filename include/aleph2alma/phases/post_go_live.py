@@ -7,7 +7,9 @@ transform are the last snapshot of Aleph: every step here reads it, none changes
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -20,6 +22,8 @@ from aleph2alma.refs import Reconciliation
 from aleph2alma.rejects import RejectLog
 from aleph2alma.runs import ChildStep, RunRef
 from aleph2alma.storage import parse_s3_uri
+
+log = logging.getLogger(__name__)
 
 CIRCULATION = "offline_circ"
 APPLIED = "applied"
@@ -71,24 +75,24 @@ def offline_circulation_step(ctx: PhaseContext, uris: Sequence[str], client: Any
     read = applied or already applied + rejected (bad rows and Alma's refusals, by reason)."""
     from aleph2alma.alma.offline_circ import CHECKPOINT_NAME, Checkpoint, upload
 
-    files = [(uri, _read_s3(ctx, uri)) for uri in uris]
+    files, again = _distinct_files(ctx, uris)
     prefix = ctx.scope.prefix(CIRCULATION, APPLIED)
+    # One checkpoint for the migration: a file uploaded again by a later run applies nothing twice.
+    checkpoint = Checkpoint.for_migration(ctx.store, ctx.migration_id)
     with tempfile.TemporaryDirectory() as work:
         tmp = Path(work)
         with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as sink:
             result = upload(
-                client,
-                files,
-                ctx.settings.post_go_live.offline_circulation,
-                Checkpoint.for_run(ctx.store, ctx.scope),
-                RejectLog(sink),
+                client, files, ctx.settings.post_go_live.offline_circulation, checkpoint, RejectLog(sink)
             )
         result.check("offline circulation")
-        checkpoint = ctx.store.download(prefix + CHECKPOINT_NAME, tmp / CHECKPOINT_NAME)
+        checkpoint.save()  # written even when no row was valid: the stage keeps a copy
+        local = tmp / CHECKPOINT_NAME
+        local.write_bytes(ctx.store.get_bytes(checkpoint.key))
         stored = [
             ctx.store.put_file(
                 prefix + CHECKPOINT_NAME,
-                checkpoint,
+                local,
                 records=result.records_out,
                 rejected=result.rejected,
                 source="offline",
@@ -97,9 +101,26 @@ def offline_circulation_step(ctx: PhaseContext, uris: Sequence[str], client: Any
                 prefix + "rejects.jsonl", tmp / "rejects.jsonl", records=result.rejected, kind="rejects"
             ),
         ]
-    summary = result.to_dict()
-    ctx.store.commit(ctx.scope, CIRCULATION, APPLIED, stored, extra={**summary, "files": list(uris)})
+    summary = {**result.to_dict(), "files": [name for name, _ in files], "same_file_again": again}
+    ctx.store.commit(ctx.scope, CIRCULATION, APPLIED, stored, extra=summary)
     return summary
+
+
+def _distinct_files(ctx: PhaseContext, uris: Sequence[str]) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The files to read, each content once: a file given twice would read its rows twice."""
+    files: list[tuple[str, bytes]] = []
+    seen: dict[str, str] = {}
+    again: list[str] = []
+    for uri in uris:
+        data = _read_s3(ctx, uri)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in seen:
+            log.warning("%s has the same content as %s: read once", uri, seen[digest])
+            again.append(uri)
+            continue
+        seen[digest] = uri
+        files.append((uri, data))
+    return files, again
 
 
 def worklists_step(ctx: PhaseContext, final: RunRef) -> dict[str, Any]:
