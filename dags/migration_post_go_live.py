@@ -3,6 +3,7 @@
 
 Runs once Alma is live, on the **final run**: the phase run whose extract and transform are
 Aleph's last snapshot (`migration_test_load/<run id>` today; the cutover run once it exists).
+**which_final_run** resolves it once (left empty: the latest test load that reconciled).
 
 1. **offline_circulation** (when files are given): the loans, returns and renewals the desks
    recorded while circulation was frozen, applied to Alma through the API in time order, in the
@@ -47,7 +48,7 @@ from aleph2alma.dagkit import (
     text_param,
 )
 from aleph2alma.gates import ApprovalGate
-from aleph2alma.runs import POST_GO_LIVE_DAG, TEST_LOAD_DAG
+from aleph2alma.runs import POST_GO_LIVE_DAG, TEST_LOAD_DAG, RunRef
 
 if TYPE_CHECKING:
     from aleph2alma.refs import Reconciliation
@@ -118,6 +119,13 @@ the worklists are with the librarians, and the archive holds the final snapshot.
     },
 )
 def migration_post_go_live() -> None:
+    @task
+    def which_final_run() -> RunRef:
+        """Resolved once, here: every later task reads the same final run."""
+        from aleph2alma.phases.post_go_live import final_run_of
+
+        return final_run_of(phase_context(), text_param("final_run"))
+
     # the whole pool: one Alma task at a time
     @task(pool=ALMA_POOL, pool_slots=ALMA_POOL_SLOTS, execution_timeout=LONG_TASK_TIMEOUT)
     def offline_circulation() -> dict[str, Any]:
@@ -131,32 +139,30 @@ def migration_post_go_live() -> None:
             return offline_circulation_step(phase_context(), files, client)
 
     @task(execution_timeout=LONG_TASK_TIMEOUT)
-    def worklists() -> dict[str, Any]:
+    def worklists(final: RunRef) -> dict[str, Any]:
         from aleph2alma.phases.post_go_live import worklists_step
 
-        return worklists_step(phase_context(), final_run())
+        return worklists_step(phase_context(), final)
 
     # after the offline circulation (run or skipped): Alma then holds what it will hold
     @task(pool=ALMA_POOL, pool_slots=ALMA_POOL_SLOTS, trigger_rule="none_failed")
-    def final_reconciliation() -> Reconciliation:
+    def final_reconciliation(final: RunRef) -> Reconciliation:
         from aleph2alma import wiring
         from aleph2alma.phases.post_go_live import final_reconciliation_step
 
         with wiring.alma_client() as client:
             return final_reconciliation_step(
                 phase_context(),
-                final_run(),
+                final,
                 text_param("statistics_workbook_uri"),
                 client,
                 params()["sample_size"],
             )
 
     @task(execution_timeout=LONG_TASK_TIMEOUT)
-    def archive() -> dict[str, Any]:
+    def archive(final: RunRef) -> dict[str, Any]:
         from aleph2alma.phases.post_go_live import archive_step
-        from aleph2alma.runs import RunRef
 
-        final = final_run()
         runs = [RunRef.parse(r, TEST_LOAD_DAG) for r in list_param("package_runs")] or [final]
         return archive_step(phase_context(), final, runs)
 
@@ -170,7 +176,7 @@ def migration_post_go_live() -> None:
     )
 
     @task(trigger_rule="none_failed")
-    def checklist(answer: Any, offline: Any, lists: Any, rec: Any, kept: Any) -> dict[str, Any]:
+    def checklist(answer: Any, offline: Any, lists: Any, rec: Reconciliation, kept: Any) -> dict[str, Any]:
         from aleph2alma.phases.post_go_live import checklist_step
         from aleph2alma.state import write_run_summary
 
@@ -178,7 +184,7 @@ def migration_post_go_live() -> None:
         results = {
             "offline_circulation": offline,
             "worklists": lists,
-            "reconciliation": rec.model_dump() if hasattr(rec, "model_dump") else rec,
+            "reconciliation": rec.model_dump(mode="json"),
             "archive": kept,
         }
         result = checklist_step(ctx, results, answer or {})
@@ -193,21 +199,15 @@ def migration_post_go_live() -> None:
         ctx = phase_context()
         return audit_step(ctx.store, ctx.scope)
 
+    final = which_final_run()
     offline = offline_circulation()
-    lists = worklists()
-    rec = final_reconciliation()
-    kept = archive()
+    lists = worklists(final)
+    rec = final_reconciliation(final)
+    kept = archive(final)
     offline >> rec
     [offline, lists, rec, kept] >> decommission
     checklist(decommission.output, offline, lists, rec, kept)
     close_with(audit())
-
-
-def final_run() -> Any:
-    """The final run, resolved once per run: every task reads the same one."""
-    from aleph2alma.phases.post_go_live import final_run_of
-
-    return final_run_of(phase_context(), text_param("final_run"))
 
 
 migration_post_go_live()
