@@ -670,7 +670,14 @@ class AlmaClient:
         return "/bibs/{}/holdings/{}/items/{}".format(*ids)
 
     def scan_in_item(
-        self, mms_id: str, holding_id: str, item_pid: str, *, library: str, circ_desk: str
+        self,
+        mms_id: str,
+        holding_id: str,
+        item_pid: str,
+        *,
+        library: str,
+        circ_desk: str,
+        item: dict | None = None,
     ) -> tuple[dict, bool]:
         """(item, scanned): the item scanned in at ``circ_desk`` of ``library``, which returns its loan.
 
@@ -679,20 +686,24 @@ class AlmaClient:
         an item not on loan (``item_data.process_type`` other than ``LOAN``) is not scanned, it comes
         back as it is (``scanned`` False): a scan-in of an item in place is not a no-op in Alma (it
         can register in-house use, or send the item in transit). A scan-in whose answer was lost is
-        looked for the same way (the item is no longer on loan) before it is sent again.
+        looked for the same way (the item is no longer on loan) before it is sent again. ``item``:
+        the item as the caller just read it, which serves as the first look.
         """
         path = self._item_path(mms_id, holding_id, item_pid)
+        read = [item] if item is not None else []
 
         def returned() -> dict | None:
-            item = self._json("GET", path)
-            process = (item.get("item_data") or {}).get("process_type")
+            current = read.pop() if read else self._json("GET", path)
+            process = (current.get("item_data") or {}).get("process_type")
             code = process.get("value") if isinstance(process, dict) else process
-            return None if code == "LOAN" else item
+            return None if code == "LOAN" else current
 
         params = {"op": "scan", "library": library, "circ_desk": circ_desk}
         return self._create_once(returned, lambda: self._json("POST", path, params, write=True))
 
-    def renew_loan(self, user_id: str, loan_id: str, *, before: dict | None = None) -> tuple[dict, bool]:
+    def renew_loan(
+        self, user_id: str, loan_id: str, *, before: dict | None = None, loan: dict | None = None
+    ) -> tuple[dict, bool]:
         """(loan, renewed): the user's active loan ``loan_id`` renewed by Alma's loan policy.
 
         ``POST /users/{user_id}/loans/{loan_id}?op=renew`` (Alma's "Renew loan", Users > Loans; no
@@ -701,22 +712,27 @@ class AlmaClient:
         before this renew was first attempted (``due_date``, ``last_renew_date``; default: read
         now). When the loan's ``last_renew_date`` or ``due_date`` differs from ``before``, the
         renew has happened (``renewed`` False, nothing is sent); the same look follows a renew
-        whose answer was lost. ``user_id`` may be any of the user's unique identifiers.
+        whose answer was lost. ``user_id`` may be any of the user's unique identifiers. ``loan``: the
+        loan as the caller just read it, which serves as the first look.
         """
         loans_path = self._user_path(user_id, "/loans")
+        read = [loan] if loan is not None else []
 
         def current() -> dict | None:
-            return next((loan for loan in self.user_loans(user_id) if loan.get("loan_id") == loan_id), None)
+            if read:
+                return read.pop()
+            return next((x for x in self.user_loans(user_id) if x.get("loan_id") == loan_id), None)
 
         if before is None:
             before = current() or {}
+            read = [before] if before else []
         marks = (before.get("last_renew_date"), before.get("due_date"))
 
         def renewed() -> dict | None:
-            loan = current()
+            now = current()
             return (
-                loan
-                if loan is not None and (loan.get("last_renew_date"), loan.get("due_date")) != marks
+                now
+                if now is not None and (now.get("last_renew_date"), now.get("due_date")) != marks
                 else None
             )
 

@@ -411,7 +411,9 @@ def _return(client: AlmaClient, txn: Transaction) -> bool:
     mms_id = _value((item.get("bib_data") or {}).get("mms_id"))
     holding_id = _value((item.get("holding_data") or {}).get("holding_id"))
     pid = _value((item.get("item_data") or {}).get("pid"))
-    _, scanned = client.scan_in_item(mms_id, holding_id, pid, library=txn.library, circ_desk=txn.circ_desk)
+    _, scanned = client.scan_in_item(
+        mms_id, holding_id, pid, library=txn.library, circ_desk=txn.circ_desk, item=item
+    )
     return scanned
 
 
@@ -428,7 +430,7 @@ def _renew(client: AlmaClient, txn: Transaction, checkpoint: Checkpoint) -> bool
         intent = {k: loan.get(k) for k in ("loan_id", "due_date", "last_renew_date")}
         checkpoint.renew_intents[txn.txn_id] = intent
         checkpoint.save()  # the intent is stored before the renew is sent
-    _, renewed = client.renew_loan(txn.patron_id, str(loan.get("loan_id")), before=intent)
+    _, renewed = client.renew_loan(txn.patron_id, str(loan.get("loan_id")), before=intent, loan=loan)
     return renewed
 
 
