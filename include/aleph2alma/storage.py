@@ -347,11 +347,13 @@ class ArtifactStore:
                         if line.strip():
                             yield json.loads(line)
 
-    def head(self, key: str) -> dict[str, Any] | None:
-        """The object's HEAD response; None when it is not there (any other error is raised:
-        an S3 fault is worth retrying)."""
+    def head(self, key: str, *, checksum: bool = False) -> dict[str, Any] | None:
+        """The object's HEAD response (with ``checksum``, its S3 checksum too: ``ChecksumSHA256``
+        when it was written with one); None when it is not there (any other error is raised: an S3
+        fault is worth retrying)."""
+        extra = {"ChecksumMode": "ENABLED"} if checksum else {}
         try:
-            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key)
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key, **extra)
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
                 return None

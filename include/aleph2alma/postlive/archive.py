@@ -192,17 +192,6 @@ class _Bucket:
             raise
         return bool(conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
 
-    def head(self, key: str) -> dict[str, Any] | None:
-        try:
-            head: dict[str, Any] = self.client.head_object(
-                Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
-            )
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise
-        return head
-
     def copy(
         self, source: Source, key: str, storage_class: str, single_copy_limit: int
     ) -> tuple[str | None, str | None]:
@@ -280,7 +269,7 @@ def _archive_one(
             verified_by,
         )
 
-    head = bucket.head(key)
+    head = bucket.store.head(key, checksum=True)
     if head is not None:
         got, how = _hex(head.get("ChecksumSHA256")), "checksum"
         if got is None:
@@ -375,9 +364,10 @@ def archive(
         ContentType="application/json",
         StorageClass=settings.storage_class,
         ChecksumAlgorithm="SHA256",
-        Metadata={"sha256": hashlib.sha256(data).hexdigest()},
-        Tagging=urlencode({STAGE_TAG: ARCHIVE_STAGE, RETAIN_TAG: until.isoformat()}),
-        **store.encryption.args(),
+        **{
+            **store.write_args(key, hashlib.sha256(data).hexdigest()),
+            "Tagging": urlencode({STAGE_TAG: ARCHIVE_STAGE, RETAIN_TAG: until.isoformat()}),
+        },
     )
     bucket.retain(key, until, lock, None)
     return ArchiveResult(
