@@ -26,7 +26,6 @@ seen every connection close and says how many are still open.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import secrets
 import shlex
@@ -39,6 +38,8 @@ from typing import Any
 import asyncssh
 import paramiko
 import pytest
+
+from aleph2alma_dev.loopback_ssh import LoopbackSshServer
 
 USERNAME = "mft"
 
@@ -56,13 +57,13 @@ class Faults:
     exec_wrong_digest: bool = False
 
 
-class SftpTestServer:
+class SftpTestServer(LoopbackSshServer):
     """``start()`` listens on a free port of 127.0.0.1; ``connect()`` returns a paramiko SFTP client."""
 
+    thread_name = "sftp-test-server"
+
     def __init__(self, root: Path, *, username: str = USERNAME, password: str | None = None) -> None:
-        self.root = Path(root).resolve()
-        self.username = username
-        self.password = password or secrets.token_urlsafe(16)
+        super().__init__(root, username=username, password=password)
         self.faults = Faults()
         self.connections = 0
         self.bytes_written = 0
@@ -71,30 +72,7 @@ class SftpTestServer:
         self.renames = 0
         self.open_connections = 0
         self._changed = threading.Condition()
-        self.port = 0
-        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sftp-test-server", daemon=True)
-        self._acceptor: Any = None
         self._server_conns: list[asyncssh.SSHServerConnection] = []
-        self._clients: list[paramiko.Transport] = []
-
-    # --- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> SftpTestServer:
-        self._thread.start()
-        self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=30)
-        self.port = int(self._acceptor.get_port())
-        return self
-
-    def stop(self) -> None:
-        for transport in self._clients:
-            transport.close()
-        if self._acceptor is not None:
-            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
 
     async def _listen(self) -> Any:
         return await asyncssh.listen(
@@ -107,15 +85,9 @@ class SftpTestServer:
             allow_scp=False,
         )
 
-    async def _close(self) -> None:
-        self._acceptor.close()
-        await self._acceptor.wait_closed()
+    async def _teardown(self) -> None:
         for conn in self._server_conns:
             conn.abort()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     def opened(self, delta: int) -> None:
         with self._changed:
@@ -137,18 +109,6 @@ class SftpTestServer:
         self.written_per_connection[-1] += written
 
     # --- client side ------------------------------------------------------------------------
-
-    @property
-    def host_key_line(self) -> str:
-        """The server's public host key as ``ssh-keyscan`` prints it, without the host name."""
-        key_type, data = self._host_key.export_public_key("openssh").split()[:2]
-        return f"{key_type.decode()} {data.decode()}"
-
-    @property
-    def host_key(self) -> paramiko.PKey:
-        """The server's public host key, as paramiko checks it."""
-        key_type, data = self.host_key_line.split()
-        return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
 
     def connect(self) -> paramiko.SFTPClient:
         """A fresh paramiko connection (host key checked); closed by ``stop()`` if the test does not."""

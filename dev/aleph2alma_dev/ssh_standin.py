@@ -22,60 +22,34 @@ count them. :meth:`airflow_connection` gives the Airflow connection with the hos
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import secrets
 import signal
-import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncssh
 import paramiko
+
+from aleph2alma_dev.loopback_ssh import LoopbackSshServer
 
 USERNAME = "aleph"
 CHUNK = 1 << 16
 
 
-class AlephShellStandin:
+class AlephShellStandin(LoopbackSshServer):
     """``start()`` listens on a free port of 127.0.0.1; ``connect()`` returns a paramiko SSHClient."""
 
+    thread_name = "aleph-ssh-standin"
+
     def __init__(self, root: Path, *, username: str = USERNAME, password: str | None = None) -> None:
-        self.root = Path(root).resolve()
-        self.username = username
-        self.password = password or secrets.token_urlsafe(16)
-        self.port = 0
+        super().__init__(root, username=username, password=password)
         self.execs: list[str] = []
-        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="aleph-ssh-standin", daemon=True)
-        self._acceptor: Any = None
         self._running: set[asyncio.subprocess.Process] = set()
-        self._clients: list[paramiko.SSHClient] = []
 
-    def __enter__(self) -> AlephShellStandin:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # --- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> AlephShellStandin:
+    def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._thread.start()
-        self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=30)
-        self.port = int(self._acceptor.get_port())
-        return self
-
-    def stop(self) -> None:
-        for client in self._clients:
-            client.close()
-        if self._acceptor is not None:
-            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
+        return super().start()
 
     async def _listen(self) -> Any:
         return await asyncssh.listen(
@@ -89,37 +63,20 @@ class AlephShellStandin:
             allow_scp=False,
         )
 
-    async def _close(self) -> None:
+    async def _teardown(self) -> None:
         running = list(self._running)
         for proc in running:
             _kill(proc)
         # reaped here, while the loop runs: a subprocess transport left to the garbage collector
         # would try to close itself on a closed loop
         await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), timeout=10)
-        self._acceptor.close()
-        await self._acceptor.wait_closed()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- client side ------------------------------------------------------------------------
 
-    @property
-    def host_key_line(self) -> str:
-        """The server's public host key as ``ssh-keyscan`` prints it, without the host name."""
-        key_type, data = self._host_key.export_public_key("openssh").split()[:2]
-        return f"{key_type.decode()} {data.decode()}"
-
     def connect(self) -> paramiko.SSHClient:
         """A fresh paramiko SSHClient, the host key checked; closed by ``stop()`` if the caller does not."""
-        key_type, data = self.host_key_line.split()
         client = paramiko.SSHClient()
-        client.get_host_keys().add(
-            f"[127.0.0.1]:{self.port}",
-            key_type,
-            paramiko.PKey.from_type_string(key_type, base64.b64decode(data)),
-        )
+        client.get_host_keys().add(f"[127.0.0.1]:{self.port}", self.host_key.get_name(), self.host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self._clients.append(client)
         client.connect(
