@@ -255,9 +255,8 @@ class ParamikoShell:
 
 
 def _step(auto: AutoExtractSettings, name: str) -> AutoExtractStep:
-    for step in auto.steps:
-        if step.name == name:
-            return step
+    if (step := auto.step(name)) is not None:
+        return step
     configured = ", ".join(s.name for s in auto.steps) or "none"
     raise ConfigError(
         f"AutoExtract step {name!r} is not in [[delivery.autoextract.steps]]; configured: {configured}"
