@@ -9,7 +9,8 @@ import pytest
 
 from aleph2alma import settings as migration_settings
 from aleph2alma.phases.context import PhaseContext
-from aleph2alma.phases.post_go_live import FinalRunError, final_run_of, offline_check
+from aleph2alma.phases.post_go_live import FinalRunError, final_run_of
+from aleph2alma.postlive.checklist import offline_circulation_check as offline_check
 from aleph2alma.runs import POST_GO_LIVE_DAG, TEST_LOAD_DAG, RunRef
 from aleph2alma.storage import ArtifactStore, RunScope
 

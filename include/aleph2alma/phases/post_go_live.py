@@ -183,6 +183,7 @@ def checklist_step(
     from aleph2alma.postlive.checklist import (
         Check,
         archive_check,
+        offline_circulation_check,
         reconciliation_check,
         worklists_check,
         write_checklist,
@@ -195,7 +196,7 @@ def checklist_step(
         reconciliation_check(Reconciliation.model_validate(results["reconciliation"]), who, when),
         worklists_check(WorklistsResult.model_validate(results["worklists"]), who, when),
         archive_check(ArchiveResult.model_validate(results["archive"]), who, when),
-        offline_check(results.get("offline_circulation"), who, when),
+        offline_circulation_check(results.get("offline_circulation"), who, when),
         Check(
             name="Decommission approved",
             passed=_approved(answer),
@@ -206,29 +207,6 @@ def checklist_step(
     ]
     result = write_checklist(ctx.store, ctx.scope, checks, ctx.as_of.isoformat(), ctx.settings.institution)
     return result.model_dump()
-
-
-def offline_check(result: Mapping[str, Any] | None, who: str, when: datetime) -> Any:
-    from aleph2alma.postlive.checklist import Check
-
-    if result is None:
-        return Check(
-            name="Offline circulation applied",
-            passed=True,
-            detail="no offline circulation files were given for this run",
-            verified_by=who,
-            verified_at=when,
-        )
-    applied = {a: c["applied"] + c["already_applied"] for a, c in result["actions"].items()}
-    return Check(
-        name="Offline circulation applied",
-        passed=bool(result["balanced"]),
-        detail=f"{result['records_in']} transactions read, {result['records_out']} in Alma, "
-        f"{result['rejected']} rejected ({result['rejected_by_reason']})",
-        verified_by=who,
-        verified_at=when,
-        counts={**applied, "rejected": int(result["rejected"])},
-    )
 
 
 def _answered_by(answer: Mapping[str, Any]) -> str:

@@ -186,3 +186,28 @@ def archive_check(
         counts={"objects": result.objects, "bytes": result.bytes, "copied": result.copied},
         evidence=(result.manifest,),
     )
+
+
+def offline_circulation_check(
+    result: Mapping[str, Any] | None, verified_by: str, verified_at: datetime
+) -> Check:
+    """Passed when every row of the offline circulation files is in Alma or rejected with a reason
+    (read = in Alma + rejected); also when no file was given."""
+    if result is None:
+        return Check(
+            name="Offline circulation applied",
+            passed=True,
+            detail="no offline circulation files were given for this run",
+            verified_by=verified_by,
+            verified_at=verified_at,
+        )
+    applied = {a: c["applied"] + c["already_applied"] for a, c in result["actions"].items()}
+    return Check(
+        name="Offline circulation applied",
+        passed=bool(result["balanced"]),
+        detail=f"{result['records_in']} transactions read, {result['records_out']} in Alma, "
+        f"{result['rejected']} rejected ({result['rejected_by_reason']})",
+        verified_by=verified_by,
+        verified_at=verified_at,
+        counts={**applied, "rejected": int(result["rejected"])},
+    )
