@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
+from aleph2alma.runs import POST_GO_LIVE_DAG
 from aleph2alma.storage import ArtifactStore
 from aleph2alma_dev.airflow_api import AirflowClient
+from aleph2alma_dev.demo.offline_circ import offline_circulation
 from aleph2alma_dev.demo.runner import exlibris_gate, run_dag, stack_for
 from aleph2alma_dev.devstack import EmbeddedStack, free_port
 
@@ -93,3 +96,35 @@ def test_load(airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
         timeout=1500,
         on_gate=exlibris_gate(airflow, stack_store, airflow_stack),
     )
+
+
+TINY_SEED = 7  # tests/conftest.py's tiny_library
+
+
+@pytest.fixture(scope="session")
+def tiny_as_of(tiny_library: Path) -> date:
+    return date.fromisoformat(json.loads((tiny_library / "summary.json").read_text())["as_of"])
+
+
+@pytest.fixture(scope="session")
+def offline_file(stack_store, tiny_as_of: date) -> str:
+    key = "demo/offline-circulation/desks.csv"
+    stack_store.put_bytes(
+        key, offline_circulation("tiny", TINY_SEED, tiny_as_of).data, content_type="text/csv"
+    )
+    return stack_store.uri(key)
+
+
+@pytest.fixture(scope="session")
+def post_go_live(
+    airflow, stack_store, airflow_stack, test_load: dict, offline_file: str, tiny_as_of: date
+) -> dict:
+    conf = {
+        "migration_id": "demo",
+        "final_run": f"migration_test_load/{test_load['run_id']}",
+        "offline_circulation_files": [offline_file],
+        "as_of": tiny_as_of.isoformat(),
+        "sample_size": 3,
+    }
+    on_gate = exlibris_gate(airflow, stack_store, airflow_stack)
+    return run_dag(airflow, stack_store, POST_GO_LIVE_DAG, conf, timeout=900, on_gate=on_gate)

@@ -12,38 +12,13 @@ from pathlib import Path
 import pytest
 
 from aleph2alma.runs import POST_GO_LIVE_DAG
-from aleph2alma_dev.demo.offline_circ import expected_counts, offline_circulation
-from aleph2alma_dev.demo.runner import audit_result, exlibris_gate, run_dag, run_summary
+from aleph2alma_dev.demo.offline_circ import expected_counts
+from aleph2alma_dev.demo.runner import audit_result, run_summary
 
 pytestmark = pytest.mark.e2e
 SEED = 7  # the session's tiny library (tests/conftest.py)
-
-
-@pytest.fixture(scope="module")
-def as_of(tiny_library: Path) -> date:
-    return date.fromisoformat(json.loads((tiny_library / "summary.json").read_text())["as_of"])
-
-
-@pytest.fixture(scope="module")
-def offline_file(stack_store, as_of: date) -> str:
-    key = "demo/offline-circulation/desks.csv"
-    stack_store.put_bytes(key, offline_circulation("tiny", SEED, as_of).data, content_type="text/csv")
-    return stack_store.uri(key)
-
-
-@pytest.fixture(scope="module")
-def post_go_live(
-    airflow, stack_store, airflow_stack, test_load: dict, offline_file: str, as_of: date
-) -> dict:
-    conf = {
-        "migration_id": "demo",
-        "final_run": f"migration_test_load/{test_load['run_id']}",
-        "offline_circulation_files": [offline_file],
-        "as_of": as_of.isoformat(),
-        "sample_size": 3,
-    }
-    on_gate = exlibris_gate(airflow, stack_store, airflow_stack)
-    return run_dag(airflow, stack_store, POST_GO_LIVE_DAG, conf, timeout=900, on_gate=on_gate)
+# The run itself is the session fixture ``post_go_live`` (tests/e2e/conftest.py): the UI test answers
+# its decommission gate in the browser too.
 
 
 def test_run_succeeds_and_its_audit_balances(post_go_live: dict, airflow) -> None:
@@ -53,9 +28,9 @@ def test_run_succeeds_and_its_audit_balances(post_go_live: dict, airflow) -> Non
 
 
 def test_offline_circulation_is_read_whole_and_every_row_accounted_for(
-    post_go_live: dict, as_of: date
+    post_go_live: dict, tiny_as_of: date
 ) -> None:
-    offline, expected = post_go_live["offline_circulation"], expected_counts("tiny", SEED, as_of)
+    offline, expected = post_go_live["offline_circulation"], expected_counts("tiny", SEED, tiny_as_of)
     assert offline["records_in"] == expected["records_in"]
     assert offline["rejected_input"] == expected["rejected_input"]
     assert offline["balanced"] and offline["records_in"] == offline["records_out"] + offline["rejected"]

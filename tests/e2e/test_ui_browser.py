@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,22 +156,64 @@ def stop_run(airflow: AirflowClient, dag_id: str, run_id: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Gate:
+    """An approval gate of a session run, and what its page must show."""
+
+    fixture: str  # the session fixture whose run asks the gate again
+    dag_id: str
+    task_id: str
+    subject: str
+    optional_field: str | None  # a form field that must not block Approve
+    shown: str  # text of the gate's body, rendered on its page
+    shot: str
+
+
+GATES = [
+    Gate(
+        "test_load",
+        "migration_test_load",
+        "test_environment_loaded",
+        "Test environment loaded?",
+        "statistics_workbook_uri",
+        "Delivered to",
+        "1",
+    ),
+    Gate(
+        "post_go_live",
+        "migration_post_go_live",
+        "decommission",
+        "Aleph can be decommissioned?",
+        None,
+        "every record accounted for",
+        "3",
+    ),
+]
+
+
+@pytest.mark.parametrize("gate", GATES, ids=lambda g: g.task_id)
 def test_an_approval_gate_is_answered_in_the_ui(
-    page: Any, airflow: AirflowClient, airflow_stack: EmbeddedStack, test_load: dict, shots: Path
+    page: Any,
+    airflow: AirflowClient,
+    airflow_stack: EmbeddedStack,
+    request: pytest.FixtureRequest,
+    gate: Gate,
+    shots: Path,
 ) -> None:
-    """The session's test load asks *test environment loaded?* again (its gate cleared alone: nothing
-    upstream re-runs) and is approved on its Required actions page, the workbook URI left empty."""
+    """A session run asks its gate again (the gate cleared alone: nothing upstream re-runs) and is
+    approved on its Required actions page, any optional field left empty."""
     from playwright.sync_api import expect
 
-    dag_id, run_id, gate = "migration_test_load", test_load["run_id"], "test_environment_loaded"
-    assert test_load["state"] == "success", test_load.get("failed_tasks")
-    airflow.clear(dag_id, run_id, [gate])
+    run = request.getfixturevalue(gate.fixture)
+    dag_id, run_id, task_id = gate.dag_id, run["run_id"], gate.task_id
+    assert run["state"] == "success", run.get("failed_tasks")
+    airflow.clear(dag_id, run_id, [task_id])
 
     def waiting() -> bool:
-        ti = next(t for t in airflow.task_instances(dag_id, run_id) if t["task_id"] == gate)
+        ti = next(t for t in airflow.task_instances(dag_id, run_id) if t["task_id"] == task_id)
         return (
             ti["state"] == "awaiting_input"
-            and not airflow.hitl_details(dag_id, run_id, gate)["response_received"]
+            and not airflow.hitl_details(dag_id, run_id, task_id)["response_received"]
         )
 
     wait_until("the cleared gate waiting for an answer", waiting, timeout=START_TIMEOUT)
@@ -178,18 +221,19 @@ def test_an_approval_gate_is_answered_in_the_ui(
 
     page.goto(f"{airflow_stack.api_url}/required_actions")
     row = page.get_by_role("row").filter(has_text=run_id)
-    expect(row.get_by_text("Test environment loaded?")).to_be_visible()
-    page.screenshot(path=shots / "10_required_actions.png")
-    row.get_by_role("link", name="Test environment loaded?").click()
+    expect(row.get_by_text(gate.subject)).to_be_visible()
+    page.screenshot(path=shots / f"{gate.shot}0_required_actions.png")
+    row.get_by_role("link", name=gate.subject).click()
 
-    page.wait_for_url(f"**/dags/{dag_id}/runs/**/tasks/{gate}/required_actions")
-    workbook = page.locator("#element_statistics_workbook_uri")
+    page.wait_for_url(f"**/dags/{dag_id}/runs/**/tasks/{task_id}/required_actions")
+    expect(page.get_by_text(gate.shown).first).to_be_visible()
     approve = page.get_by_role("button", name="Approve", exact=True)
     approve.scroll_into_view_if_needed()
-    expect(workbook).to_have_value("")
-    expect(approve).to_be_enabled()  # the optional workbook URI does not block the answer
+    if gate.optional_field:
+        expect(page.locator(f"#element_{gate.optional_field}")).to_have_value("")
+    expect(approve).to_be_enabled()  # an optional field left empty does not block the answer
     expect(page.get_by_role("button", name="Reject", exact=True)).to_be_enabled()
-    page.screenshot(path=shots / "11_gate_before.png")
+    page.screenshot(path=shots / f"{gate.shot}1_gate_before.png")
 
     # Airflow 3.3 races an answer given within seconds of the gate opening against the executor's
     # report that the paused task exited (see airflow_api.GATE_SETTLE_SECONDS): a person is slower.
@@ -197,19 +241,20 @@ def test_an_approval_gate_is_answered_in_the_ui(
     with page.expect_response(lambda r: r.request.method == "PATCH" and "hitlDetails" in r.url) as sent:
         approve.click()
     assert sent.value.status == 200, sent.value.text()
-    expect(page.get_by_text(f"{gate} response successful")).to_be_visible()
-    page.screenshot(path=shots / "12_gate_answered.png")
+    expect(page.get_by_text(f"{task_id} response successful")).to_be_visible()
+    page.screenshot(path=shots / f"{gate.shot}2_gate_answered.png")
 
-    answer = airflow.hitl_details(dag_id, run_id, gate)
+    answer = airflow.hitl_details(dag_id, run_id, task_id)
     assert answer["response_received"] and answer["chosen_options"] == ["Approve"], answer
     assert answer["responded_by_user"]["name"] == ADMIN_USER
-    assert answer["params_input"].get("statistics_workbook_uri") in ("", None), answer["params_input"]
+    if gate.optional_field:
+        assert answer["params_input"].get(gate.optional_field) in ("", None), answer["params_input"]
     assert airflow.wait(dag_id, run_id, timeout=START_TIMEOUT) == "success"
-    gate_ti = next(t for t in airflow.task_instances(dag_id, run_id) if t["task_id"] == gate)
+    gate_ti = next(t for t in airflow.task_instances(dag_id, run_id) if t["task_id"] == task_id)
     assert gate_ti["state"] == "success", gate_ti
     page.reload()
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
-    page.screenshot(path=shots / "13_gate_done.png")
+    page.screenshot(path=shots / f"{gate.shot}3_gate_done.png")
 
 
 def test_the_check_can_fail_an_empty_required_field_disables_trigger(
