@@ -379,18 +379,34 @@ def chain_lines(upstream: RunManifests, downstream: RunManifests) -> Iterator[Li
             _primary(name, _by_source(raw_down)),
             _listed(raw_down, "rejects"),
         )
-    for (stage, entity), package in sorted(downstream.manifests.items()):
+
+
+def package_chains(store: ArtifactStore, manifests: RunManifests, report: AuditReport) -> Iterator[Line]:
+    """Each package of the run against the ``alma/`` manifests it names as its sources: what a
+    transform delivered is what the package counted (a cutover packages two transforms)."""
+    for (stage, entity), package in sorted(manifests.manifests.items()):
         if stage != PACKAGE:
             continue
+        sources = package.extra.get("sources") or {}
         for name, counts in sorted((package.extra.get("counts") or {}).items()):
-            alma = upstream.get(ALMA, name)
-            delivered = alma.records if alma is not None else 0
+            if name not in sources:
+                report.unreadable.append(
+                    f"{manifests.run} package/{entity} counts {name} but names no source manifest"
+                )
+                continue
+            try:
+                alma = store.manifest(str(sources[name]))
+            except (StorageError, ValueError, KeyError, TypeError) as exc:
+                report.unreadable.append(
+                    f"{sources[name]} (packaged {name}) is not a readable manifest: {exc}"
+                )
+                continue
             yield Line(
-                down,
+                str(manifests.run),
                 stage,
                 f"{entity}:{name}",
-                f"{ALMA}/{name} of {up} delivered = packaged",
-                delivered,
+                f"{ALMA}/{name} of {alma.dag_id}/{alma.run_id} delivered = packaged",
+                alma.records,
                 int(counts.get("records", 0)),
             )
 
@@ -468,6 +484,7 @@ def audit(
     for r, manifests in found.items():
         _collect(report, r, stage_lines(r, manifests))
         _collect(report, r, internal_chains(manifests))
+        _collect(report, r, package_chains(store, manifests, report))
         _collect(report, r, delta_chains(store, migration_id, manifests, report))
         report.missing_files.extend(missing_files(manifests))
     for downstream, upstream in (reads or {}).items():

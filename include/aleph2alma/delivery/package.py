@@ -378,6 +378,7 @@ def build_package(
     *,
     name: str | None = None,
     tmp_dir: Path | None = None,
+    entity: str = PACKAGE_ENTITY,
 ) -> PackageResult:
     """Build, upload and commit the delivery package of a run.
 
@@ -385,8 +386,10 @@ def build_package(
     URI; ``form_path`` is the migration form (CSV directory or workbook), checked by ``load_form``
     and packaged as ``.xlsx``. The zip goes to ``<run>/package/delivery/<name>.zip`` and the
     ``package`` stage's manifest is committed last. ``tmp_dir`` is where the zip is built (it needs
-    the zip's size plus the largest part). Raises StorageError when a part does not match its
-    manifest, PackageError when the inputs cannot make a package, FormError for a broken form.
+    the zip's size plus the largest part). ``entity``: the package stage's entity, for a run that
+    delivers more than one package (a cutover: ``inventory``, then ``fulfillment``). Raises
+    StorageError when a part does not match its manifest, PackageError when the inputs cannot make
+    a package, FormError for a broken form.
     """
     from aleph2alma.alma.form import load_form, write_form
 
@@ -397,7 +400,7 @@ def build_package(
     name = _check_name(name or package_name(migration_id, scope))
     members, manifests = plan_members(store, alma_manifests)
     form = load_form(Path(form_path))
-    key = scope.prefix(PACKAGE_STAGE, PACKAGE_ENTITY) + f"{name}.zip"
+    key = scope.prefix(PACKAGE_STAGE, entity) + f"{name}.zip"
 
     with tempfile.TemporaryDirectory(prefix="aleph2alma-package-", dir=tmp_dir) as work:
         tmp = Path(work)
@@ -439,7 +442,7 @@ def build_package(
     store.commit(
         scope,
         PACKAGE_STAGE,
-        PACKAGE_ENTITY,
+        entity,
         [stored],
         extra={
             "package": f"{name}.zip",
