@@ -411,7 +411,8 @@ def test_fix_cycle_commit_checks_each_source_before_writing(
     store: ArtifactStore, settings: Any, tiny_library: Path
 ) -> None:
     from aleph2alma import pipeline
-    from aleph2alma.phases.fix_cycle import _fixed_balance, apply_fixes_step
+    from aleph2alma.fixes.extract import _fixed_balance
+    from aleph2alma.phases.fix_cycle import apply_fixes_step
 
     landing, engine = (
         LocalLanding(tiny_library / "alephseq"),

@@ -7,37 +7,20 @@ test environment holds the delivery.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aleph2alma.phases.context import PhaseContext
-from aleph2alma.rejects import RejectLog
 from aleph2alma.runs import RunRef
 
 if TYPE_CHECKING:
-    from aleph2alma.alma.client_load import Kind
     from aleph2alma.delivery.package import PackageResult
     from aleph2alma.delivery.transfer import Delivered
-
-PACKAGED = ("bibs", "holdings", "items", "patrons", "loans", "requests", "fines", "p2e")
-OPTIONAL_PACKAGED = "bibs_with_items"  # written when migration.toml sets items_in_bib_field
-API_KINDS: dict[str, Kind] = {"loans": "loans", "requests": "requests", "fines": "fees"}
-
-
-def transform_manifests(ctx: PhaseContext, transform: RunRef) -> dict[str, str]:
-    """The transform's ``alma/`` manifests to package; bibs with items only when the transform wrote them."""
-    scope = ctx.scope_of(transform)
-    return {
-        e: ctx.store.uri(scope.prefix("alma", e) + "_MANIFEST.json")
-        for e in (*PACKAGED, OPTIONAL_PACKAGED)
-        if e in PACKAGED or ctx.store.stage_committed(scope, "alma", e)
-    }
 
 
 def package_step(ctx: PhaseContext, transform: RunRef) -> PackageResult:
     from aleph2alma.delivery.package import build_package
+    from aleph2alma.delivery.staged import transform_manifests
 
     return build_package(
         ctx.store, ctx.scope, transform_manifests(ctx, transform), ctx.form_dir, ctx.migration_id
@@ -79,18 +62,9 @@ def autoextract_step(ctx: PhaseContext, step: str, shell: Callable[[str], Any]) 
 
 def api_load_step(ctx: PhaseContext, transform: RunRef, client: Any) -> dict[str, Any]:
     """Loans, requests and fees through the Alma API; Alma's refusals become rejects with its code."""
-    from aleph2alma.alma.client_load import load
+    from aleph2alma.delivery.staged import api_load
 
-    results: dict[str, Any] = {}
-    for entity, kind in API_KINDS.items():
-        manifest = ctx.store.stage_manifest(ctx.scope_of(transform), "alma", entity)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "rejects.jsonl"
-            with open(path, "w", encoding="utf-8") as sink:
-                stats = load(client, kind, ctx.store.iter_jsonl(manifest.parts()), RejectLog(sink))
-            ctx.store.put_file(ctx.scope.prefix("load", entity) + "rejects.jsonl", path, kind="rejects")
-        results[entity] = stats.to_dict()
-    return results
+    return api_load(ctx, transform, client)
 
 
 # --- reconciliation -----------------------------------------------------------------------
