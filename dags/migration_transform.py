@@ -67,6 +67,14 @@ PARTS = 4  # part tasks of one entity running at once in a run
             description="Replace every e-mail with <primary id>@example.invalid (keep on until go-live).",
         ),
         "as_of": as_of_param(),
+        "thresholds": Param(
+            "test_load",
+            type="string",
+            enum=["test_load", "cutover"],
+            title="Validation thresholds",
+            description="test_load: rules.toml. cutover: rules.cutover.toml on top of it (the cutover "
+            "runs its transforms with these).",
+        ),
     },
 )
 def migration_transform() -> None:

@@ -26,6 +26,7 @@ class PhaseContext:
     as_of: date = field(default_factory=date.today)
     config_root: Path | None = None  # include/config by default
     form_path: Path | None = None  # the migration form, when not <config root>/<migration id>/form
+    thresholds: str = "test_load"  # the validation thresholds: test_load, or cutover (rules.cutover.toml)
 
     def __post_init__(self) -> None:
         # The migration's [storage] settings decide how every artifact is encrypted at rest.
@@ -59,7 +60,7 @@ class PhaseContext:
 
     @cached_property
     def rules(self) -> Any:
-        """The validation rules with this migration's thresholds."""
+        """The validation rules with this migration's thresholds (the cutover's in a cutover transform)."""
         from aleph2alma.validate.rules import rules_for_migration
 
-        return rules_for_migration(self.migration_id, self.config_root)
+        return rules_for_migration(self.migration_id, self.config_root, self.thresholds)

@@ -586,9 +586,26 @@ def load_rules(path: Path | None) -> dict[str, Rule]:
     return _overridden(config.load_toml(path, rules_file_model(RULES), RulesConfigError), RULES)
 
 
-def rules_for_migration(migration_id: str, root: Path | None = None) -> dict[str, Rule]:
-    """The rules of one migration: defaults + ``<config root>/<migration_id>/rules.toml`` if present."""
-    return load_rules((root or CONFIG_ROOT) / migration_id / "rules.toml")
+CUTOVER_RULES_FILE = "rules.cutover.toml"
+THRESHOLD_SETS = ("test_load", "cutover")
+
+
+def rules_for_migration(
+    migration_id: str, root: Path | None = None, thresholds: str = "test_load"
+) -> dict[str, Rule]:
+    """The rules of one migration: defaults + ``<config root>/<migration_id>/rules.toml`` if present.
+
+    ``thresholds="cutover"``: then ``rules.cutover.toml`` on top, if present, in the same format:
+    the cutover's thresholds (usually stricter: what the fix cycles accepted, nothing more) replace
+    those of the rules it names; the others stay as ``rules.toml`` sets them."""
+    if thresholds not in THRESHOLD_SETS:
+        raise RulesConfigError(f"unknown threshold set {thresholds!r}; known: {', '.join(THRESHOLD_SETS)}")
+    directory = (root or CONFIG_ROOT) / migration_id
+    rules = load_rules(directory / "rules.toml")
+    cutover = directory / CUTOVER_RULES_FILE
+    if thresholds == "cutover" and cutover.exists():
+        rules = _overridden(config.load_toml(cutover, rules_file_model(rules), RulesConfigError), rules)
+    return rules
 
 
 # --- thresholds ---------------------------------------------------------------------------
