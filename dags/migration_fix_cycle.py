@@ -119,12 +119,17 @@ def migration_fix_cycle() -> None:
     )
 
     @task
-    def record_baseline() -> str:
+    def record_baseline(fixed: FixedExtract) -> str:
         from aleph2alma.state import record_baseline as run
 
         ctx = phase_context()
         return run(
-            ctx.store, ctx.migration_id, params()["iteration"], ctx.run.child(ChildStep.TRANSFORM), ctx.run
+            ctx.store,
+            ctx.migration_id,
+            params()["iteration"],
+            ctx.run.child(ChildStep.TRANSFORM),
+            ctx.run,
+            extract=fixed.source_extract,
         )
 
     @task(trigger_rule="none_failed")  # also when the sign-off was rejected; never after a failure
@@ -143,7 +148,7 @@ def migration_fix_cycle() -> None:
         )
 
     fixed = apply_fixes()
-    fixed >> transform_and_validate >> diff() >> sign_off >> record_baseline()
+    fixed >> transform_and_validate >> diff() >> sign_off >> record_baseline(fixed)
     close_with(audit(fixed))
 
 

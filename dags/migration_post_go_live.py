@@ -45,7 +45,9 @@ from aleph2alma.dagkit import (
     optional_text_param,
     params,
     phase_context,
+    sample_size_param,
     text_param,
+    workbook_param,
 )
 from aleph2alma.gates import ApprovalGate
 from aleph2alma.runs import POST_GO_LIVE_DAG, TEST_LOAD_DAG, RunRef
@@ -101,11 +103,10 @@ the worklists are with the librarians, and the archive holds the final snapshot.
             title="Offline circulation files",
             description="s3:// URIs of the desks' offline circulation CSV files; empty = none.",
         ),
-        "statistics_workbook_uri": optional_text_param(
-            "Cutover statistics workbook (s3:// URI)",
+        "statistics_workbook_uri": workbook_param(
             "Optional: Ex Libris' statistics workbook of the cutover load; empty = the one the final run "
             "was reconciled with.",
-            pattern=r"^(s3://[^/\s]+/\S+)?$",
+            title="Cutover statistics workbook (s3:// URI)",
         ),
         "package_runs": Param(
             [],
@@ -115,7 +116,7 @@ the worklists are with the librarians, and the archive holds the final snapshot.
             description="<dag id>/<run id> of each run that delivered a package; empty = the final run.",
         ),
         "as_of": as_of_param(),
-        "sample_size": Param(10, type="integer", minimum=0, title="Records per entity read back from Alma"),
+        "sample_size": sample_size_param(),
     },
 )
 def migration_post_go_live() -> None:

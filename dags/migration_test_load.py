@@ -34,23 +34,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, TaskGroup, dag, task
+from airflow.sdk import Param, dag, task
 
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_SLOTS
 from aleph2alma.dagkit import (
     DEFAULT_ARGS,
     LONG_TASK_TIMEOUT,
-    OPTIONAL_LIST,
     as_of_param,
+    autoextract_group,
     close_with,
     dag_failure_alert,
+    delivery_targets_param,
     entity_asset,
     list_param,
     migration_id_param,
-    optional_text_param,
     params,
     phase_context,
     run_phase,
+    sample_size_param,
+    workbook_param,
 )
 from aleph2alma.gates import ApprovalGate
 from aleph2alma.runs import ChildStep
@@ -99,25 +101,6 @@ package instead, and run the test load with the API load off.
 {% endif %}"""
 
 
-def autoextract_step(step: str) -> Any:
-    """One AutoExtract step as its own retryable task: skipped unless this migration delivers
-    through AutoExtract and runs that step."""
-
-    @task(task_id=step, trigger_rule="none_failed", execution_timeout=LONG_TASK_TIMEOUT)
-    def run() -> dict[str, Any]:
-        from aleph2alma import wiring
-        from aleph2alma.dagkit import skip_unless
-        from aleph2alma.phases.test_load import autoextract_step
-
-        ctx = phase_context()
-        delivery = ctx.settings.delivery
-        skip_unless(delivery.mode == "autoextract", "delivery mode is generic: our package is delivered")
-        skip_unless(delivery.autoextract.step(step), f"migration.toml configures no AutoExtract {step} step")
-        return autoextract_step(ctx, step, wiring.aleph_shell)
-
-    return run()
-
-
 @dag(
     dag_id="migration_test_load",
     schedule=None,
@@ -130,14 +113,7 @@ def autoextract_step(step: str) -> Any:
     user_defined_macros={"AUTOEXTRACT_STEPS": AUTOEXTRACT_STEPS},  # the gate's body lists them
     params={
         "migration_id": migration_id_param(),
-        "delivery_targets": Param(
-            [],
-            type=OPTIONAL_LIST,
-            items={"type": "string", "pattern": r"^((sftp|s3)://\S+)?$"},
-            title="Delivery targets",
-            description="sftp://<connection id>/dir and/or s3://bucket/prefix. "
-            "Empty: s3://<artifact bucket>/<migration id>/delivery/",
-        ),
+        "delivery_targets": delivery_targets_param(),
         "api_load": Param(
             False,
             type="boolean",
@@ -145,7 +121,7 @@ def autoextract_step(step: str) -> Any:
             description="Create active loans, requests and fees through the Alma REST API.",
         ),
         "as_of": as_of_param(),
-        "sample_size": Param(10, type="integer", minimum=0, title="Records per entity read back from Alma"),
+        "sample_size": sample_size_param(),
     },
 )
 def migration_test_load() -> None:
@@ -187,15 +163,7 @@ def migration_test_load() -> None:
             s3_client=wiring.s3_client,
         )
 
-    with TaskGroup(
-        "autoextract", tooltip="Ex Libris' AutoExtract on the Aleph server, over SSH"
-    ) as autoextract:
-        previous = None
-        for step in AUTOEXTRACT_STEPS:
-            current = autoextract_step(step)
-            if previous is not None:
-                previous >> current
-            previous = current
+    autoextract = autoextract_group()
 
     test_environment_loaded = ApprovalGate(
         task_id="test_environment_loaded",
@@ -203,10 +171,8 @@ def migration_test_load() -> None:
         body=LOADED_GATE_BODY,
         trigger_rule="none_failed",  # after deliver or AutoExtract, the other skipped
         params={
-            "statistics_workbook_uri": optional_text_param(
-                "Statistics workbook (s3:// URI)",
-                "Optional: the s3:// URI of Ex Libris' statistics workbook, if they sent one.",
-                pattern=r"^(s3://[^/\s]+/\S+)?$",
+            "statistics_workbook_uri": workbook_param(
+                "Optional: the s3:// URI of Ex Libris' statistics workbook, if they sent one."
             )
         },
     )

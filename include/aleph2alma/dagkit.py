@@ -131,6 +131,26 @@ def extract_run_param() -> Param:
     )
 
 
+def delivery_targets_param() -> Param:
+    return Param(
+        [],
+        type=OPTIONAL_LIST,
+        items={"type": "string", "pattern": r"^((sftp|s3)://\S+)?$"},
+        title="Delivery targets",
+        description="sftp://<connection id>/dir and/or s3://bucket/prefix. "
+        "Empty: s3://<artifact bucket>/<migration id>/delivery/",
+    )
+
+
+def sample_size_param() -> Param:
+    return Param(10, type="integer", minimum=0, title="Records per entity read back from Alma")
+
+
+def workbook_param(description: str, title: str = "Statistics workbook (s3:// URI)") -> Param:
+    """A gate's or a form's optional field for Ex Libris' statistics workbook."""
+    return optional_text_param(title, description, pattern=r"^(s3://[^/\s]+/\S+)?$")
+
+
 def entity_asset(stage: str, entity: str) -> Asset:
     """One Asset per stage and entity, e.g. ``aleph2alma.raw.items``."""
     return Asset(name=f"aleph2alma.{stage}.{entity}", group="aleph2alma")
@@ -147,7 +167,13 @@ def phase_context() -> PhaseContext:
     ctx = get_current_context()
     params = ctx["params"]
     scope = RunScope(params["migration_id"], ctx["dag"].dag_id, ctx["run_id"])
-    return PhaseContext(wiring.artifact_store(), scope, settings.load(params["migration_id"]), _as_of(ctx))
+    return PhaseContext(
+        wiring.artifact_store(),
+        scope,
+        settings.load(params["migration_id"]),
+        _as_of(ctx),
+        thresholds=str(params.get("thresholds") or "test_load"),
+    )
 
 
 def _as_of(ctx: Any) -> date:
@@ -232,3 +258,38 @@ def close_with(audit: Any) -> Any:
         if leaf is not last:
             leaf >> last
     return audit
+
+
+def autoextract_group() -> Any:
+    """Task group ``autoextract``: Ex Libris' AutoExtract on the Aleph server, one retryable task per
+    step in order (``AUTOEXTRACT_STEPS``); each is skipped unless this migration delivers through
+    AutoExtract and configures that step. Its outputs are staged under the run's ``autoextract/``."""
+    from airflow.sdk import TaskGroup
+
+    from aleph2alma.settings import AUTOEXTRACT_STEPS
+
+    with TaskGroup("autoextract", tooltip="Ex Libris' AutoExtract on the Aleph server, over SSH") as group:
+        previous = None
+        for step in AUTOEXTRACT_STEPS:
+            current = _autoextract_step(step)
+            if previous is not None:
+                previous >> current
+            previous = current
+    return group
+
+
+def _autoextract_step(step: str) -> Any:
+    from airflow.sdk import task
+
+    @task(task_id=step, trigger_rule="none_failed", execution_timeout=LONG_TASK_TIMEOUT)
+    def run() -> dict[str, Any]:
+        from aleph2alma import wiring
+        from aleph2alma.phases.test_load import autoextract_step
+
+        ctx = phase_context()
+        delivery = ctx.settings.delivery
+        skip_unless(delivery.mode == "autoextract", "delivery mode is generic: our package is delivered")
+        skip_unless(delivery.autoextract.step(step), f"migration.toml configures no AutoExtract {step} step")
+        return autoextract_step(ctx, step, wiring.aleph_shell)
+
+    return run()

@@ -18,6 +18,7 @@ TEST_LOAD_DAG = "migration_test_load"
 FIX_CYCLE_DAG = "migration_fix_cycle"
 NIGHTLY_DELTA_DAG = "aleph_nightly_delta"
 POST_GO_LIVE_DAG = "migration_post_go_live"
+CUTOVER_DAG = "migration_cutover"
 _CHILD_SEPARATOR = "__"
 
 
@@ -30,14 +31,23 @@ class ChildStep(StrEnum):
 
     EXTRACT = "extract"
     TRANSFORM = "transform"
+    # The cutover extracts and transforms twice: the inventory at the technical-services freeze,
+    # then the final snapshot (EXTRACT, TRANSFORM) at the fulfillment freeze.
+    INVENTORY_EXTRACT = "inventory_extract"
+    INVENTORY_TRANSFORM = "inventory_transform"
 
     @property
     def dag_id(self) -> str:
-        return {ChildStep.EXTRACT: EXTRACT_DAG, ChildStep.TRANSFORM: TRANSFORM_DAG}[self]
+        transforms = (ChildStep.TRANSFORM, ChildStep.INVENTORY_TRANSFORM)
+        return TRANSFORM_DAG if self in transforms else EXTRACT_DAG
 
     def run_id_template(self) -> str:
         """The child's run id as a Jinja template of the parent's (for ``TriggerDagRunOperator``)."""
         return "{{ run_id }}" + _CHILD_SEPARATOR + self.value
+
+
+PHASE_CHILDREN = (ChildStep.EXTRACT, ChildStep.TRANSFORM)
+"""What a test load or a fix cycle's transform step runs: one extract, one transform."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,16 @@ class RunRef:
     def child(self, step: ChildStep) -> RunRef:
         """The child run this run started for ``step``."""
         return RunRef(step.dag_id, f"{self.run_id}{_CHILD_SEPARATOR}{step.value}")
+
+    def fixed(self, extract: ChildStep) -> RunRef:
+        """Where this run keeps its ``extract`` child's raw stage with the fix rules applied (the
+        cutover's): a scope of this run's DAG, not a DAG run of its own; the transform reads it."""
+        return RunRef(self.dag_id, f"{self.run_id}{_CHILD_SEPARATOR}{extract.value}_fixed")
+
+    @staticmethod
+    def fixed_template(dag_id: str, extract: ChildStep) -> str:
+        """``fixed(extract)`` of this run as a Jinja template (for the transform's conf)."""
+        return f"{dag_id}/{{{{ run_id }}}}{_CHILD_SEPARATOR}{extract.value}_fixed"
 
     def scope(self, migration_id: str) -> RunScope:
         return RunScope(migration_id, self.dag_id, self.run_id)

@@ -269,6 +269,25 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True, config=_MODEL)
+class CutoverSettings:
+    """The ``[cutover]`` table: what may block go-live. Read when the task runs: after raising a
+    limit, clear the task that stopped."""
+
+    freeze_violation_threshold: StrictInt = Field(
+        default=0,
+        ge=0,
+        description="Records Aleph may stamp as changed (update dates, CAT lines) of bibs, holdings and "
+        "items after the technical-services freeze began before go-live is blocked",
+    )
+    external_id: str = Field(
+        default="SIS",
+        min_length=1,
+        description="The code of Alma's student-information-system integration profile that external "
+        "patrons belong to: their external_id when the fulfillment is loaded through the API",
+    )
+
+
+@dataclass(frozen=True, config=_MODEL)
 class MigrationSettings:
     """The keys of ``migration.toml``."""
 
@@ -311,6 +330,10 @@ class MigrationSettings:
     post_go_live: PostGoLiveSettings = Field(
         default_factory=PostGoLiveSettings,
         description="After go-live ([post_go_live] table): offline circulation files, worklists, archive",
+    )
+    cutover: CutoverSettings = Field(
+        default_factory=CutoverSettings,
+        description="The cutover ([cutover] table): the freeze-violation threshold that blocks go-live",
     )
     items_in_bib_field: str = Field(
         default="",

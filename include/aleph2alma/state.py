@@ -62,16 +62,41 @@ def baseline_transform(store: ArtifactStore, migration_id: str) -> RunRef | None
 
 
 def record_baseline(
-    store: ArtifactStore, migration_id: str, iteration: int, transform: RunRef, fix_cycle: RunRef
+    store: ArtifactStore,
+    migration_id: str,
+    iteration: int,
+    transform: RunRef,
+    fix_cycle: RunRef,
+    extract: RunRef | None = None,
 ) -> str:
-    """A signed-off iteration becomes the baseline for the next iteration and for cutover."""
+    """A signed-off iteration becomes the baseline for the next iteration and for cutover;
+    ``extract``: the extract the iteration fixed (the cutover compares its own with it)."""
     key = _baseline_key(migration_id)
     body = {
         "iteration": iteration,
         "transform_run_id": transform.run_id,
         "fix_cycle_run_id": fix_cycle.run_id,
+        **({"extract": str(extract)} if extract else {}),
     }
     store.put_bytes(key, json.dumps(body, sort_keys=True).encode("utf-8"), content_type="application/json")
+    return store.uri(key)
+
+
+def _go_live_key(migration_id: str) -> str:
+    return f"{migration_id}/state/go_live.json"
+
+
+def go_live(store: ArtifactStore, migration_id: str) -> dict[str, Any] | None:
+    """The go-live marker (who said Go, when, which cutover run and which of its runs), if live."""
+    key = _go_live_key(migration_id)
+    return json.loads(store.get_bytes(key)) if store.exists(key) else None
+
+
+def record_go_live(store: ArtifactStore, migration_id: str, marker: dict[str, Any]) -> str:
+    """Write the go-live marker; its URI."""
+    key = _go_live_key(migration_id)
+    body = json.dumps(marker, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    store.put_bytes(key, body, content_type="application/json")
     return store.uri(key)
 
 

@@ -19,6 +19,7 @@ PHASE_DAGS = [
     "migration_test_load",
     "migration_fix_cycle",
     "migration_post_go_live",
+    "migration_cutover",
     "aleph_nightly_delta",
 ]
 AFTER_THE_AUDIT = {"aleph_nightly_delta": {"advance_watermark"}}

@@ -84,6 +84,20 @@ def test_every_task_has_an_execution_timeout(dagbag) -> None:
     long = sorted(name for name, t in tasks.items() if t.execution_timeout == LONG_TASK_TIMEOUT)
     assert long == [
         "aleph_nightly_delta.diff_source",
+        "migration_cutover.api_load",
+        "migration_cutover.autoextract.extract",
+        "migration_cutover.autoextract.generate_form",
+        "migration_cutover.autoextract.package",
+        "migration_cutover.autoextract.transfer",
+        "migration_cutover.autoextract.validate_p2e",
+        "migration_cutover.changes_since_baseline",
+        "migration_cutover.deliver_fulfillment",
+        "migration_cutover.deliver_inventory",
+        "migration_cutover.fix_extract",
+        "migration_cutover.fix_inventory",
+        "migration_cutover.freeze_violations",
+        "migration_cutover.package_fulfillment",
+        "migration_cutover.package_inventory",
         "migration_extract.extract_part",
         "migration_fix_cycle.apply_fixes",
         "migration_post_go_live.archive",
@@ -116,7 +130,15 @@ def test_approval_gates_keep_their_execution_timeout_apart_from_the_response_wai
     from aleph2alma.gates import ApprovalGate
 
     gates = [t for dag in dagbag.dags.values() for t in dag.tasks if isinstance(t, ApprovalGate)]
-    assert {g.task_id for g in gates} == {"test_environment_loaded", "sign_off", "decommission"}
+    assert {g.task_id for g in gates} == {
+        "test_environment_loaded",
+        "sign_off",
+        "decommission",
+        "technical_services_freeze",
+        "cutover_environment_accepted",
+        "fulfillment_freeze",
+        "go_no_go",
+    }
     for gate in gates:
         assert (gate.execution_timeout, gate.response_timeout) == (TASK_TIMEOUT, None), gate.task_id
 

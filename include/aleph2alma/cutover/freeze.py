@@ -27,6 +27,7 @@ record id, stamp) under a manifest with the counts. ``blocking``: more records t
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -178,10 +179,16 @@ def _entity_violations(
 
 
 def freeze_violations(
-    ctx: PhaseContext, cutover_extract: RunRef, freeze_started: datetime, threshold: int
+    ctx: PhaseContext,
+    cutover_extract: RunRef,
+    freeze_started: datetime,
+    threshold: int,
+    only: Collection[str] | None = None,
 ) -> FreezeViolations:
     """Records of ``cutover_extract`` that Aleph stamped as changed on or after the freeze began
-    (see the module docstring for what counts); ``blocking`` when there are more than ``threshold``."""
+    (see the module docstring for what counts); ``blocking`` when there are more than ``threshold``.
+    ``only``: judge only these entities (the technical-services freeze does not stop circulation, so patrons
+    change in it by right); None: every entity the extract committed."""
     if threshold < 0:
         raise ValueError(
             f"threshold {threshold} must be 0 or more: the records allowed to change in the freeze"
@@ -189,7 +196,8 @@ def freeze_violations(
     zone = ctx.settings.nightly.time_zone
     from_day, from_minute = local_start(freeze_started, zone)
     store, scope = ctx.store, ctx.scope_of(cutover_extract)
-    committed = [e for e in all_entities() if store.stage_committed(scope, RAW, e)]
+    judged = [e for e in all_entities() if only is None or e in only]
+    committed = [e for e in judged if store.stage_committed(scope, RAW, e)]
     if not committed:
         raise CutoverInputError(
             f"extract {cutover_extract} has committed no raw stage ({scope.prefix(RAW)}): give the cutover's "

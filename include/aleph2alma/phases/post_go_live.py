@@ -1,8 +1,8 @@
 """Steps after go-live: offline circulation, clean-up worklists, the final reconciliation, the
 archive of what was delivered, and the decommission checklist.
 
-The *final run* is the phase run (test load today; the cutover once it exists) whose extract and
-transform are the last snapshot of Aleph: every step here reads it, none changes it.
+The *final run* is the phase run (the cutover that went live; before it, a test load) whose extract
+and transform are the last snapshot of Aleph: every step here reads it, none changes it.
 """
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ class FinalRunError(PermanentError):
 
 
 def final_run_of(ctx: PhaseContext, asked: str) -> RunRef:
-    """The run the operator named, else the latest test load that reconciled (its run summary
-    holds a reconciliation)."""
-    from aleph2alma.runs import TEST_LOAD_DAG
+    """The run the operator named; else the cutover run that went live (the go-live marker); else
+    the latest test load that reconciled (its run summary holds a reconciliation)."""
+    from aleph2alma.runs import CUTOVER_DAG, TEST_LOAD_DAG
+    from aleph2alma.state import go_live
 
     if asked:
         return RunRef.parse(asked, TEST_LOAD_DAG)
+    live = go_live(ctx.store, ctx.migration_id)
+    if live:
+        return RunRef.parse(str(live["cutover_run"]), CUTOVER_DAG)
     prefix = f"{ctx.migration_id}/reports/{TEST_LOAD_DAG}/"
     found: list[tuple[datetime, str]] = []
     for key in ctx.store.list_keys(prefix):
@@ -179,6 +183,7 @@ def checklist_step(
 ) -> dict[str, Any]:
     """The decommission checklist: each step's result as a check, verified by whoever answered the
     decommission gate, at the time they answered it."""
+    from aleph2alma.gate_answers import answered_at, answered_by, approved
     from aleph2alma.postlive.archive import ArchiveResult
     from aleph2alma.postlive.checklist import (
         Check,
@@ -190,8 +195,8 @@ def checklist_step(
     )
     from aleph2alma.postlive.worklists import WorklistsResult
 
-    who = _answered_by(answer)
-    when = _answered_at(answer)
+    who = answered_by(answer)
+    when = answered_at(answer)
     checks = [
         reconciliation_check(Reconciliation.model_validate(results["reconciliation"]), who, when),
         worklists_check(WorklistsResult.model_validate(results["worklists"]), who, when),
@@ -199,7 +204,7 @@ def checklist_step(
         offline_circulation_check(results.get("offline_circulation"), who, when),
         Check(
             name="Decommission approved",
-            passed=_approved(answer),
+            passed=approved(answer),
             detail=f"the gate 'Aleph can be decommissioned?' answered {answer.get('chosen_options')}",
             verified_by=who,
             verified_at=when,
@@ -207,19 +212,3 @@ def checklist_step(
     ]
     result = write_checklist(ctx.store, ctx.scope, checks, ctx.as_of.isoformat(), ctx.settings.institution)
     return result.model_dump()
-
-
-def _answered_by(answer: Mapping[str, Any]) -> str:
-    user = answer.get("responded_by_user") or {}
-    return str(user.get("name") or user.get("id") or "unknown") if isinstance(user, Mapping) else str(user)
-
-
-def _answered_at(answer: Mapping[str, Any]) -> datetime:
-    at = answer.get("responded_at")
-    if isinstance(at, datetime):
-        return at
-    return datetime.fromisoformat(str(at)) if at else datetime.now(UTC)
-
-
-def _approved(answer: Mapping[str, Any]) -> bool:
-    return list(answer.get("chosen_options") or []) == ["Approve"]

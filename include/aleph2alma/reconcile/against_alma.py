@@ -20,10 +20,21 @@ import pyarrow.csv as pacsv
 
 from aleph2alma.phases.context import PhaseContext
 from aleph2alma.refs import Reconciliation
-from aleph2alma.runs import ChildStep, RunRef
+from aleph2alma.runs import CUTOVER_DAG, ChildStep, RunRef
 from aleph2alma.storage import ArtifactStore, Manifest, parse_s3_uri
 
 RECONCILED = ("bibs", "holdings", "items", "patrons", "loans", "requests", "fines")
+INVENTORY = ("bibs", "holdings", "items")
+"""What a cutover delivers at the technical-services freeze; the rest at the fulfillment freeze."""
+
+
+def transforms_of(run: RunRef) -> dict[str, RunRef]:
+    """Per entity, the transform whose output ``run`` delivered: its transform child, except that a
+    cutover delivered the inventory from the transform of its technical-services freeze."""
+    transforms = dict.fromkeys(RECONCILED, run.child(ChildStep.TRANSFORM))
+    if run.dag_id == CUTOVER_DAG:
+        transforms.update(dict.fromkeys(INVENTORY, run.child(ChildStep.INVENTORY_TRANSFORM)))
+    return transforms
 
 
 def _users(store: ArtifactStore, manifest: Manifest) -> dict[str, dict[str, str]]:
@@ -164,15 +175,17 @@ def reconcile_step(
 ) -> Reconciliation:
     """Every source record of a transform accounted for: Aleph → delivered → rejected → in Alma; a
     sample checked field by field. The transform is this run's child, or ``final``'s (the run whose
-    extract and transform are the final snapshot, reconciled after go-live)."""
+    extract and transform are the final snapshot, reconciled after go-live); a cutover's inventory
+    is its technical-services freeze's transform (``transforms_of``)."""
     from aleph2alma.alma.statistics import read_statistics_workbook
     from aleph2alma.reconcile.reconcile import API_LOAN_DATE_NOTE, SAMPLE_FIELDS, draw_sample, reconcile
 
     store, scope = ctx.store, ctx.scope
-    transform = (final or ctx.run).child(ChildStep.TRANSFORM)
+    transforms = transforms_of(final or ctx.run)
+    transform = transforms["patrons"]
     load_scope = ctx.scope_of(final) if final else scope  # where the API load wrote its refusals
     loaded = dict(api_loaded or {})
-    alma = {e: store.stage_manifest(ctx.scope_of(transform), "alma", e) for e in RECONCILED}
+    alma = {e: store.stage_manifest(ctx.scope_of(t), "alma", e) for e, t in transforms.items()}
     sources = {e: int(m.extra["records_in"]) for e, m in alma.items()}
     delivered = {e: m.records for e, m in alma.items()}
     rejected = {e: dict(m.extra.get("rejected_by_reason", {})) for e, m in alma.items()}
@@ -219,6 +232,11 @@ def reconcile_step(
         "run_id": scope.run_id,
         "extract_run_id": (final or ctx.run).child(ChildStep.EXTRACT).run_id,
         "transform_run_id": transform.run_id,
+        **(
+            {"inventory_transform_run_id": transforms["bibs"].run_id}
+            if transforms["bibs"] != transform
+            else {}
+        ),
     }
     result = reconcile(
         sources,
