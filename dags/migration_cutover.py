@@ -8,7 +8,8 @@ transform → package → load through the API (or deliver) → changes since th
 violations, reconciliation → **[go live?]** → go-live marker.
 
 1. **preflight**, before anything freezes: a signed-off fix-cycle baseline; every code in use in
-   the latest extract mapped by the form as it is now; the baseline's validation passed. A
+   the latest extract mapped by the form as it is now; the baseline's validation passed; the Alma
+   libraries and locations the form maps to exist in Alma (its configuration API). A
    failure names each check and what to fix (report under
    `reports/migration_cutover/<run id>/cutover/preflight/`); fix it and *clear* preflight.
 2. **technical_services_freeze**: approve once cataloguing, acquisitions and serials have
@@ -179,10 +180,13 @@ fulfillment {{ windows.fulfillment.seconds }} s (approval → delivered)."""
 def migration_cutover() -> None:
     @task
     def preflight() -> dict[str, Any]:
+        from aleph2alma import wiring
         from aleph2alma.dagkit import text_param
         from aleph2alma.phases.cutover import preflight_step
 
-        return preflight_step(phase_context(), text_param("preflight_extract_run_id")).model_dump(mode="json")
+        with wiring.alma_client() as alma:
+            result = preflight_step(phase_context(), text_param("preflight_extract_run_id"), alma)
+        return result.model_dump(mode="json")
 
     technical_services_freeze = ApprovalGate(
         task_id="technical_services_freeze",

@@ -28,8 +28,10 @@ from aleph2alma import settings as settings_mod
 from aleph2alma.aleph.db import create_engine
 from aleph2alma.aleph.landing import LocalLanding
 from aleph2alma.aleph.ztables import Z_TABLES
+from aleph2alma.alma.client import AlmaApiError
 from aleph2alma.alma.form import form_dir
 from aleph2alma.cutover import CutoverInputError
+from aleph2alma.cutover.alma_codes import ALMA_CODES_CHECK
 from aleph2alma.cutover.changes import changes_since_baseline
 from aleph2alma.cutover.freeze import freeze_violations, local_start
 from aleph2alma.cutover.preflight import BASELINE_CHECK, CODES_CHECK, VALIDATION_CHECK, preflight
@@ -305,12 +307,14 @@ def test_preflight_fails_without_a_baseline_then_passes_once_one_is_signed_off(e
         (BASELINE_CHECK, False),
         (CODES_CHECK, True),
         (VALIDATION_CHECK, False),
+        (ALMA_CODES_CHECK, True),
     ]
+    assert not found.check(ALMA_CODES_CHECK).checked  # no Alma client given: reported as not run
     assert "run migration_fix_cycle" in found.check(BASELINE_CHECK).detail
 
     _record_baseline(ctx, "blocked_transform", blocked=True)
     found = preflight(ctx, BASELINE)
-    assert [c.passed for c in found.checks] == [True, True, False]
+    assert [c.passed for c in found.checks] == [True, True, False, True]
     assert "iteration 2" in found.check(BASELINE_CHECK).detail
     assert "unmapped_location (FIX): 20 of 1000 items (2.00%)" in found.check(VALIDATION_CHECK).detail
 
@@ -323,7 +327,34 @@ def test_preflight_fails_without_a_baseline_then_passes_once_one_is_signed_off(e
         "fix_cycle_run_id": "iteration_2",
     }
     report = json.loads(ctx.store.get_bytes(found.report_json.split("/", 3)[3]))
-    assert report["passed"] is True and "Alma-side" in report["out_of_scope"][0]
+    assert report["passed"] is True and "code-table values" in report["out_of_scope"][0]
+
+    found = preflight(ctx, BASELINE, _Alma(locations={"BNUZG": ["ZWTS"]}))
+    alma = found.check(ALMA_CODES_CHECK)
+    assert not found.passed and alma.checked and not alma.passed
+    assert (
+        "do not exist in Alma" in alma.detail and "BNUZH/" in alma.detail and "BNUZG/ZWTS" not in alma.detail
+    )
+
+    found = preflight(ctx, BASELINE, _Alma(error=AlmaApiError(0, "", "connection refused")))
+    alma = found.check(ALMA_CODES_CHECK)
+    assert found.passed and not alma.checked and "did not answer" in alma.detail
+
+
+class _Alma:
+    """Alma's configuration API as a stand-in: the demo's libraries, with the locations given."""
+
+    def __init__(self, locations: dict[str, list[str]] | None = None, error: Exception | None = None) -> None:
+        self.located = locations or {}
+        self.error = error
+
+    def libraries(self) -> list[dict]:
+        if self.error:
+            raise self.error
+        return [{"code": lib} for lib in ("BNUZG", "BNUJY", "BNUXL", "BNUWX", "BNUZH")]
+
+    def locations(self, library: str) -> list[dict]:
+        return [{"code": loc} for loc in self.located.get(library, [])]
 
 
 def test_preflight_lists_a_code_the_form_does_not_map(extracts: Extracts) -> None:

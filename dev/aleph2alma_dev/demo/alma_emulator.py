@@ -31,12 +31,16 @@ GET  /bibs?other_system_id=|mms_id=       (an empty list when nothing matches)
 GET  /bibs/{mms}/holdings                 402203* no bib with the MMS id (an empty list when the
                                           bib has no holdings)
 GET  /bibs/{mms}/holdings/{hid}           402203*, 402204* no such holding on the bib
+GET  /conf/libraries                      —
+GET  /conf/libraries/{code}/locations     402221* no such library
 ========================================  ====================================================
 
 Codes and messages are those of Alma's API documentation for each endpoint, except the
 starred ones, where the documentation lists none for the case: 401689 is what Alma answers
 for an unknown barcode on ``GET /items``, 401651 is its generic "Item is not loanable";
-402203/402204 are the emulator's for an unknown MMS id / holding id.
+402203/402204 are the emulator's for an unknown MMS id / holding id, 402221 for an unknown
+library. The configured libraries and locations are those the demo's cutover form maps to
+(:mod:`.alma_emulator_conf`).
 
 Every Alma call needs ``Authorization: apikey <key>`` (or ``?apikey=``; ``--api-key`` pins
 one) else 400 ``UNAUTHORIZED``; it counts against a daily quota (``--daily-quota``; past it
@@ -87,7 +91,7 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, g, redirect, request
 
-from aleph2alma_dev.demo import alma_emulator_routes
+from aleph2alma_dev.demo import alma_emulator_conf, alma_emulator_routes
 from aleph2alma_dev.demo.alma_emulator_config import Faults, Limits
 from aleph2alma_dev.demo.alma_emulator_routes import alma_error, gateway_error
 from aleph2alma_dev.demo.alma_emulator_store import (
@@ -282,6 +286,7 @@ def make_app(
         return redirect(request.host_url.rstrip("/") + target, 302)  # type: ignore[return-value]
 
     alma_emulator_routes.register(app, API, store, limits)
+    alma_emulator_conf.register(app, API, alma_emulator_conf.demo_configuration(), _json, alma_error)
 
     @app.errorhandler(404)
     def _not_found(_exc: Exception) -> Response:

@@ -572,6 +572,15 @@ class AlmaClient:
             frozenset({USER_EXISTS}),
         )
 
+    # Configuration (Alma's conf API: GET /conf/libraries → {"library": [{"code", …}]}, GET
+    # /conf/libraries/{code}/locations → {"location": [{"code", …}]}, as the public alma_rb client's
+    # fixtures show them); read by the cutover's preflight.
+    def libraries(self) -> list[dict]:
+        return self._list("/conf/libraries", "library", paged=False)
+
+    def locations(self, library: str) -> list[dict]:
+        return self._list(f"/conf/libraries/{quote(library, safe='')}/locations", "location", paged=False)
+
     def find_item_by_barcode(self, barcode: str) -> dict | None:
         try:
             return self._json("GET", "/items", {"item_barcode": barcode})

@@ -15,9 +15,12 @@ result, never an exception: the operator reads every finding at once):
    threshold: its validation report (``reports/migration_transform/<run>/validation/report.json``,
    written by ``phases.validation.write_report`` before the delivery gate) says ``PASS``.
 
-Out of scope: whether the Alma codes the form maps to (libraries, locations, item policies,
-user groups, fee types) exist in the Alma cutover environment; that needs the Alma
-configuration APIs and is the library's check of the form, not this one.
+4. **Alma codes exist.** The Alma libraries and locations the form maps to exist in the Alma
+   environment, read through Alma's configuration API (``cutover.alma_codes``) when an Alma
+   client is given and answers; otherwise the check is reported as not run.
+
+Out of scope: whether the item policies, user groups, fee types and other code-table values
+the form maps to exist in Alma (Alma's code-tables API is not read).
 
 A missing input raises ``CutoverInputError`` (a ``PermanentError``): the extract has no
 committed code inventory, or the migration form cannot be read.
@@ -31,6 +34,7 @@ from typing import Any
 from aleph2alma import state
 from aleph2alma.alma.form_spec import MAPPING_TABS
 from aleph2alma.cutover import Page, Section, code_inventory, code_text, write_report
+from aleph2alma.cutover.alma_codes import ALMA_CODES_CHECK, AlmaConfiguration, missing_codes
 from aleph2alma.phases.context import PhaseContext
 from aleph2alma.refs import Ref
 from aleph2alma.runs import TRANSFORM_DAG, RunRef
@@ -40,8 +44,8 @@ CODES_CHECK = "codes_mapped"
 VALIDATION_CHECK = "baseline_validation"
 VALIDATION_REPORT = "validation/report.json"
 OUT_OF_SCOPE = (
-    "Alma-side code existence: whether the Alma codes the form maps to exist in the cutover "
-    "environment is not checked here."
+    "Item policies, user groups, fee types and other code-table values the form maps to are not "
+    "looked up in Alma."
 )
 _TABS = {spec.name: spec for spec in MAPPING_TABS}
 
@@ -51,6 +55,8 @@ class PreflightCheck(Ref):
     passed: bool
     detail: str
     """What was found; when failed, exactly what to fix."""
+    checked: bool = True
+    """False: the check could not run (Alma did not answer); ``passed`` then says nothing."""
 
 
 class UnmappedCode(Ref):
@@ -146,9 +152,41 @@ def _validation_check(ctx: PhaseContext, recorded: dict[str, Any] | None) -> Pre
     )
 
 
-def preflight(ctx: PhaseContext, extract: RunRef) -> Preflight:
-    """Run the three checks against ``extract`` (the extract whose codes the cutover will deliver)
-    and the migration's signed-off baseline; write the report; return every check."""
+def _alma_check(ctx: PhaseContext, alma: AlmaConfiguration | None) -> PreflightCheck:
+    from aleph2alma.alma.client import AlmaApiError
+
+    if alma is None:
+        return PreflightCheck(
+            name=ALMA_CODES_CHECK, passed=True, checked=False, detail="not run: no Alma client was given"
+        )
+    try:
+        missing = missing_codes(ctx.form, alma)
+    except (AlmaApiError, OSError) as exc:
+        return PreflightCheck(
+            name=ALMA_CODES_CHECK,
+            passed=True,
+            checked=False,
+            detail=f"not run: Alma's configuration API did not answer ({exc}); check in Alma that the "
+            "form's libraries and locations exist",
+        )
+    if missing:
+        return PreflightCheck(
+            name=ALMA_CODES_CHECK,
+            passed=False,
+            detail=f"{len(missing)} Alma library or location code(s) the form maps to do not exist in Alma: "
+            f"{', '.join(missing)}; create them in Alma's configuration or correct the form",
+        )
+    return PreflightCheck(
+        name=ALMA_CODES_CHECK,
+        passed=True,
+        detail="every Alma library and location the form maps to exists in Alma",
+    )
+
+
+def preflight(ctx: PhaseContext, extract: RunRef, alma: AlmaConfiguration | None = None) -> Preflight:
+    """Run the checks against ``extract`` (the extract whose codes the cutover will deliver), the
+    migration's signed-off baseline and, through ``alma``, Alma's configuration; write the report;
+    return every check."""
     inventory = code_inventory(ctx, extract)
     recorded = state.baseline(ctx.store, ctx.migration_id)
     unmapped = {
@@ -159,6 +197,7 @@ def preflight(ctx: PhaseContext, extract: RunRef) -> Preflight:
         _baseline_check(recorded),
         _codes_check(extract, unmapped, str(ctx.form_dir)),
         _validation_check(ctx, recorded),
+        _alma_check(ctx, alma),
     ]
     passed = all(c.passed for c in checks)
     failed = [c for c in checks if not c.passed]
@@ -175,7 +214,11 @@ def preflight(ctx: PhaseContext, extract: RunRef) -> Preflight:
                 "Checks",
                 ["check", "result", "detail"],
                 [
-                    {"check": c.name, "result": "passed" if c.passed else "FAILED", "detail": c.detail}
+                    {
+                        "check": c.name,
+                        "result": ("passed" if c.passed else "FAILED") if c.checked else "not run",
+                        "detail": c.detail,
+                    }
                     for c in checks
                 ],
                 note=OUT_OF_SCOPE,

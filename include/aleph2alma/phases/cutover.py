@@ -53,12 +53,13 @@ def _within(ctx: PhaseContext, run: RunRef) -> PhaseContext:
     return dataclasses.replace(ctx, scope=ctx.scope_of(run))
 
 
-def preflight_step(ctx: PhaseContext, extract_run: str) -> Preflight:
-    """The preflight checks (``cutover.preflight``) on the extract named, else the latest full one;
-    fails permanently, naming every failed check and what to do, unless all pass."""
+def preflight_step(ctx: PhaseContext, extract_run: str, alma: Any | None) -> Preflight:
+    """The preflight checks (``cutover.preflight``) on the extract named, else the latest full one,
+    and on Alma's configuration through ``alma``; fails permanently, naming every failed check and
+    what to do, unless all pass."""
     from aleph2alma.cutover.preflight import preflight
 
-    result = preflight(ctx, state.extract_to_read(ctx.store, ctx.migration_id, extract_run))
+    result = preflight(ctx, state.extract_to_read(ctx.store, ctx.migration_id, extract_run), alma)
     if not result.passed:
         failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed]
         raise PreflightFailed(
