@@ -117,6 +117,18 @@ class AirflowClient:
     def awaiting_input(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return [ti for ti in self.task_instances(dag_id, run_id) if ti["state"] == "awaiting_input"]
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A try's whole log as text: each structured event (message, exception and its value) as a
+        JSON line, as the UI's log view shows it."""
+        body = self._call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        content = body.get("content") or []
+        return "\n".join(e if isinstance(e, str) else json.dumps(e, ensure_ascii=False) for e in content)
+
     def hitl_details(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
         return dict(
             self._call(

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import sqlite3
 from collections.abc import Iterator
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
-from aleph2alma.runs import POST_GO_LIVE_DAG
+from aleph2alma.runs import POST_GO_LIVE_DAG, TEST_LOAD_DAG, ChildStep, RunRef
+from aleph2alma.settings import CONFIG_ROOT
 from aleph2alma.storage import ArtifactStore
 from aleph2alma_dev.airflow_api import AirflowClient
 from aleph2alma_dev.demo.offline_circ import offline_circulation
@@ -39,8 +45,20 @@ def marked_secrets() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def config_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stack's configuration: a copy of the project's, which a test may edit as a librarian
+    edits theirs (the cutover's form), restoring it afterwards."""
+    root = tmp_path_factory.mktemp("config") / "config"
+    shutil.copytree(CONFIG_ROOT, root)
+    return root
+
+
+@pytest.fixture(scope="session")
 def airflow_stack(
-    tiny_library: Path, tmp_path_factory: pytest.TempPathFactory, marked_secrets: dict[str, str]
+    tiny_library: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    marked_secrets: dict[str, str],
+    config_root: Path,
 ) -> Iterator[EmbeddedStack]:
     stack = stack_for(
         tiny_library,
@@ -50,6 +68,7 @@ def airflow_stack(
         alma_api_key=marked_secrets["alma_api_key"],
         initial_admin_password=marked_secrets["admin_password"],
     )
+    stack.extra_env["ALEPH2ALMA_CONFIG_ROOT"] = str(config_root)
     # Connections every task sees but the test load does not use: nothing may print them either.
     aleph_db = json.loads(stack.extra_env["AIRFLOW_CONN_ALEPH_DB"])
     stack.extra_env["AIRFLOW_CONN_ALEPH_DB"] = json.dumps(
@@ -98,6 +117,28 @@ def test_load(airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
     )
 
 
+@pytest.fixture(scope="session")
+def fix_cycle(test_load: dict, airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
+    """Iteration 1 on the test load's extract, signed off: the baseline the cutover delivers."""
+    as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
+    test_load_run = RunRef(TEST_LOAD_DAG, test_load["run_id"])
+    conf = {
+        "migration_id": "demo",
+        "iteration": 1,
+        "as_of": as_of,
+        "extract_run_id": test_load_run.child(ChildStep.EXTRACT).run_id,
+        "previous_transform_run_id": test_load_run.child(ChildStep.TRANSFORM).run_id,
+    }
+    return run_dag(
+        airflow,
+        stack_store,
+        "migration_fix_cycle",
+        conf,
+        timeout=1200,
+        on_gate=exlibris_gate(airflow, stack_store, airflow_stack),
+    )
+
+
 TINY_SEED = 7  # tests/conftest.py's tiny_library
 
 
@@ -128,3 +169,91 @@ def post_go_live(
     }
     on_gate = exlibris_gate(airflow, stack_store, airflow_stack)
     return run_dag(airflow, stack_store, POST_GO_LIVE_DAG, conf, timeout=900, on_gate=on_gate)
+
+
+class ItemEdit:
+    """A librarian changes an item in Aleph during the technical-services freeze (Aleph stamps
+    Z30_UPDATE_DATE with today's date, in the library's time zone); ``undo`` puts it back."""
+
+    def __init__(self, replica: Path) -> None:
+        self.replica = replica
+        self.key = ""
+        self.before = ""
+
+    def __call__(self) -> None:
+        from aleph2alma.settings import load
+
+        zone = ZoneInfo(load("demo").nightly.time_zone)
+        with sqlite3.connect(self.replica) as db:
+            self.key, self.before = db.execute(
+                "SELECT Z30_REC_KEY, Z30_UPDATE_DATE FROM z30 ORDER BY Z30_REC_KEY LIMIT 1"
+            ).fetchone()
+            today = datetime.now(zone).strftime("%Y%m%d")
+            db.execute("UPDATE z30 SET Z30_UPDATE_DATE = ? WHERE Z30_REC_KEY = ?", (today, self.key))
+
+    def undo(self) -> None:
+        if self.key:
+            with sqlite3.connect(self.replica) as db:
+                db.execute(
+                    "UPDATE z30 SET Z30_UPDATE_DATE = ? WHERE Z30_REC_KEY = ?", (self.before, self.key)
+                )
+
+
+@dataclass
+class CutoverRuns:
+    refused: dict
+    no_go: dict
+    go: dict
+    item_edit: ItemEdit
+    live_after_no_go: dict | None
+
+
+@pytest.fixture(scope="session")
+def cutover_runs(
+    fix_cycle: dict,
+    airflow,
+    stack_store,
+    airflow_stack,
+    tiny_library: Path,
+    tiny_as_of: date,
+    config_root: Path,
+) -> CutoverRuns:
+    """migration_cutover three times after the signed-off fix cycle (tests/e2e/test_cutover_dag.py):
+    with the test load's form (the preflight refuses); with the cutover form, an item edited during
+    the freeze and No-Go; with the item put back and Go. The form and the item are put back after."""
+    from aleph2alma.alma.form import write_form
+    from aleph2alma.runs import CUTOVER_DAG
+    from aleph2alma.state import go_live
+    from aleph2alma_dev.demo.form import cutover_form, demo_form
+
+    assert fix_cycle["state"] == "success", fix_cycle.get("failed_tasks")
+    conf = {
+        "migration_id": "demo",
+        "as_of": tiny_as_of.isoformat(),
+        "sample_size": 3,
+        "fulfillment_by": "api",
+    }
+    form_dir, item_edit = config_root / "demo" / "form", ItemEdit(tiny_library / "replica.sqlite")
+
+    def cutover(timeout: float, **answers: Any) -> dict:
+        on_gate = exlibris_gate(airflow, stack_store, airflow_stack, **answers)
+        return run_dag(airflow, stack_store, CUTOVER_DAG, conf, timeout=timeout, on_gate=on_gate)
+
+    refused = cutover(300)
+    write_form(cutover_form(), form_dir)  # the librarian maps what the preflight named
+    try:
+        try:
+            no_go = cutover(1500, go=False, before={"fulfillment_freeze": item_edit})
+        finally:
+            item_edit.undo()
+        live_after_no_go = go_live(stack_store, "demo")
+        go = cutover(1500)
+    finally:
+        write_form(demo_form(), form_dir)
+    return CutoverRuns(refused, no_go, go, item_edit, live_after_no_go)
+
+
+@pytest.fixture(scope="session")
+def cutover_go(cutover_runs: CutoverRuns) -> dict:
+    """The cutover run answered Go."""
+    return cutover_runs.go

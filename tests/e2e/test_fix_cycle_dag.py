@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from aleph2alma.runs import TEST_LOAD_DAG, ChildStep, RunRef
-from aleph2alma_dev.demo.runner import audit_result, exlibris_gate, run_dag
+from aleph2alma.runs import ChildStep, RunRef
+from aleph2alma_dev.demo.runner import audit_result
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def fix_cycle(test_load: dict, airflow, stack_store, airflow_stack, tiny_library: Path) -> dict:
-    as_of = json.loads((tiny_library / "summary.json").read_text())["as_of"]
-    test_load_run = RunRef(TEST_LOAD_DAG, test_load["run_id"])
-    conf = {
-        "migration_id": "demo",
-        "iteration": 1,
-        "as_of": as_of,
-        "extract_run_id": test_load_run.child(ChildStep.EXTRACT).run_id,
-        "previous_transform_run_id": test_load_run.child(ChildStep.TRANSFORM).run_id,
-    }
-    return run_dag(
-        airflow,
-        stack_store,
-        "migration_fix_cycle",
-        conf,
-        timeout=1200,
-        on_gate=exlibris_gate(airflow, stack_store, airflow_stack),
-    )
 
 
 def test_iteration_signed_off(fix_cycle: dict) -> None:

@@ -188,6 +188,7 @@ GATES = [
         "every record accounted for",
         "3",
     ),
+    Gate("cutover_go", "migration_cutover", "go_no_go", "Go live?", None, "Freeze windows", "4"),
 ]
 
 

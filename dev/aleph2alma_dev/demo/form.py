@@ -116,3 +116,46 @@ def demo_form() -> MigrationForm:
             ),
         }
     )
+
+
+CUTOVER_MAPPINGS = {
+    "libraries": [{"aleph_sub_library": "BNUCP", "alma_library_code": "BNUZG", "alma_library_name": "Main"}],
+    "locations": [
+        {
+            "aleph_sub_library": "BNUCP",
+            "aleph_collection": "CPZW",
+            "alma_library_code": "BNUZG",
+            "alma_location_code": "CPSTORE",
+            "alma_location_name": "昌平校区旧藏 Changping campus store",
+            "electronic": "N",
+        },
+        {
+            "aleph_sub_library": "BNUZG",
+            "aleph_collection": "LSCK",
+            "alma_library_code": "BNUZG",
+            "alma_location_code": "LSCK",
+            "alma_location_name": "临时书库 Temporary stack",
+            "electronic": "N",
+        },
+    ],
+    "item_policies": [
+        {"aleph_item_status": "19", "alma_item_policy": "NO_LOAN"},
+        {"aleph_item_status": "99", "alma_item_policy": "NO_LOAN"},
+    ],
+    "user_groups": [
+        {"aleph_bor_status": "29", "aleph_bor_type": "*", "alma_user_group": "EXTERNAL"},
+        {"aleph_bor_status": "99", "aleph_bor_type": "*", "alma_user_group": "EXTERNAL"},
+    ],
+}
+"""What the librarian adds to the form before the cutover: the codes ``UNMAPPED_CODES`` left out
+(the closed campus library to the main library, the retired statuses to non-loanable/external).
+The cutover's preflight fails until every code in use is mapped."""
+
+
+def cutover_form() -> MigrationForm:
+    """The demo form as it stands at cutover: ``demo_form`` with ``CUTOVER_MAPPINGS`` added."""
+    form = demo_form()
+    tabs = dict(form.tabs)
+    for tab, rows in CUTOVER_MAPPINGS.items():
+        tabs[tab] = pd.concat([tabs[tab], _frame(rows)], ignore_index=True)
+    return MigrationForm(tabs)

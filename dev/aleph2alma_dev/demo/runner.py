@@ -2,8 +2,9 @@
 
 Generates the demo Aleph library, starts the embedded stack, triggers each phase's DAG
 through Airflow's REST API (answering gates there, as an operator would in the UI), then
-collects every run's summary into ``demo-output/summary.json`` and prints a table. The last
-delivered package (what Ex Libris would receive) is copied to ``demo-output/delivery/``.
+collects every run's summary into ``demo-output/summary.json`` and prints a table. Each package
+'Ex Libris' loads (what they would receive: the test load's, the cutover's inventory) is copied
+to ``demo-output/delivery/``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from aleph2alma import state
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
-from aleph2alma.runs import FIX_CYCLE_DAG, TEST_LOAD_DAG, ChildStep, RunRef
+from aleph2alma.runs import CUTOVER_DAG, FIX_CYCLE_DAG, PHASE_CHILDREN, TEST_LOAD_DAG, ChildStep, RunRef
 from aleph2alma.storage import ArtifactStore, parse_s3_uri
 from aleph2alma_dev.airflow_api import AirflowClient
 from aleph2alma_dev.devstack import PROJECT_ROOT, EmbeddedStack
@@ -79,23 +81,32 @@ def run_dag(
 
 
 def copy_delivery(store: ArtifactStore, package_uri: str, out: Path) -> Path:
-    """The delivered package, as Ex Libris receives it, under ``out/delivery/``: the zip and its members.
+    """A delivered package, as Ex Libris receives it, under ``out/delivery/``: the zip and its members
+    beside it (the test load's, then the cutover's inventory package).
 
-    The embedded S3 keeps nothing once stopped; a newcomer opens this copy. A later delivery (the fix
-    cycle's) replaces the earlier one.
+    The embedded S3 keeps nothing once stopped; a newcomer opens this copy.
     """
     bucket, key = parse_s3_uri(package_uri)
     delivery = out / "delivery"
-    shutil.rmtree(delivery, ignore_errors=True)
-    delivery.mkdir(parents=True)
+    delivery.mkdir(parents=True, exist_ok=True)
     package = delivery / PurePosixPath(key).name
     store.client.download_file(bucket, key, str(package))
+    shutil.rmtree(delivery / package.stem, ignore_errors=True)
     with zipfile.ZipFile(package) as archive:
         archive.extractall(delivery / package.stem)
     return package
 
 
-def delivered_package(client: AirflowClient, dag_id: str, run_id: str) -> str:
+LOADED_GATES = {
+    "test_environment_loaded": ("deliver", "package"),
+    "cutover_environment_accepted": ("deliver_inventory", "package_inventory"),
+}
+"""Gates answered once 'Ex Libris' has loaded a delivery → (the delivering task, the package task)."""
+
+
+def delivered_package(
+    client: AirflowClient, dag_id: str, run_id: str, deliver: str = "deliver", package: str = "package"
+) -> str:
     """The s3:// URI of the package 'Ex Libris' loads.
 
     Delivery mode generic: the copy ``deliver`` put in S3. Mode autoextract (``deliver`` skipped):
@@ -103,18 +114,27 @@ def delivered_package(client: AirflowClient, dag_id: str, run_id: str) -> str:
     own package instead, built from the same Aleph library.
     """
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
-    if states.get("deliver") == "skipped":
+    if states.get(deliver) == "skipped":
         print("  AutoExtract (STAND-IN) delivered placeholders; 'Ex Libris' loads the run's own package")
-        return str(client.xcom(dag_id, run_id, "package")["uri"])
-    delivered = client.xcom(dag_id, run_id, "deliver")
+        return str(client.xcom(dag_id, run_id, package)["uri"])
+    delivered = client.xcom(dag_id, run_id, deliver)
     to_s3 = next(d for d in delivered if d["target"].startswith("s3://"))
     return f"s3://{parse_s3_uri(to_s3['target'] + '/')[0]}/{to_s3['remote_path']}"
 
 
 def exlibris_gate(
-    client: AirflowClient, store: ArtifactStore, stack: EmbeddedStack, out: Path | None = None
+    client: AirflowClient,
+    store: ArtifactStore,
+    stack: EmbeddedStack,
+    out: Path | None = None,
+    *,
+    go: bool = True,
+    before: dict[str, Any] | None = None,
 ) -> Any:
-    """Answer "test environment loaded" as the operator does, once 'Ex Libris' (the emulator) has loaded.
+    """Answer every gate as the operator does: "test environment loaded" and "cutover environment
+    accepted" once 'Ex Libris' (the emulator) has loaded the delivery, with its statistics workbook;
+    "go live?" with Go (``go``) or No-Go; any other gate with Approve. ``before``: task id → what
+    happens in Aleph just before that gate is answered (a test's freeze violation).
 
     With ``out``, the delivered package is also copied to ``out/delivery/`` (``make demo``).
     """
@@ -122,11 +142,14 @@ def exlibris_gate(
 
     def on_gate(ti: dict[str, Any]) -> None:
         dag_id, run_id, task_id = ti["dag_id"], ti["dag_run_id"], ti["task_id"]
-        if task_id != "test_environment_loaded":
-            print(f"  answering {dag_id}.{task_id}: Approve")
-            client.answer(dag_id, run_id, task_id, ["Approve"])
+        if task_id in (before or {}):
+            (before or {})[task_id]()
+        if task_id not in LOADED_GATES:
+            choice = "Reject" if task_id == "go_no_go" and not go else "Approve"
+            print(f"  answering {dag_id}.{task_id}: {choice}")
+            client.answer(dag_id, run_id, task_id, [choice])
             return
-        package_uri = delivered_package(client, dag_id, run_id)
+        package_uri = delivered_package(client, dag_id, run_id, *LOADED_GATES[task_id])
         workbook = load_delivery(
             store, package_uri, stack.alma_url, f"{MIGRATION_ID}/exlibris/{run_id}/statistics.xlsx"
         )
@@ -148,8 +171,9 @@ def post_go_live(
     seed: int,
     generated: dict[str, Any],
 ) -> dict[str, Any]:
-    """After go-live on the test load's snapshot: the demo desks' offline circulation file uploaded
-    to S3 (what a librarian does), then migration_post_go_live with the decommission gate answered."""
+    """After go-live on the final run's snapshot (the cutover's; the test load's if the cutover did not
+    go live): the demo desks' offline circulation file uploaded to S3 (what a librarian does), then
+    migration_post_go_live with the decommission gate answered."""
     from datetime import date
 
     from aleph2alma.runs import POST_GO_LIVE_DAG
@@ -166,6 +190,43 @@ def post_go_live(
         "as_of": generated["as_of"],
     }
     return run_dag(client, store, POST_GO_LIVE_DAG, conf, on_gate=on_gate)
+
+
+def _config_copy(root: Path) -> Path:
+    """The demo's configuration, copied: the cutover edits its form, as the librarian does."""
+    from aleph2alma.settings import CONFIG_ROOT
+
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(CONFIG_ROOT, root)
+    return root
+
+
+def cutover(
+    client: AirflowClient, store: ArtifactStore, on_gate: Any, config_root: Path, generated: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The cutover after the signed-off fix cycle: the librarian first maps the codes the test load
+    left unmapped (the preflight refuses to freeze otherwise), then every gate is answered — the
+    freezes, the cutover environment (after 'Ex Libris' loaded the inventory), and Go."""
+    from aleph2alma.alma.form import write_form
+    from aleph2alma_dev.demo.form import CUTOVER_MAPPINGS, cutover_form
+
+    added = sum(len(rows) for rows in CUTOVER_MAPPINGS.values())
+    write_form(cutover_form(), config_root / MIGRATION_ID / "form")
+    print(
+        f"The librarian adds {added} mappings to the form for the cutover (codes the test load left unmapped)"
+    )
+    print(f"Running {CUTOVER_DAG} (preflight → freezes → inventory and fulfillment loads → go / no-go) …")
+    conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"], "fulfillment_by": "api"}
+    run = run_dag(client, store, CUTOVER_DAG, conf, timeout=3600, on_gate=on_gate)
+    cutover_run = RunRef(CUTOVER_DAG, run["run_id"])
+    order = (
+        ChildStep.INVENTORY_EXTRACT,
+        ChildStep.INVENTORY_TRANSFORM,
+        ChildStep.EXTRACT,
+        ChildStep.TRANSFORM,
+    )
+    children = [cutover_run.child(step) for step in order]
+    return [*(run_summary(client, store, c.dag_id, c.run_id) for c in children), run]
 
 
 def print_table(runs: list[dict[str, Any]]) -> None:
@@ -194,6 +255,23 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             print(
                 f"  offline circulation: {offline['records_in']} read, {offline['records_out']} in Alma, "
                 f"{offline['rejected']} rejected {json.dumps(offline['rejected_by_reason'])}"
+            )
+        if "freeze_windows" in run:
+            windows = run["freeze_windows"]
+            print(
+                "  freeze windows (approval → delivered): "
+                + ", ".join(
+                    f"{name.replace('_', ' ')} {windows[name]['seconds']:,.0f} s"
+                    for name in ("technical_services", "fulfillment")
+                )
+            )
+        if "freeze_violations" in run:
+            print(f"  freeze violations: {run['freeze_violations']['total']}")
+        if "go_no_go" in run:
+            decided = run["go_no_go"]
+            print(
+                f"  go / no-go: {decided['decision'].upper()} by {decided['answered_by']} "
+                f"at {decided['answered_at']}"
             )
         if "checklist" in run:
             checklist = run["checklist"]
@@ -250,10 +328,12 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
     print(f"Generating the demo Aleph library ({args.scale}, seed {args.seed}) in {args.data} …")
     generated = generate(args.data, scale=args.scale, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.out / "delivery", ignore_errors=True)  # this demo's deliveries only
     runs: list[dict[str, Any]] = []
+    config_root = Path(extra_env.get("ALEPH2ALMA_CONFIG_ROOT") or _config_copy(args.data / "config"))
     print("Starting the embedded stack (S3 endpoint + Airflow standalone) …")
     stack = stack_for(args.data)
-    stack.extra_env.update(extra_env)
+    stack.extra_env.update({"ALEPH2ALMA_CONFIG_ROOT": str(config_root), **extra_env})
     with stack:
         client, store = stack.airflow_client(), stack.artifact_store()
         on_gate = exlibris_gate(client, store, stack, args.out)
@@ -263,7 +343,7 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
         conf = {"migration_id": MIGRATION_ID, "as_of": generated["as_of"], "api_load": True}
         test_load = run_dag(client, store, "migration_test_load", conf, on_gate=on_gate)
         test_load_run = RunRef(TEST_LOAD_DAG, test_load["run_id"])
-        for step in ChildStep:
+        for step in PHASE_CHILDREN:
             child = test_load_run.child(step)
             runs.append(run_summary(client, store, child.dag_id, child.run_id))
         runs.append(test_load)
@@ -280,18 +360,25 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
             transform = RunRef(FIX_CYCLE_DAG, fix_cycle["run_id"]).child(ChildStep.TRANSFORM)
             runs.append(run_summary(client, store, transform.dag_id, transform.run_id))
             runs.append(fix_cycle)
+        final = test_load_run
+        if runs[-1]["state"] == "success" and runs[-1]["dag_id"] == FIX_CYCLE_DAG:
+            runs += cutover(client, store, on_gate, config_root, generated)
+            if runs[-1]["state"] == "success":
+                final = RunRef(CUTOVER_DAG, runs[-1]["run_id"])
         if test_load["state"] == "success":
-            runs.append(post_go_live(client, store, on_gate, test_load_run, args.scale, args.seed, generated))
+            runs.append(post_go_live(client, store, on_gate, final, args.scale, args.seed, generated))
+        go_live = state.go_live(store, MIGRATION_ID)
         save_reports(store, runs, args.out)
     summary = {
         "migration_id": MIGRATION_ID,
         "generated": {k: generated[k] for k in ("scale", "seed", "counts") if k in generated},
         "runs": runs,
+        "go_live": go_live,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print_table(runs)
     print(
         f"\nSummary written to {args.out / 'summary.json'}; reports copied to {args.out / 'reports'}/; "
-        f"the last delivered package to {args.out / 'delivery'}/"
+        f"the packages 'Ex Libris' loaded to {args.out / 'delivery'}/"
     )
     return 0 if all(r["state"] == "success" for r in runs) else 1
