@@ -105,9 +105,18 @@ def _body(dag: Any, gate: str, ti: _TI, **params: Any) -> str:
 @pytest.mark.parametrize(
     ("gate", "expected"),
     [
-        ("technical_services_freeze", ["The time you approve is the freeze's start", "`migration_extract/e1`"]),
-        ("cutover_environment_accepted", ["`s3://b/inv.zip` — 123,456 bytes", "| `bibs_BNU01.mrc` | 1,500 |"]),
-        ("go_no_go", ["every record accounted for", "3 new, 5 changed,\n1 deleted", "1 not mapped", "1290.5 s"]),
+        (
+            "technical_services_freeze",
+            ["The time you approve is the freeze's start", "`migration_extract/e1`"],
+        ),
+        (
+            "cutover_environment_accepted",
+            ["`s3://b/inv.zip` — 123,456 bytes", "| `bibs_BNU01.mrc` | 1,500 |"],
+        ),
+        (
+            "go_no_go",
+            ["every record accounted for", "3 new, 5 changed,\n1 deleted", "1 not mapped", "1290.5 s"],
+        ),
     ],
 )
 def test_gate_pages_show_what_the_operator_decides_on(dag: Any, gate: str, expected: list[str]) -> None:
@@ -123,6 +132,8 @@ def test_the_go_no_go_page_says_when_go_would_be_refused_and_what_follows_a_no_g
     assert "After a No-Go" in blocked
 
 
-@pytest.mark.parametrize(("by", "said"), [("api", "loaded through the Alma API"), ("files", "for\nEx Libris")])
+@pytest.mark.parametrize(
+    ("by", "said"), [("api", "loaded through the Alma API"), ("files", "for\nEx Libris")]
+)
 def test_the_fulfillment_freeze_page_says_how_the_snapshot_goes_to_alma(dag: Any, by: str, said: str) -> None:
     assert said in _body(dag, "fulfillment_freeze", _TI(), fulfillment_by=by)
