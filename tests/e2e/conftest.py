@@ -211,6 +211,7 @@ class CutoverRuns:
 @pytest.fixture(scope="session")
 def cutover_runs(
     fix_cycle: dict,
+    post_go_live: dict,
     airflow,
     stack_store,
     airflow_stack,
@@ -220,7 +221,11 @@ def cutover_runs(
 ) -> CutoverRuns:
     """migration_cutover three times after the signed-off fix cycle (tests/e2e/test_cutover_dag.py):
     with the test load's form (the preflight refuses); with the cutover form, an item edited during
-    the freeze and No-Go; with the item put back and Go. The form and the item are put back after."""
+    the freeze and No-Go; with the item put back and Go. The form and the item are put back after.
+
+    After the post-go-live run on the test load: the emulator is one Alma for both loads, and the
+    cutover's inventory, imported again over the test load's, changes the items the desks' offline
+    file was made for (a real cutover loads a fresh production environment)."""
     from aleph2alma.alma.form import write_form
     from aleph2alma.runs import CUTOVER_DAG
     from aleph2alma.state import go_live

@@ -19,17 +19,31 @@ def package(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_the_delivered_package_and_its_members_are_copied_and_a_later_one_replaces_it(tmp_path: Path) -> None:
+def test_each_delivered_package_is_copied_beside_the_others_and_a_copy_again_replaces_its_members(
+    tmp_path: Path,
+) -> None:
     store = ArtifactStore(LocalObjectClient(tmp_path / "s3"), "demo-bucket")
     store.ensure_bucket()
     out = tmp_path / "demo-output"
-    store.put_bytes("demo/delivery/first.zip", package({"users.xml": b"<users/>", "stale.csv": b"x"}))
-    store.put_bytes("demo/delivery/second.zip", package({"users.xml": b"<users><user/></users>"}))
+    store.put_bytes("demo/delivery/test_load.zip", package({"users.xml": b"<users/>", "stale.csv": b"x"}))
+    store.put_bytes("demo/delivery/inventory.zip", package({"bibs_BNU01.mrc": b"\x1d"}))
 
-    first = copy_delivery(store, "s3://demo-bucket/demo/delivery/first.zip", out)
-    assert first == out / "delivery" / "first.zip" and (out / "delivery" / "first" / "stale.csv").exists()
+    first = copy_delivery(store, "s3://demo-bucket/demo/delivery/test_load.zip", out)
+    assert (
+        first == out / "delivery" / "test_load.zip"
+        and (out / "delivery" / "test_load" / "stale.csv").exists()
+    )
 
-    second = copy_delivery(store, "s3://demo-bucket/demo/delivery/second.zip", out)
-    assert sorted(p.name for p in (out / "delivery").iterdir()) == ["second", "second.zip"]
-    assert (out / "delivery" / "second" / "users.xml").read_bytes() == b"<users><user/></users>"
-    assert zipfile.ZipFile(second).namelist() == ["users.xml"]
+    second = copy_delivery(store, "s3://demo-bucket/demo/delivery/inventory.zip", out)
+    assert sorted(p.name for p in (out / "delivery").iterdir()) == [
+        "inventory",
+        "inventory.zip",
+        "test_load",
+        "test_load.zip",
+    ]
+    assert zipfile.ZipFile(second).namelist() == ["bibs_BNU01.mrc"]
+
+    store.put_bytes("demo/delivery/test_load.zip", package({"users.xml": b"<users><user/></users>"}))
+    copy_delivery(store, "s3://demo-bucket/demo/delivery/test_load.zip", out)
+    assert sorted(p.name for p in (out / "delivery" / "test_load").iterdir()) == ["users.xml"]
+    assert (out / "delivery" / "test_load" / "users.xml").read_bytes() == b"<users><user/></users>"
