@@ -69,11 +69,12 @@ def measure(scale: str, seed: int) -> dict[str, Any]:
     from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
     from aleph2alma.runs import CUTOVER_DAG, EXTRACT_DAG, TRANSFORM_DAG
     from aleph2alma_dev.demo.runner import exlibris_gate, run_dag, stack_for
+    from aleph2alma_dev.devstack import free_port
 
     lib = library(scale, seed)
     generated = json.loads((lib / "summary.json").read_text())
     config = config_with_cutover_form(OUT / f"freeze-config-{scale}")
-    stack = stack_for(lib, state_dir=OUT / f"freeze-stack-{scale}")
+    stack = stack_for(lib, state_dir=OUT / f"freeze-stack-{scale}", api_port=free_port())
     stack.extra_env["ALEPH2ALMA_CONFIG_ROOT"] = str(config)
     hours = 6 * 3600
     with stack:
