@@ -36,6 +36,7 @@ from typing import Any
 
 from aleph2alma.errors import PermanentError
 from aleph2alma.runs import RunRef
+from aleph2alma.state import amend_run_summary
 from aleph2alma.storage import MANIFEST_NAME, ArtifactStore, Manifest, RunScope, StorageError
 
 RAW, ALMA, BASELINE, DELTA, ISSUES, PACKAGE = "raw", "alma", "baseline", "delta", "issues", "package"
@@ -511,15 +512,7 @@ def write_report(store: ArtifactStore, scope: RunScope, report: AuditReport) -> 
     run wrote one); returns the report's URI."""
     key = scope.report_prefix() + REPORT_NAME
     store.put_bytes(key, report.to_json().encode("utf-8"), content_type="application/json")
-    summary_key = scope.report_prefix() + "run_summary.json"
-    if store.exists(summary_key):
-        body = json.loads(store.get_bytes(summary_key))
-        body["audit"] = {**report.summary(), "report": store.uri(key)}
-        store.put_bytes(
-            summary_key,
-            json.dumps(body, indent=2, sort_keys=True, default=str).encode("utf-8"),
-            content_type="application/json",
-        )
+    amend_run_summary(store, scope, {"audit": {**report.summary(), "report": store.uri(key)}})
     return store.uri(key)
 
 

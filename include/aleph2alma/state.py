@@ -112,7 +112,24 @@ def write_run_summary(
         "stages": entries,
         **(extra or {}),
     }
-    key = scope.report_prefix() + "run_summary.json"
+    return _put_run_summary(store, scope, body)
+
+
+def amend_run_summary(store: ArtifactStore, scope: RunScope, extra: dict[str, Any]) -> bool:
+    """Add ``extra`` to the run summary the run wrote (a later step's result); False if it wrote none."""
+    key = _run_summary_key(scope)
+    if not store.exists(key):
+        return False
+    _put_run_summary(store, scope, {**json.loads(store.get_bytes(key)), **extra})
+    return True
+
+
+def _run_summary_key(scope: RunScope) -> str:
+    return scope.report_prefix() + "run_summary.json"
+
+
+def _put_run_summary(store: ArtifactStore, scope: RunScope, body: dict[str, Any]) -> str:
+    key = _run_summary_key(scope)
     store.put_bytes(
         key,
         json.dumps(body, indent=2, sort_keys=True, default=str).encode("utf-8"),

@@ -233,8 +233,6 @@ def record_decision(
     ctx: PhaseContext, answer: Mapping[str, Any] | None, marker: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """The go / no-go decision added to the run summary: Go with its marker, or No-Go."""
-    import json
-
     from aleph2alma.gate_answers import approved
 
     answer = answer or {}
@@ -244,14 +242,8 @@ def record_decision(
         "answered_at": answered_at(answer).isoformat(),
         "go_live": dict(marker) if marker else None,
     }
-    key = ctx.scope.report_prefix() + "run_summary.json"
-    summary = json.loads(ctx.store.get_bytes(key)) if ctx.store.exists(key) else {}
-    summary["go_no_go"] = decided
-    ctx.store.put_bytes(
-        key,
-        json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"),
-        content_type="application/json",
-    )
+    if not state.amend_run_summary(ctx.store, ctx.scope, {"go_no_go": decided}):
+        state.write_run_summary(ctx.store, ctx.scope, [], extra={"go_no_go": decided})
     return decided
 
 
