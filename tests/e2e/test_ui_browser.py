@@ -188,7 +188,34 @@ GATES = [
         "every record accounted for",
         "3",
     ),
-    Gate("cutover_go", "migration_cutover", "go_no_go", "Go live?", None, "Freeze windows", "4"),
+    Gate(
+        "cutover_go",
+        "migration_cutover",
+        "technical_services_freeze",
+        "Technical-services freeze in effect?",
+        None,
+        "The time you approve is the freeze's start",
+        "4",
+    ),
+    Gate(
+        "cutover_go",
+        "migration_cutover",
+        "cutover_environment_accepted",
+        "Cutover environment accepted?",
+        "statistics_workbook_uri",
+        "Inventory package",
+        "5",
+    ),
+    Gate(
+        "cutover_go",
+        "migration_cutover",
+        "fulfillment_freeze",
+        "Fulfillment freeze in effect; offline circulation running?",
+        None,
+        "loaded through the Alma API",
+        "6",
+    ),
+    Gate("cutover_go", "migration_cutover", "go_no_go", "Go live?", None, "Freeze windows", "7"),
 ]
 
 
