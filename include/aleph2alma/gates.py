@@ -19,15 +19,24 @@ When it passes unanswered, the gate sends ``AlertNotifier(Kind.GATE_WAITING)`` t
 assigned users and waits again, this time with no timeout: reminded exactly once, still
 waiting for a person. An answer before the delay means no reminder at all. A gate must not
 have ``defaults``: with them Airflow would answer it at the timeout (invariant: nothing
-auto-approves). Users assigned in the DAG file win; otherwise the Variable's
-``gate_assignees`` are assigned when the gate opens, and only they can answer it.
+auto-approves).
+
+Who answers: users assigned in the DAG file win; otherwise, when the migration has a plan
+(``plan.yaml``), the users of the role the plan gives the gate (and of its escalation roles);
+otherwise the alerts Variable's ``gate_assignees``. They are assigned when the gate opens, and
+only they can answer it. With a plan, the body also names the key node the gate closes and its
+planned day, and the key node's actual (when, who, the outcome) is recorded when it is answered
+(``aleph2alma.plan``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+log = logging.getLogger(__name__)
 
 
 class ApprovalGate(ApprovalOperator):
@@ -51,11 +60,18 @@ class ApprovalGate(ApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         from aleph2alma.notify import load_settings
+        from aleph2alma.plan.catalog import gate_spec
+        from aleph2alma.plan.gate_owners import gate_brief
 
         settings = load_settings()
+        plan, gate = _plan_of(context), gate_spec(self.dag_id, self.task_id)
         if not self.assigned_users:
-            users = [a.hitl_user() for a in settings.assignees(self.dag_id, self.task_id)]
+            owners = plan.gate_assignees(self.dag_id, self.task_id) if plan and gate else []
+            users = [a.hitl_user() for a in owners or settings.assignees(self.dag_id, self.task_id)]
             self.assigned_users = users or None  # type: ignore[assignment]  # HITLUser is this TypedDict
+        if plan and gate:
+            self.body = f"{self.body or ''}\n\n{gate_brief(plan, gate)}"
+            _record_opened(context, gate)
         self.response_timeout = settings.reminder_delay()
         return super().execute(context)
 
@@ -73,4 +89,49 @@ class ApprovalGate(ApprovalOperator):
                 self.log.exception("The reminder could not be sent; the gate keeps waiting all the same")
             self.log.info("Waiting for an answer, with no further reminder")
             raise TaskAwaitingInput(method_name="execute_complete", timeout=None)
-        return super().execute_complete(context, event)
+        answer = super().execute_complete(context, event)
+        _record_answered(context, answer)
+        return answer
+
+
+def _plan_of(context: Any) -> Any:
+    """The run's migration plan (None without one): a broken plan fails the gate, naming the key."""
+    from aleph2alma.plan.model import load_plan
+
+    migration_id = str((context.get("params") or {}).get("migration_id") or "")
+    return load_plan(migration_id) if migration_id else None
+
+
+def _record_opened(context: Any, gate: Any) -> None:
+    from datetime import UTC, datetime
+
+    from aleph2alma import wiring
+    from aleph2alma.plan.gate_owners import record_opened
+
+    ti = context["ti"]
+    opened = ti.start_date or datetime.now(UTC)
+    record_opened(wiring.artifact_store(), context["params"]["migration_id"], gate, ti.run_id, opened)
+
+
+def _record_answered(context: Any, answer: Any) -> None:
+    """The key node's actual. The answer stands even if this fails: a retry would ask again."""
+    from aleph2alma.plan.catalog import gate_spec
+
+    ti = context["ti"]
+    gate = gate_spec(ti.dag_id, ti.task_id)
+    migration_id = str((context.get("params") or {}).get("migration_id") or "")
+    if gate is None or not migration_id:
+        return
+    try:
+        from aleph2alma import wiring
+        from aleph2alma.plan.gate_owners import record_answered
+
+        where = record_answered(wiring.artifact_store(), migration_id, gate, ti.run_id, answer)
+        if where:
+            log.info("Key node %s recorded: %s", gate.closes, where)
+    except Exception:
+        log.exception(
+            "The key node %s could not be recorded; the answer stands. The control room will not show "
+            "its actual until the gate is answered again in a later run",
+            gate.closes,
+        )

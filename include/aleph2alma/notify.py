@@ -144,7 +144,8 @@ def build_alert(
             error=first_error_line(context.get("exception")),
         )
         return alert, list(settings.email_to)
-    assignees = gate_assignees(getattr(context.get("task"), "assigned_users", None), settings, ti)
+    planned = planned_assignees(context, ti)
+    assignees = gate_assignees(getattr(context.get("task"), "assigned_users", None), settings, ti, planned)
     delay = settings.reminder_delay()
     alert = Alert(
         kind,
@@ -208,16 +209,28 @@ def _local_time(when: datetime, timezone: str) -> str:
     return f"{local:%Y-%m-%d %H:%M} {timezone} ({in_utc})"
 
 
-def gate_assignees(assigned_users: Any, settings: AlertSettings, ti: Any) -> list[Assignee]:
-    """Who a gate's reminder goes to: the users its DAG file assigns, else the settings' ones.
+def planned_assignees(context: Any, ti: Any) -> list[Assignee]:
+    """The users the migration's plan assigns the gate to ([] without a plan)."""
+    from aleph2alma.plan.model import load_plan
 
-    A user the DAG file names gets the e-mail the settings give for the same id, if any.
+    migration_id = str((context.get("params") or {}).get("migration_id") or "")
+    plan = load_plan(migration_id) if migration_id else None
+    return plan.gate_assignees(ti.dag_id, ti.task_id) if plan else []
+
+
+def gate_assignees(
+    assigned_users: Any, settings: AlertSettings, ti: Any, planned: list[Assignee] | None = None
+) -> list[Assignee]:
+    """Who a gate's reminder goes to: the users its DAG file assigns, else the plan's, else the
+    settings' ones.
+
+    A user named by id alone gets the e-mail the plan or the settings give for the same id, if any.
     """
-    configured = settings.assignees(ti.dag_id, ti.task_id)
+    configured = list(planned or []) or settings.assignees(ti.dag_id, ti.task_id)
     users = [assigned_users] if isinstance(assigned_users, dict) else list(assigned_users or [])
     if not users:
         return configured
-    known = {a.id: a for a in configured}
+    known = {a.id: a for a in [*settings.assignees(ti.dag_id, ti.task_id), *configured]}
     return [
         known.get(str(u["id"])) or Assignee(id=str(u["id"]), name=str(u.get("name") or "")) for u in users
     ]

@@ -315,3 +315,25 @@ def test_the_decommission_gate_shows_what_is_being_signed_off(dagbag) -> None:
         "no files in this run",
     ):
         assert text in body, body
+
+
+def test_every_approval_gate_is_catalogued_and_the_demo_plan_assigns_it(dagbag) -> None:
+    """A new gate cannot go unowned: it must be in aleph2alma.plan.catalog (its key node) and a plan
+    must name the role that answers it (plan.yaml validation requires every catalogued gate)."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from aleph2alma.plan.catalog import gate_ids
+    from aleph2alma.plan.model import load_plan
+
+    gates = sorted(
+        f"{d.dag_id}.{t.task_id}"
+        for d in dagbag.dags.values()
+        for t in d.tasks
+        if isinstance(t, HITLOperator)
+    )
+    assert gates == sorted(gate_ids())
+    plan = load_plan("demo")
+    assert plan is not None
+    for gate in gates:
+        dag_id, task_id = gate.split(".")
+        assert plan.gate_assignees(dag_id, task_id), f"{gate}: no users assigned"

@@ -244,7 +244,19 @@ def record_decision(
     }
     if not state.amend_run_summary(ctx.store, ctx.scope, {"go_no_go": decided}):
         state.write_run_summary(ctx.store, ctx.scope, [], extra={"go_no_go": decided})
+    if answer:
+        _record_go_live_node(ctx, answer, str(decided["decision"]))
     return decided
+
+
+def _record_go_live_node(ctx: PhaseContext, answer: Mapping[str, Any], decision: str) -> None:
+    """The plan's go-live key node: reached on Go with its marker written; a No-Go is recorded too."""
+    from aleph2alma.plan.actuals import record_node
+    from aleph2alma.plan.catalog import KeyNode
+    from aleph2alma.plan.gate_owners import answer_actual
+
+    actual = answer_actual(KeyNode.GO_LIVE, ctx.scope.dag_id, ctx.scope.run_id, "go_no_go", answer, decision)
+    record_node(ctx.store, ctx.migration_id, actual)
 
 
 def fulfillment_api_load_step(ctx: PhaseContext, transform: RunRef, client: Any) -> dict[str, Any]:
