@@ -62,6 +62,7 @@ from aleph2alma.dagkit import (
     migration_id_param,
     params,
     phase_context,
+    phase_run_ended,
     run_phase,
     sample_size_param,
     workbook_param,
@@ -400,7 +401,8 @@ def migration_cutover() -> None:
             children += [run.child(extract), run.fixed(extract), run.child(transform)]
             reads[run.fixed(extract)] = run.child(extract)
             reads[run.child(transform)] = run.fixed(extract)
-        return audit_step(ctx.store, ctx.scope, children=children, reads=reads)
+        audited = audit_step(ctx.store, ctx.scope, children=children, reads=reads)
+        return {**audited, "status_report": phase_run_ended(ctx)}
 
     preflight() >> technical_services_freeze >> inventory_extract >> fix_inventory >> inventory_transform
     inventory_transform >> inventory_package >> autoextract

@@ -34,6 +34,7 @@ from aleph2alma.dagkit import (
     optional_text_param,
     params,
     phase_context,
+    phase_run_ended,
 )
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def migration_extract() -> None:
         from aleph2alma.audit import audit_step
 
         ctx = phase_context()
-        return audit_step(ctx.store, ctx.scope)
+        return {**audit_step(ctx.store, ctx.scope), "status_report": phase_run_ended(ctx)}
 
     close_with(audit(summarise(list(committed.values()), inventory)))
 

@@ -35,6 +35,7 @@ from aleph2alma.dagkit import (
     optional_text_param,
     params,
     phase_context,
+    phase_run_ended,
     run_phase,
     text_param,
 )
@@ -140,12 +141,13 @@ def migration_fix_cycle() -> None:
 
         ctx = phase_context()
         transform = ctx.run.child(ChildStep.TRANSFORM)
-        return audit_step(
+        audited = audit_step(
             ctx.store,
             ctx.scope,
             children=[transform],
             reads={ctx.run: fixed.source_extract, transform: ctx.run},
         )
+        return {**audited, "status_report": phase_run_ended(ctx)}
 
     fixed = apply_fixes()
     fixed >> transform_and_validate >> diff() >> sign_off >> record_baseline(fixed)

@@ -45,6 +45,7 @@ from aleph2alma.dagkit import (
     optional_text_param,
     params,
     phase_context,
+    phase_run_ended,
     sample_size_param,
     text_param,
     workbook_param,
@@ -198,7 +199,7 @@ def migration_post_go_live() -> None:
         from aleph2alma.audit import audit_step
 
         ctx = phase_context()
-        return audit_step(ctx.store, ctx.scope)
+        return {**audit_step(ctx.store, ctx.scope), "status_report": phase_run_ended(ctx)}
 
     final = which_final_run()
     offline = offline_circulation()

@@ -50,6 +50,7 @@ from aleph2alma.dagkit import (
     migration_id_param,
     params,
     phase_context,
+    phase_run_ended,
     run_phase,
     sample_size_param,
     workbook_param,
@@ -227,12 +228,13 @@ def migration_test_load() -> None:
 
         ctx = phase_context()
         extracted, transform = ctx.run.child(ChildStep.EXTRACT), ctx.run.child(ChildStep.TRANSFORM)
-        return audit_step(
+        audited = audit_step(
             ctx.store,
             ctx.scope,
             children=[extracted, transform],
             reads={transform: extracted, ctx.run: transform},
         )
+        return {**audited, "status_report": phase_run_ended(ctx)}
 
     reconcile(test_environment_loaded.output, loaded)
     close_with(audit())

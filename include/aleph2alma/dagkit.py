@@ -249,6 +249,25 @@ def run_phase(task_id: str, step: ChildStep, conf: Any) -> TriggerDagRunOperator
     )
 
 
+def phase_run_ended(ctx: PhaseContext) -> dict[str, str]:
+    """Called by a phase run's last task (its audit): records the run's end for the plan's actuals
+    and writes the migration's status report (``reports/<dag>/<run>/status/``). A phase's child run
+    (``<run>__extract``) is part of its parent's: nothing is recorded for it."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk import get_current_context
+
+    from aleph2alma.plan.report import phase_run_ended as record
+    from aleph2alma.runs import is_child_run
+
+    if is_child_run(ctx.scope.run_id):
+        return {}
+    run = get_current_context()["dag_run"]
+    started = run.start_date or datetime.now(UTC)
+    params = {k: v for k, v in dict(get_current_context()["params"]).items() if k in ("iteration",)}
+    return record(ctx.store, ctx.scope, started, datetime.now(UTC), params)
+
+
 def close_with(audit: Any) -> Any:
     """Make ``audit`` (the accounting audit's task, as returned by calling it) the DAG's only leaf:
     every task that had nothing after it now runs before the audit, so the audit sees every

@@ -89,3 +89,8 @@ class RunRef:
         if not run_id or "/" in dag_id:
             raise RunRefError(f"not a run reference: {text!r}; expected <run id> or <dag id>/<run id>")
         return cls(dag_id or default_dag, run_id)
+
+
+def is_child_run(run_id: str) -> bool:
+    """True for a run a phase started for one of its steps (``<parent run id>__<step>``)."""
+    return any(run_id.endswith(_CHILD_SEPARATOR + step.value) for step in ChildStep)

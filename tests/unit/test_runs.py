@@ -27,3 +27,11 @@ def test_parse(text: str, expected: RunRef) -> None:
 def test_parse_rejects_what_is_not_a_run(text: str) -> None:
     with pytest.raises(RunRefError, match="expected <run id> or <dag id>/<run id>"):
         RunRef.parse(text, EXTRACT_DAG)
+
+
+def test_a_child_run_is_told_from_a_run_whose_id_has_double_underscores() -> None:
+    from aleph2alma.runs import is_child_run
+
+    parent = RunRef("migration_test_load", "demo__migration_test_load__20261207T041056")
+    assert not is_child_run(parent.run_id)
+    assert all(is_child_run(parent.child(step).run_id) for step in ChildStep)

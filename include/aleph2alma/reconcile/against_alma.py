@@ -267,6 +267,10 @@ def reconcile_step(
         totals=result.totals,
         entities={
             e.entity: {
+                "source": e.source,
+                "delivered": e.delivered,
+                "rejected": e.rejected,
+                "alma_rejected": e.alma_rejected,
                 "accounted": e.accounted,
                 "in_alma": e.in_alma,
                 "in_alma_from": e.in_alma_from,
