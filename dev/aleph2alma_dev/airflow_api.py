@@ -95,7 +95,10 @@ class AirflowClient:
         return dict(self._call("POST", f"/dags/{dag_id}/dagRuns", json=body))
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+        return str(self.dag_run(dag_id, run_id)["state"])
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})

@@ -362,3 +362,56 @@ def test_trigger_form_submitted_with_its_defaults_starts_a_run(
         page.screenshot(path=shots / f"21_{dag_id}_run.png")
     finally:
         stop_run(airflow, dag_id, run_id)
+
+
+def test_the_control_room_shows_the_migration_in_english_and_chinese(
+    page: Any, airflow_stack: EmbeddedStack, shots: Path, test_load: dict
+) -> None:
+    """The control-room page, from the UI's navigation: phases with their latest runs, the record
+    counts of the latest reconciled load, the plan's timeline with the key nodes the session's
+    runs reached; then switched to Chinese. Its screenshot is the README's. (That each actual is
+    the run's own time is tests/e2e/test_control_room.py's.)"""
+    from playwright.sync_api import expect
+
+    assert test_load["state"] == "success", test_load.get("failed_tasks")
+    page.goto(f"{airflow_stack.api_url}/")
+    page.get_by_role("link", name="Migration control room").click()
+    page.wait_for_url("**/plugin/migration-control-room")
+    room = page.frame_locator("iframe").first
+    expect(room.locator("#title")).to_contain_text("Migration control room — Demo University Library")
+    phases = room.locator("tr.phase")
+    expect(phases).to_have_count(5)
+    test_load_row = room.locator('tr.phase[data-phase="test_load"]')
+    expect(test_load_row).to_contain_text("Test load")
+    expect(test_load_row).to_contain_text("done")
+    expect(test_load_row).to_contain_text(test_load["run_id"])
+    for entity in ("bibs", "holdings", "items", "patrons"):
+        expect(room.locator(f'tr.entity-count[data-entity="{entity}"]')).to_be_visible()
+    received = room.locator('tr.key-node[data-node="test_environment_received"]')
+    expect(received).to_contain_text("late")  # planned 2026-06-19 in the demo's plan
+    expect(received).to_contain_text(ADMIN_USER)  # who approved the session's gate
+    expect(room.locator("#timeline-chart svg")).to_be_visible()
+    expect(room.locator("#counts-chart svg")).to_be_visible()
+    page.screenshot(path=shots / "30_control_room_in_the_ui.png")
+
+    room.locator("#language-switch").click()
+    expect(room.locator("#title")).to_contain_text("迁移控制台 — 示范大学图书馆")
+    expect(room.locator('tr.phase[data-phase="cutover"]')).to_contain_text("正式切换")
+    expect(room.locator('tr.key-node[data-node="test_environment_received"]')).to_contain_text("测试环境交付")
+    page.screenshot(path=shots / "31_control_room_zh_in_the_ui.png")
+
+    # The page on its own (the frame's source, same login cookie), whole: the README's screenshot.
+    page.goto(f"{airflow_stack.api_url}/aleph2alma/control-room?migration=demo&lang=en")
+    expect(page.locator("#title")).to_contain_text("Migration control room")
+    expect(page.locator("#timeline-chart svg")).to_be_visible()
+    page.screenshot(path=shots / "32_control_room.png", full_page=True)
+
+
+def test_the_control_room_refuses_an_anonymous_request(airflow_stack: EmbeddedStack) -> None:
+    import httpx
+
+    url = f"{airflow_stack.api_url}/aleph2alma/control-room"
+    assert httpx.get(url, timeout=30).status_code == 401
+    forged = httpx.get(url, cookies={"_token": "not-a-token"}, timeout=30)
+    assert forged.status_code in (401, 403), forged.text
+    assert "control room" not in forged.text.lower()
