@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLOTS
-from aleph2alma_dev.demo.runner import stack_for
+from aleph2alma_dev.demo.runner import restore_bucket, stack_for
 from aleph2alma_dev.devstack import (
     EXECUTORS,
     LOOPBACK,
@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         default=PROJECT_ROOT / "demo-data",
         help="the demo library (generated at tiny scale if missing)",
     )
+    parser.add_argument(
+        "--demo-output",
+        type=Path,
+        default=PROJECT_ROOT / "demo-output",
+        help="where `make demo` kept its bucket's state and reports (loaded into S3 if there)",
+    )
     args = parser.parse_args(argv)
 
     kwargs: dict = {"api_port": args.port, "listen_host": args.host, "state_dir": args.state_dir}
@@ -88,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.airflow_client().ensure_pool(ALMA_POOL, ALMA_POOL_SLOTS, ALMA_POOL_DESCRIPTION)
         print(f"Airflow UI: {stack.api_url}  user: admin  password: {stack.admin_password()}")
         print(f"S3 endpoint: {stack.s3_endpoint}  bucket: aleph2alma-artifacts   (Ctrl-C stops everything)")
+        restored = restore_bucket(stack, args.demo_output)
+        if restored:
+            print(f"Loaded {restored} objects of the last `make demo` ({args.demo_output}/bucket/) into S3:")
+            print(f"  its runs, plan actuals and reports: {stack.api_url}/plugin/migration-control-room")
         if stack.distributed:
             print(
                 f"Executor: CeleryExecutor, worker {stack.worker_name}@<host> "

@@ -23,7 +23,7 @@ from aleph2alma.alma.rate import ALMA_POOL, ALMA_POOL_DESCRIPTION, ALMA_POOL_SLO
 from aleph2alma.runs import CUTOVER_DAG, FIX_CYCLE_DAG, PHASE_CHILDREN, TEST_LOAD_DAG, ChildStep, RunRef
 from aleph2alma.storage import ArtifactStore, parse_s3_uri
 from aleph2alma_dev.airflow_api import AirflowClient
-from aleph2alma_dev.devstack import PROJECT_ROOT, EmbeddedStack
+from aleph2alma_dev.devstack import BUCKET, PROJECT_ROOT, EmbeddedStack
 
 MIGRATION_ID = "demo"
 
@@ -292,6 +292,31 @@ def save_reports(store: ArtifactStore, runs: list[dict[str, Any]], out: Path) ->
             store.download(key, out / "reports" / run["dag_id"] / key.removeprefix(prefix))
 
 
+BUCKET_SNAPSHOT = "bucket"
+"""``<out>/bucket/``: what the control room reads of the demo's S3 bucket (``state/`` and ``reports/``),
+for ``make airflow`` to load back into its fresh S3 endpoint (which keeps nothing once stopped)."""
+
+
+def save_bucket(store: ArtifactStore, out: Path, migration_id: str = MIGRATION_ID) -> int:
+    """Copy the migration's ``state/`` and ``reports/`` objects to ``out/bucket/<key>``; how many."""
+    target = out / BUCKET_SNAPSHOT
+    shutil.rmtree(target, ignore_errors=True)
+    keys = [k for prefix in ("state/", "reports/") for k in store.list_keys(f"{migration_id}/{prefix}")]
+    for key in keys:
+        store.download(key, target / key)
+    return len(keys)
+
+
+def restore_bucket(stack: EmbeddedStack, out: Path) -> int:
+    """Load a demo's saved objects (``save_bucket``) into the stack's bucket; how many (0: none saved)."""
+    saved = out / BUCKET_SNAPSHOT
+    files = sorted(p for p in saved.rglob("*") if p.is_file()) if saved.is_dir() else []
+    client = stack.s3_client()
+    for path in files:
+        client.upload_file(str(path), BUCKET, path.relative_to(saved).as_posix())
+    return len(files)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="tiny", choices=["tiny", "small", "bnu"])
@@ -369,6 +394,7 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
             runs.append(post_go_live(client, store, on_gate, final, args.scale, args.seed, generated))
         go_live = state.go_live(store, MIGRATION_ID)
         save_reports(store, runs, args.out)
+        saved = save_bucket(store, args.out)
     summary = {
         "migration_id": MIGRATION_ID,
         "generated": {k: generated[k] for k in ("scale", "seed", "counts") if k in generated},
@@ -380,5 +406,12 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
     print(
         f"\nSummary written to {args.out / 'summary.json'}; reports copied to {args.out / 'reports'}/; "
         f"the packages 'Ex Libris' loaded to {args.out / 'delivery'}/"
+    )
+    last = runs[-1]
+    status = args.out / "reports" / last["dag_id"] / last["run_id"] / "status" / "status.en.html"
+    print(
+        f"Status report for the project lead: {status} (and .zh.html, .png)\n"
+        f"The control room: `make airflow` loads the {saved} objects kept in {args.out / BUCKET_SNAPSHOT}/ "
+        "back into S3; then open Airflow's UI → Migration control room"
     )
     return 0 if all(r["state"] == "success" for r in runs) else 1
