@@ -2,6 +2,11 @@
 # (requirements.lock: no moto or test tools) and the product package (include/ only; the
 # dev tooling in dev/ is not copied).
 FROM apache/airflow:3.3.2-python3.11
+# A Chinese font for the status report's Chinese PNG (aleph2alma.plan.charts; without one it is skipped).
+USER root
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
+USER airflow
 COPY --chown=airflow:root requirements.lock /opt/aleph2alma/
 COPY --chown=airflow:root include /opt/aleph2alma/include
 RUN pip install --no-cache-dir -r /opt/aleph2alma/requirements.lock

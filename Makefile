@@ -53,6 +53,12 @@ browser:
 	  echo "Installing Debian's chromium for the browser test ..."; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
+	@# A Chinese font, so the control room's Chinese page (and its screenshot) shows characters, not boxes.
+	@if command -v fc-list >/dev/null 2>&1 && [ -z "$$(fc-list :lang=zh)" ] && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  echo "Installing a Chinese font (fonts-wqy-microhei) for the browser test ..."; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; \
+	fi
 
 test: $(STAMP) $(RUNTIME_STAMP) browser
 	$(BIN)/ruff check include dev dags plugins tests bench scripts
