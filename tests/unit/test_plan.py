@@ -289,3 +289,30 @@ def test_the_plugin_links_the_page_the_app_serves() -> None:
     assert plugin.PAGE_PATH == PAGE_PATH
     view = plugin.ControlRoomPlugin.external_views[0]
     assert view["href"] == f"aleph2alma/{PAGE_PATH}" and not view["href"].startswith("/")
+
+
+def test_a_page_that_cannot_be_built_says_why_in_one_line() -> None:
+    from aleph2alma.plan.web import error_page
+
+    shown = error_page(PlanError("plan.yaml: gates.migration_cutover.go_no_go: unknown role 'lead'"))
+    assert "configuration has a problem" in shown and "unknown role &#x27;lead&#x27;" in shown
+    assert "Traceback" not in shown
+
+
+def test_a_gate_reminder_goes_to_the_plan_users_with_their_e_mail() -> None:
+    from types import SimpleNamespace
+
+    from aleph2alma.alerts import AlertSettings
+    from aleph2alma.notify import gate_assignees
+
+    plan = parse(demo_data())
+    ti = SimpleNamespace(dag_id="migration_cutover", task_id="fulfillment_freeze")
+    planned = plan.gate_assignees(ti.dag_id, ti.task_id)
+    reminded = gate_assignees(None, AlertSettings(), ti, planned)
+    assert [(a.id, a.address()) for a in reminded] == [
+        ("chen.jing", "chen.jing@library.example"),
+        ("admin", ""),
+    ]
+    # assigned by id alone (as a resumed gate's task knows them): the plan gives the address
+    by_id = gate_assignees([{"id": "chen.jing", "name": "chen.jing"}], AlertSettings(), ti, planned)
+    assert by_id[0].address() == "chen.jing@library.example"

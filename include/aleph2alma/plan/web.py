@@ -7,8 +7,10 @@ own token*: the page shows only the runs and gates the signed-in user may see.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,6 +21,8 @@ from fastapi.responses import HTMLResponse
 from aleph2alma.alerts import check_timezone, gate_url, run_url
 from aleph2alma.plan.status import OpenGate, RunInfo
 from aleph2alma.runs import is_child_run
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MIGRATION_ID = "demo"
 """What a run triggered without ``migration_id`` in its conf works on (the form's default)."""
@@ -114,10 +118,32 @@ def create_app() -> Any:
             if header.lower().startswith("bearer ")
             else request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
         )
-        html = page(str(request.url.path), token, migration, lang)
+        try:
+            html = page(str(request.url.path), token, migration, lang)
+        except Exception as exc:  # the page says what failed; the API server's log has the traceback
+            log.exception("The control room could not be built")
+            return HTMLResponse(error_page(exc), status_code=500, headers={"Cache-Control": "no-store"})
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def error_page(exc: Exception) -> str:
+    """What the operator sees when the page cannot be built: the cause in one line, and where to look."""
+    from aleph2alma.errors import ConfigError
+
+    if isinstance(exc, ConfigError):
+        what = "The migration's configuration has a problem (fix the file and reload):"
+    elif isinstance(exc, httpx.HTTPError):
+        what = "Airflow's API did not answer the control room:"
+    else:
+        what = "The control room could not read the migration's artifacts (S3) or runs:"
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Migration control room</title></head>"
+        f"<body><h1>Migration control room</h1><p>{escape(what)}</p>"
+        f"<pre>{escape(type(exc).__name__)}: {escape(str(exc))}</pre>"
+        "<p>The API server's log has the details.</p></body></html>"
+    )
 
 
 def migrations() -> list[str]:
