@@ -94,11 +94,14 @@ HOL_LINKS = pa.table({"sysno": ["000000777"], "bib_library": ["BNU01"], "bib_sys
 
 
 def run(
-    rows: list[dict[str, Any]], excluded: dict[str, str] | None = None, hol_links: pa.Table | None = HOL_LINKS
+    rows: list[dict[str, Any]],
+    excluded: dict[str, str] | None = None,
+    hol_links: pa.Table | None = HOL_LINKS,
+    adm_links: pa.Table | None = None,
 ) -> tuple[list[dict[str, Any]], Any, RejectLog, io.StringIO]:
     sink = io.StringIO()
     log = RejectLog(sink)
-    table, stats = transform_items(ztable(Z30, rows), StubForm(), excluded or {}, log, hol_links)
+    table, stats = transform_items(ztable(Z30, rows), StubForm(), excluded or {}, log, hol_links, adm_links)
     assert table.column_names == ITEM_COLUMNS
     assert stats.records_in == stats.records_out + stats.rejected
     return table.to_pylist(), stats, log, sink
@@ -267,6 +270,36 @@ def test_bib_link_pads_sysnos_and_withholds_items_of_undelivered_holdings() -> N
     [reject] = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert (reject["record_id"], reject["reason"]) == ("000000002000010", "holdings_not_delivered")
     assert stats.rejected_by_reason == {"holdings_not_delivered": 1}
+
+
+def test_items_with_no_hol_link_reach_their_bib_through_their_adm_record() -> None:
+    others = [f"{n:09d}" for n in range(1000, 1010)]  # more links than the part asks for: narrowed first
+    adm_links = pa.table(
+        {
+            "adm": ["000012345", "000000003", "000000005", *others],
+            "bib_library": ["BNU02", "BNU02", "BNU01", *["BNU01"] * 10],
+            "bib_sysno": ["000000001", "555", "000000666", *others],
+            "bib_rejected": [False, False, True, *[False] * 10],
+        }
+    )
+    rows = [
+        FULL_ROW | {"Z30_HOL_DOC_NUMBER_X": "777"},  # the HOL link wins over the ADM record's
+        FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_HOL_DOC_NUMBER_X": ""},
+        FULL_ROW | {"Z30_REC_KEY": "000000004000010", "Z30_HOL_DOC_NUMBER_X": ""},  # neither link
+        FULL_ROW | {"Z30_REC_KEY": "000000005000010", "Z30_HOL_DOC_NUMBER_X": ""},  # bib was rejected
+    ]
+    links = pa.table({"sysno": ["000000777"], "bib_library": ["BNU01"], "bib_sysno": ["4242"]})
+    (by_hol, by_adm, neither), stats, _, sink = run(rows, hol_links=links, adm_links=adm_links)
+    assert (by_hol["holding_id"], by_hol["bib_library"], by_hol["bib_sysno"]) == (
+        "000000777",
+        "BNU01",
+        "000004242",
+    )
+    assert (by_adm["holding_id"], by_adm["bib_library"], by_adm["bib_sysno"]) == ("", "BNU02", "000000555")
+    assert (neither["bib_library"], neither["bib_sysno"]) == ("", "")
+    assert (stats.linked_through_adm, stats.unlinked_to_bib) == (1, 1)
+    [reject] = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert (reject["record_id"], reject["reason"]) == ("000000005000010", "bib_not_delivered")
 
 
 def test_without_hol_links_bib_fields_are_empty() -> None:

@@ -127,6 +127,7 @@ def _found_defects(out: Path, summary: dict[str, Any]) -> set[tuple[str, str, st
     holdings = {r.sysno for r in _seq_records(out, settings.hol_file)}
 
     t = _stripped(_table_rows(summary["db_url"]))
+    adm_bib = _adm_bib(t)
     barcodes = Counter(i["Z30_BARCODE"] for i in t["Z30"] if i["Z30_BARCODE"])
     for i in t["Z30"]:
         key = i["Z30_REC_KEY"]
@@ -134,7 +135,9 @@ def _found_defects(out: Path, summary: dict[str, Any]) -> set[tuple[str, str, st
             found.add(("items", key, "missing_barcode"))
         elif barcodes[i["Z30_BARCODE"]] > 1:
             found.add(("items", key, "duplicate_barcode"))
-        if i["Z30_HOL_DOC_NUMBER_X"] not in holdings:
+        hol = i["Z30_HOL_DOC_NUMBER_X"]
+        library, _, bib = adm_bib.get(key[:9], "").partition(":")
+        if hol not in holdings if hol else bib not in bib_sysnos.get(library, set()):
             found.add(("items", key, "orphan_item"))
         if f"{i['Z30_SUB_LIBRARY']}/{i['Z30_COLLECTION']}" not in known["collections"]:
             found.add(("items", key, "unmapped_location"))
@@ -243,6 +246,15 @@ def test_char_columns_are_blank_padded(demo: tuple[Path, dict[str, Any]]) -> Non
                     assert isinstance(value, int), (name, col.name, value)
 
 
+def _adm_bib(t: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """ADM doc number → ``library:sysno`` of its bib, from Z103's ADM → BIB rows."""
+    return {
+        z["Z103_REC_KEY"][5:14]: f"{z['Z103_REC_KEY_1'][:5]}:{z['Z103_REC_KEY_1'][5:14]}"
+        for z in t["Z103"]
+        if z["Z103_LKR_TYPE"] == "ADM"
+    }
+
+
 def test_clean_records_link_and_use_known_codes(demo: tuple[Path, dict[str, Any]]) -> None:
     out, summary = demo
     settings = load("demo")
@@ -254,10 +266,8 @@ def test_clean_records_link_and_use_known_codes(demo: tuple[Path, dict[str, Any]
         for r in _seq_records(out, settings.hol_file)
         if ("holdings", f"{settings.hol_library}:{r.sysno}") not in bad
     }
-    adm_bib = {
-        z["Z103_REC_KEY"][5:14]: f"{z['Z103_LKR_LIBRARY']}:{z['Z103_LKR_DOC_NUMBER']}" for z in t["Z103"]
-    }
-    with_items = set()
+    adm_bib = _adm_bib(t)
+    with_items, adm_only = set(), 0
     for i in t["Z30"]:
         assert (
             i["Z30_MATERIAL"] in known["materials"]
@@ -267,9 +277,13 @@ def test_clean_records_link_and_use_known_codes(demo: tuple[Path, dict[str, Any]
         if ("items", i["Z30_REC_KEY"]) in bad:
             continue
         hol = i["Z30_HOL_DOC_NUMBER_X"]
+        if not hol:  # no HOL record: the item reaches its bib through its ADM record (Z103)
+            adm_only += 1
+            continue
         assert hol_bib[hol] == adm_bib[i["Z30_REC_KEY"][:9]], i  # item → HOL → bib agrees with ADM → bib
         with_items.add(hol)
     assert set(hol_bib) == with_items, "every clean holdings record has items"
+    assert adm_only >= 2, "some clean items have no HOL link, only their ADM record's Z103 link"
     items = {i["Z30_REC_KEY"]: i for i in t["Z30"]}
     clean_items = {k for k in items if ("items", k) not in bad}
     patrons = {p["Z303_REC_KEY"] for p in t["Z303"]}

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from aleph2alma.aleph.links import ADM_LINKS_SCHEMA, adm_bib_links, adms_without_holdings
 from aleph2alma.aleph.ztables import Z_TABLES
 from aleph2alma.validate import attachment
 from aleph2alma.validate.checks import (
@@ -23,6 +24,7 @@ from aleph2alma.validate.checks import (
     read_parts,
     rejected_ids,
 )
+from aleph2alma.validate.columns import KeySet
 from aleph2alma.validate.issues import Issue
 from aleph2alma.validate.rules import RULES
 
@@ -113,6 +115,10 @@ def bib(library: str, sysno: str, rejected: bool = False) -> dict[str, Any]:
     return {"library": library, "sysno": sysno, "has_856": False, "rejected": rejected}
 
 
+def adm_link(adm: str, bib_library: str, bib_sysno: str) -> dict[str, Any]:
+    return {"adm": adm, "bib_library": bib_library, "bib_sysno": bib_sysno}
+
+
 BASE: Rows = {
     "bib_index": [
         bib("BNU01", "000000001"),
@@ -143,6 +149,7 @@ BASE: Rows = {
     "z36": [loan("000000001000010", "BNU000000001"), loan("000000002000010", "BNU000000002")],
     "z37": [request("0000000010000200001", "BNU000000002")],
     "z31": [fine("BNU000000003202501011030000001")],
+    "adm_links": [],
 }
 """A clean little library: patron 3 has lapsed but has no loans."""
 
@@ -151,6 +158,8 @@ WIDTHS = {c.name: c.width for t in Z_TABLES.values() for c in t.columns if c.kin
 
 def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     """Rows as the extract gives them: CHAR values blank-padded, dates int64."""
+    if name == "adm_links":
+        return pa.Table.from_pylist(rows, schema=ADM_LINKS_SCHEMA)
     if name in ("bib_index", "holdings_index"):
         return pa.Table.from_pylist(rows)
     columns = NEEDED_COLUMNS[name.upper()]
@@ -251,6 +260,32 @@ CASES: list[tuple[str, Callable[[Rows], None], set[tuple[str, str]]]] = [
         "orphan_item: HOL record that does not exist, and a blank link",
         add("z30", item("000000001000030", "X1", hol="000000099"), item("000000001000040", "X2", hol="")),
         {("orphan_item", "000000001000030"), ("orphan_item", "000000001000040")},
+    ),
+    (
+        "orphan_item: no HOL link, but the ADM record links (Z103) to a bib, even a rejected one",
+        both(
+            add("z30", item("000000003000010", "X1", hol=""), item("000000004000010", "X2", hol="")),
+            add(
+                "adm_links", adm_link("000000003", "BNU02", "1"), adm_link("000000004", "BNU01", "000000002")
+            ),
+        ),
+        set(),
+    ),
+    (
+        "orphan_item: no HOL link, and the ADM record links to no bib, or to one that does not exist",
+        both(
+            add("z30", item("000000003000010", "X1", hol=""), item("000000004000010", "X2", hol="")),
+            add("adm_links", adm_link("000000004", "BNU02", "000000002")),
+        ),
+        {("orphan_item", "000000003000010"), ("orphan_item", "000000004000010")},
+    ),
+    (
+        "orphan_item: a HOL link to no HOL record is not saved by the ADM record's link",
+        both(
+            add("z30", item("000000003000010", "X1", hol="000000099")),
+            add("adm_links", adm_link("000000003", "BNU01", "000000001")),
+        ),
+        {("orphan_item", "000000003000010")},
     ),
     (
         "unmapped_location: unknown pair; the * fallback of BNUJY maps any collection",
@@ -557,6 +592,8 @@ def _replica_inputs(library: Path) -> tuple[TableInputs, date, set[tuple[str, st
             df.columns = [c.upper() for c in df.columns]
             tables[name.lower()] = pa.Table.from_pandas(df, preserve_index=False)
     engine.dispose()
+    adms = KeySet.of(adms_without_holdings(tables["z30"]))
+    tables["adm_links"] = adm_bib_links(tables.pop("z103"), "BNU50", adms)
     bib_index, holdings_index = _indexes(library / "alephseq", summary)
     truth = set()
     for line in (library / "ground_truth.jsonl").read_text(encoding="utf-8").splitlines():

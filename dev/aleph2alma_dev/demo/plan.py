@@ -23,6 +23,7 @@ from aleph2alma_dev.demo.defects import DefectPicker, defect_code, defect_count,
 ELECTRONIC_SHARE = 0.04  # bibs with an 856 and no holdings (P2E candidates)
 CHINESE_SHARE = 0.65  # BNU01 (CNMARC) : BNU02 (MARC 21)
 EXPIRED_CLEAN_SHARE = 0.12  # clean patrons whose registration lapsed (they have no loans)
+ADM_ONLY_ITEM_SHARE = 0.0005  # clean items with no HOL link: their bib comes through ADM → BIB (Z103)
 KINDS = ("mono", "serial", "thesis")
 ITEM_STATUS_CODES = [*codes.ITEM_STATUSES, *codes.UNMAPPED_CODES["item_statuses"]]
 BOR_STATUS_CODES = [*codes.BOR_STATUSES, *codes.UNMAPPED_CODES["bor_statuses"]]
@@ -112,7 +113,7 @@ class Plan:
     item_hol: np.ndarray
     item_adm: np.ndarray
     item_seq: np.ndarray
-    item_hol_sysno: np.ndarray
+    item_hol_sysno: np.ndarray  # 0: no HOL link (Z30_HOL_DOC_NUMBER_X blank)
     item_loc: np.ndarray  # ≥ len(LOCATIONS): UNMAPPED_LOCATIONS
     item_status: np.ndarray  # index into ITEM_STATUS_CODES
     item_process: np.ndarray  # index into PROCESS_CODES
@@ -337,6 +338,21 @@ def _items(
     }
 
 
+def _adm_only_items(rng: np.random.Generator, i: dict[str, np.ndarray]) -> None:
+    """Blank the HOL link of a few clean items, as sites that keep no HOL record for every item
+    do: they reach their bib through their ADM record's Z103 link. Each is the first item of a
+    holding with at least three, so no holding is left without linked items, even with an orphan.
+
+    Its own random stream, so the rest of the library is drawn as without it."""
+    hol, n = i["item_hol"], len(i["item_hol"])
+    first = np.flatnonzero(np.r_[True, hol[1:] != hol[:-1]])
+    sizes = np.diff(np.r_[first, n])
+    pool = first[sizes >= 3]
+    pool = pool[i["item_defect"][pool] == 0]
+    count = min(len(pool), max(2, round(ADM_ONLY_ITEM_SHARE * n)))
+    i["item_hol_sysno"][np.sort(rng.choice(pool, size=count, replace=False))] = 0
+
+
 def _patrons(rng: np.random.Generator, scale: Scale, as_of: int) -> dict[str, np.ndarray]:
     n = scale.patrons
     profile = codes.BOR_STATUS_PROFILE
@@ -454,6 +470,7 @@ def build_plan(scale: Scale, seed: int, as_of: date) -> Plan:
     b["bib_defect"] = _bib_defects(rng, b)
     h = _holdings(rng, scale, b)
     i = _items(rng, scale, b, h)
+    _adm_only_items(np.random.default_rng([seed, 103]), i)
     p = _patrons(rng, scale, day)
     c = _circulation(rng, scale, i, p, day)
     clean_adm = np.flatnonzero(b["bib_defect"][h["adm_bib"]] == 0) + 1

@@ -86,12 +86,12 @@ def vendor(i: int) -> tuple[str, str, str]:
 
 
 def z103(plan: Plan, adm_library: str, libraries: tuple[str, str]) -> Iterator[Row]:
+    """Each ADM record's link to its bib (the ADM → BIB direction only)."""
     for d, b in enumerate(plan.adm_bib.tolist(), start=1):
         yield (
-            f"{adm_library}{d:09d}000000001",
+            f"{adm_library}{d:09d}01",
             "ADM",
-            libraries[int(plan.bib_lib[b])],
-            f"{int(plan.bib_sysno[b]):09d}",
+            f"{libraries[int(plan.bib_lib[b])]}{int(plan.bib_sysno[b]):09d}01",
         )
 
 
@@ -198,7 +198,7 @@ def z30(plan: Plan) -> Iterator[Row]:
                 f"{'CNY' if chi else 'USD'}{price}.00",
                 ymd(open_day),
                 updated_ymd,
-                f"{hol_sysno:09d}",
+                f"{hol_sysno:09d}" if hol_sysno else blank,
                 loans if status_code in codes.LOANABLE_STATUSES else 0,
                 enum_a,
                 enum_b,

@@ -289,11 +289,16 @@ Z103 = ZTable(
     "adm",
     "links",
     "Z103_REC_KEY",
+    # Links between records, one row per direction. An ADM record's link to its bib
+    # (Z103_LKR_TYPE "ADM") has the ADM record in Z103_REC_KEY and the bib in
+    # Z103_REC_KEY_1, as sites query it (5-C-Folio/ACQ-Queries HAM_ORDERS.sql:
+    # substr(Z103_REC_KEY,6,9) ADM, substr(Z103_REC_KEY_1,1,5) BIB library,
+    # substr(Z103_REC_KEY_1,6,9) BIB doc). The sequence is 2 bytes (Ex Libris Knowledge
+    # Center, "Maximum number of z103 LKR fields per record").
     (
-        _c("Z103_REC_KEY", 23),  # source library (5) + doc number (9) + sequence (9)
-        _c("Z103_LKR_TYPE", 5),  # ADM: this ADM record belongs to the BIB record below
-        _c("Z103_LKR_LIBRARY", 5),
-        _c("Z103_LKR_DOC_NUMBER", 9),
+        _c("Z103_REC_KEY", 16),  # library (5) + doc number (9) + sequence (2)
+        _c("Z103_LKR_TYPE", 5),  # ADM, HOL, UP, DN, PAR, ANA, ITM
+        _c("Z103_REC_KEY_1", 16),  # the linked record: library (5) + doc number (9) first
     ),
 )
 

@@ -273,6 +273,7 @@ Z30_DICTIONARY = [
 """Z30 columns ``read_z30`` reads dictionary-encoded: codes and mostly blank text, a few hundred
 distinct values per part. Keys, barcodes, inventory numbers, holdings and call numbers are
 (nearly) unique: hashing them into a dictionary would cost more than stripping every row."""
+ADM_LINK_COLUMNS = ["adm", "bib_library", "bib_sysno"]
 HOL_LINK_COLUMNS = ["sysno", "bib_library", "bib_sysno"]
 HOL_LINK_DICTIONARY = ["bib_library"]
 """The holdings index columns ``transform_items`` needs (its ``hol_links``), and those best read
@@ -303,6 +304,7 @@ class ItemStats(Tally):
     unlinked_to_bib: int = (
         0  # delivered rows with no holdings link (only counted when ``hol_links`` is given)
     )
+    linked_through_adm: int = 0  # delivered rows with no HOL link, linked to their bib through Z103
 
 
 def call_number_text(col: pa.Array) -> pa.Array:
@@ -356,6 +358,7 @@ def transform_items(
     excluded: Mapping[str, str],
     rejects: RejectLog,
     hol_links: pa.Table | None = None,
+    adm_links: pa.Table | None = None,
 ) -> tuple[pa.Table, ItemStats]:
     """One Z30 part → Alma item rows (``ITEM_SCHEMA``), in input order.
 
@@ -365,7 +368,10 @@ def transform_items(
     9-digit strings of ALEPHSEQ) fills ``bib_library`` and ``bib_sysno`` through
     ``Z30_HOL_DOC_NUMBER_X`` (zero-padded to 9 digits); a row naming a holdings record that is
     not in ``hol_links`` (not delivered) is rejected as ``holdings_not_delivered``, a row
-    with no holdings link is delivered without a bib link. ``hol_links`` may cover the whole HOL library
+    with no holdings link is delivered without a bib link, unless ``adm_links`` (columns
+    ``adm``, ``bib_library``, ``bib_sysno``, optionally ``bib_rejected``: ``aleph.links``)
+    links its ADM record to a bib; one whose bib the bib transform rejected is then
+    rejected as ``bib_not_delivered``. ``hol_links`` may cover the whole HOL library
     (each call then scans it once, ~60 ms per million links); a part's own links are faster.
 
     Every column is computed over the whole part and the rejected rows are dropped at the
@@ -392,21 +398,36 @@ def transform_items(
     holding = _sysno(text_column(z30, "Z30_HOL_DOC_NUMBER_X"))
     cols["holding_id"] = holding
     cols["bib_library"], cols["bib_sysno"], unlinked = _bib_links(holding, hol_links)
+    through_adm = bib_rejected = pa.repeat(False, len(keys))
+    if adm_links is not None:
+        linked = _adm_bib_links(keys, pc.equal(holding, ""), adm_links)
+        through_adm, bib_rejected = linked.column("through"), linked.column("bib_rejected")
+        for name in ("bib_library", "bib_sysno"):
+            cols[name] = pc.if_else(through_adm, linked.column(name), cols[name])
+        unlinked = pc.and_(unlinked, pc.invert(through_adm))
     # An item whose holdings record was not delivered (rejected, or its bib was) has no bib in
     # Alma either: withhold it here, so that the worklist names it, not Alma's load report.
-    withheld = pc.and_(pc.and_(unlinked, pc.not_equal(holding, "")), pc.invert(pc.or_(blank, gone)))
+    kept = pc.invert(pc.or_(blank, gone))
+    withheld = pc.and_(pc.and_(unlinked, pc.not_equal(holding, "")), kept)
     if pc.any(withheld).as_py():
         _reject_rows(z30, keys, withheld, "holdings_not_delivered", rejects, stats)
+    bib_withheld = pc.and_(bib_rejected, kept)
+    if pc.any(bib_withheld).as_py():
+        _reject_rows(z30, keys, bib_withheld, "bib_not_delivered", rejects, stats)
     no_loans = z30.column("Z30_NO_LOANS").combine_chunks().cast(pa.int64()).fill_null(0)
     cols["no_loans"] = pc.max_element_wise(pc.min_element_wise(no_loans, MAX_NO_LOANS), 0).cast(pa.int32())
 
     table = pa.Table.from_arrays([cols[c] for c in ITEM_COLUMNS], schema=ITEM_SCHEMA)
-    flags = pa.table({f"fallback:{k}": v for k, v in fell_back.items()} | {"unlinked": unlinked})
+    flags = pa.table(
+        {f"fallback:{k}": v for k, v in fell_back.items()}
+        | {"unlinked": unlinked, "through_adm": through_adm}
+    )
     if stats.rejected:
-        dropped = pc.or_(pc.or_(blank, gone), withheld)
+        dropped = pc.or_(pc.or_(pc.or_(blank, gone), withheld), bib_withheld)
         table, flags = drop_rows(table, dropped), drop_rows(flags, dropped)
     stats.fallbacks = {k: pc.sum(flags.column(f"fallback:{k}")).as_py() or 0 for k in fell_back}
     stats.unlinked_to_bib = pc.sum(flags.column("unlinked")).as_py() or 0
+    stats.linked_through_adm = pc.sum(flags.column("through_adm")).as_py() or 0
     stats.records_out = table.num_rows
     return table, stats.check(ENTITY)
 
@@ -473,6 +494,30 @@ def _bib_links(holding: pa.Array, hol_links: pa.Table | None) -> tuple[pa.Array,
     bib_library = text_column(hol_links, "bib_library").take(at).fill_null("")
     bib_sysno = _sysno(text_column(hol_links, "bib_sysno")).take(at).fill_null("")
     return bib_library, bib_sysno, pc.is_null(at)
+
+
+def _adm_bib_links(keys: pa.Array, no_holding: pa.Array, adm_links: pa.Table) -> pa.Table:
+    """Per row: whether ``adm_links`` links the item's ADM record to a bib (only rows with
+    ``no_holding``), that bib, and whether the bib transform rejected it."""
+    require_columns(adm_links, ADM_LINK_COLUMNS, "adm_links")
+    adm = pc.if_else(no_holding, pc.utf8_slice_codeunits(keys, 0, 9), pa.scalar(None, pa.string()))
+    wanted = pc.unique(adm.drop_null())
+    if adm_links.num_rows > 2 * len(wanted):
+        adm_links = adm_links.filter(pc.is_in(adm_links.column("adm"), value_set=wanted))
+    at = pc.index_in(adm, value_set=text_column(adm_links, "adm"))
+    rejected = (
+        adm_links.column("bib_rejected").combine_chunks()
+        if "bib_rejected" in adm_links.column_names
+        else pa.repeat(False, adm_links.num_rows)
+    )
+    return pa.table(
+        {
+            "through": pc.is_valid(at),
+            "bib_library": text_column(adm_links, "bib_library").take(at).fill_null(""),
+            "bib_sysno": _sysno(text_column(adm_links, "bib_sysno")).take(at).fill_null(""),
+            "bib_rejected": rejected.take(at).fill_null(False),
+        }
+    )
 
 
 def read_z30(source: str | Path) -> pa.Table:

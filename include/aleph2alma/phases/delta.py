@@ -274,8 +274,9 @@ def _library_tables(ctx: PhaseContext, run: RunRef, stage: str, tmp: Path) -> An
 
     bibs = _seq_keys(ctx, run, stage, "bibs", tmp)
     holdings = _seq_keys(ctx, run, stage, "holdings", tmp)
+    z30 = table("items", "Z30")
     return TableInputs(
-        z30=table("items", "Z30"),
+        z30=z30,
         z303=table("patrons", "Z303"),
         z305=table("patrons", "Z305"),
         z36=table("loans", "Z36"),
@@ -288,7 +289,26 @@ def _library_tables(ctx: PhaseContext, run: RunRef, stage: str, tmp: Path) -> An
             }
         ),
         holdings_index=pa.table({"sysno": [s for sysnos in holdings.values() for s in sysnos]}),
+        adm_links=_adm_links(ctx, run, stage, z30, tmp),
     )
+
+
+def _adm_links(ctx: PhaseContext, run: RunRef, stage: str, z30: pa.Table, tmp: Path) -> pa.Table:
+    """The ADM → BIB links (Z103) of the items with no HOL link; none when Z103 is not in the stage."""
+    from aleph2alma.aleph.links import (
+        ADM_LINKS_SCHEMA,
+        Z103_COLUMNS,
+        adms_without_holdings,
+        read_adm_bib_links,
+    )
+
+    adms = adms_without_holdings(z30)
+    if len(adms) == 0 or not ctx.store.stage_committed(ctx.scope_of(run), stage, "links"):
+        return ADM_LINKS_SCHEMA.empty_table()
+    sources = _stage_files(ctx, run, stage, "links", "Z103", tmp)
+    if any(not set(Z103_COLUMNS) <= set(pq.read_schema(p).names) for p in sources):
+        return ADM_LINKS_SCHEMA.empty_table()  # a baseline from before Z103's columns were kept
+    return read_adm_bib_links(sources, ctx.settings.adm_library, adms)
 
 
 def _changed_ids(ctx: PhaseContext, committed: dict[str, Committed], tmp: Path) -> dict[str, set[str]]:

@@ -259,12 +259,25 @@ def transform_items_part(
             read_dictionary=HOL_LINK_DICTIONARY,
         )
         excluded = excluded_records(ctx.store, excluded_key).get("items", {})
+        adm_links = _adm_links(ctx, out.tmp)
         with open(out.path("rejects", "jsonl"), "w") as rej:
             rejects = RejectLog(rej)
-            items, stats = transform_items(z30, ctx.form, excluded, rejects, hol_links=links)
+            items, stats = transform_items(
+                z30, ctx.form, excluded, rejects, hol_links=links, adm_links=adm_links
+            )
         write_items_csv(items, out.path("out", "csv"))
         write_items_parquet(items, out.path("index", "parquet"))
         return out.upload(ctx, "csv", Tally.of(stats.records_in, stats.records_out, rejects.counts))
+
+
+def _adm_links(ctx: PhaseContext, tmp: Path) -> pa.Table | None:
+    """The ADM → BIB links validation found for items with no HOL link (None: there are none)."""
+    from aleph2alma.phases.validation import adm_links_key
+
+    key = adm_links_key(ctx)
+    if not ctx.store.exists(key):
+        return None
+    return pq.read_table(ctx.store.download(key, tmp / "adm_links.parquet"))
 
 
 def transform_patrons(ctx: PhaseContext, extract: RunRef, excluded_key: str, scrub_emails: bool) -> Committed:

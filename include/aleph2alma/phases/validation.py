@@ -27,6 +27,7 @@ def validate_tables(
     ctx: PhaseContext, extract: RunRef, bibs: Committed, holdings: Committed
 ) -> TableValidation:
     """Cross-record rules over the raw Z-tables and the MARC indexes → issues + records to exclude."""
+    from aleph2alma.aleph.links import with_bib_rejected
     from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
     from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
     from aleph2alma.validate.checks import TableInputs, check_tables, read_parts, rejected_ids
@@ -40,17 +41,22 @@ def validate_tables(
             manifest = store.stage_manifest(ctx.scope_of(extract), "raw", entity)
             return read_parts(store.local_copies(manifest.parts(name), tmp / name), name)
 
+        z30 = table("items", "Z30")
+        bib_index = index_table(store, bibs, tmp / "bibs", BIB_INDEX_SCHEMA)
+        adm_links = _adm_links(ctx, extract, z30, tmp)
         inputs = TableInputs(
-            z30=table("items", "Z30"),
+            z30=z30,
             z303=table("patrons", "Z303"),
             z305=table("patrons", "Z305"),
             z36=table("loans", "Z36"),
             z37=table("requests", "Z37"),
             z31=table("fines", "Z31"),
-            bib_index=index_table(store, bibs, tmp / "bibs", BIB_INDEX_SCHEMA),
+            bib_index=bib_index,
             holdings_index=index_table(store, holdings, tmp / "holdings", HOLDINGS_INDEX_SCHEMA),
             withheld_holdings=tuple(rejected_sysnos(store, holdings, "bib_rejected")),
+            adm_links=adm_links,
         )
+        _put_adm_links(ctx, with_bib_rejected(adm_links, bib_index), tmp)
         issues_path = tmp / "tables.jsonl"
         found: list[Issue] = []
         with open(issues_path, "w", encoding="utf-8") as sink:
@@ -82,6 +88,33 @@ def validate_tables(
         excluded_key=excluded_key,
         by_rule=dict(log.counts),
     )
+
+
+def adm_links_key(ctx: PhaseContext) -> str:
+    """Where validation leaves the ADM → BIB links (Z103) of the items with no HOL link, for
+    the items transform of the same run (``aleph.links``, with ``bib_rejected``)."""
+    return ctx.scope.prefix("validate") + "adm_links.parquet"
+
+
+def _adm_links(ctx: PhaseContext, extract: RunRef, z30: Any, tmp: Path) -> Any:
+    """The ADM → BIB links of the extract's items with no HOL link (none when Z103 was not extracted)."""
+    from aleph2alma.aleph.links import ADM_LINKS_SCHEMA, adms_without_holdings, read_adm_bib_links
+
+    adms = adms_without_holdings(z30)
+    scope = ctx.scope_of(extract)
+    if len(adms) == 0 or not ctx.store.stage_committed(scope, "raw", "links"):
+        return ADM_LINKS_SCHEMA.empty_table()
+    parts = ctx.store.stage_manifest(scope, "raw", "links").parts("Z103")
+    sources = ctx.store.local_copies(parts, tmp / "Z103")
+    return read_adm_bib_links(sources, ctx.settings.adm_library, adms)
+
+
+def _put_adm_links(ctx: PhaseContext, links: Any, tmp: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp / "adm_links.parquet"
+    pq.write_table(links, path)
+    ctx.store.put_file(adm_links_key(ctx), path, records=links.num_rows, source="Z103", kind="index")
 
 
 def write_p2e(ctx: PhaseContext, bibs: Committed, holdings: Committed) -> Committed:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +50,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aleph2alma.validate.columns import (
+    SYSNO_WIDTH,
+    Column,
     KeySet,
     column,
     duplicates,
@@ -83,8 +85,10 @@ NEEDED_COLUMNS: dict[str, tuple[str, ...]] = {
     "Z36": ("Z36_REC_KEY", "Z36_ID", "Z36_STATUS"),
     "Z37": ("Z37_REC_KEY", "Z37_ID"),
     "Z31": ("Z31_REC_KEY",),
+    "Z103": ("Z103_REC_KEY", "Z103_LKR_TYPE", "Z103_REC_KEY_1"),
 }
-"""The only Z-table columns the checks read (no names, addresses or PINs)."""
+"""The only Z-table columns the checks read (no names, addresses or PINs); Z103's ADM → BIB
+links are read with ``aleph.links``."""
 
 DICTIONARY_COLUMNS: dict[str, tuple[str, ...]] = {
     "Z30": ("Z30_SUB_LIBRARY", "Z30_COLLECTION", "Z30_ITEM_STATUS"),
@@ -123,6 +127,9 @@ class TableInputs:
     # HOL sysnos withheld because their bib was rejected: they exist, so their items are not
     # orphans (the items transform withholds them as holdings_not_delivered).
     withheld_holdings: tuple[str, ...] = ()
+    # ADM → BIB links (Z103) of the items with no HOL link (``aleph.links.ADM_LINKS_SCHEMA``):
+    # such an item reaches its bib through its ADM record.
+    adm_links: pa.Table = field(default_factory=lambda: _no_adm_links())
 
     def totals(self) -> dict[str, int]:
         """Records per entity: the denominators of the rules' percentages."""
@@ -135,6 +142,12 @@ class TableInputs:
             "requests": self.z37.num_rows,
             "fines": self.z31.num_rows,
         }
+
+
+def _no_adm_links() -> pa.Table:
+    from aleph2alma.aleph.links import ADM_LINKS_SCHEMA
+
+    return ADM_LINKS_SCHEMA.empty_table()
 
 
 def read_parts(sources: Iterable[str | Path | BinaryIO], table: str) -> pa.Table:
@@ -222,14 +235,49 @@ def check_missing_barcode(ctx: CheckContext) -> Iterator[Issue]:
 
 
 def check_orphan_item(ctx: CheckContext) -> Iterator[Issue]:
-    """Items whose Z30_HOL_DOC_NUMBER_X is blank or not a holdings record in the holdings index."""
-    hol = sysno_text(column(ctx.inputs.z30, "Z30_HOL_DOC_NUMBER_X"))
+    """Items whose Z30_HOL_DOC_NUMBER_X is not a holdings record in the holdings index, or is
+    blank while their ADM record has no Z103 link to a bib in the bib index."""
+    z30 = ctx.inputs.z30
+    hol = sysno_text(column(z30, "Z30_HOL_DOC_NUMBER_X"))
     bad = ~ctx.holdings_sysnos.contains(hol)
-    details = [
-        f"Z30_HOL_DOC_NUMBER_X {h}: no such holdings record" if h else "Z30_HOL_DOC_NUMBER_X is blank"
-        for h in strings_at(hol, bad)
-    ]
+    no_hol = np.flatnonzero(bad & mask_of(pc.equal(hol, "")))
+    adm = trimmed(column(z30, "Z30_REC_KEY"), 0, SYSNO_WIDTH).take(pa.array(no_hol))
+    bib, found = _adm_bibs(ctx, adm)
+    bad[no_hol[found]] = False
+    unlinked = zip(strings_at(adm, ~found), bib.filter(pa.array(~found)).to_pylist(), strict=True)
+    details = []
+    for h in strings_at(hol, bad):
+        if h:
+            details.append(f"Z30_HOL_DOC_NUMBER_X {h}: no such holdings record")
+            continue
+        adm_doc, linked = next(unlinked)
+        details.append(
+            f"Z30_HOL_DOC_NUMBER_X is blank and ADM record {adm_doc} "
+            + (f"links (Z103) to {linked}: no such bib record" if linked else "has no Z103 link to a bib")
+        )
     yield from _issues("orphan_item", "items", _item_ids(ctx, bad), details)
+
+
+def _adm_bibs(ctx: CheckContext, adm: Column) -> tuple[pa.Array, np.ndarray]:
+    """Per ADM doc number: its Z103 bib as ``library:sysno`` (null: no ADM → BIB link), and
+    whether the bib index has that bib."""
+    links = ctx.inputs.adm_links
+    bib = pc.binary_join_element_wise(
+        trimmed(links.column("bib_library")), sysno_text(links.column("bib_sysno")), ":"
+    )
+    index = ctx.inputs.bib_index
+    sysno = sysno_text(column(index, "sysno"))
+    near = pa.array(KeySet.of(sysno_text(links.column("bib_sysno"))).contains(sysno))
+    known = pc.binary_join_element_wise(
+        trimmed(column(index, "library")).filter(near), sysno.filter(near), ":"
+    )
+    exists = pc.is_in(bib, value_set=_whole(known))
+    at = pc.index_in(adm, value_set=_whole(links.column("adm")))
+    return _whole(bib).take(at), mask_of(_whole(exists).take(at))
+
+
+def _whole(col: Column) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
 def check_unmapped_location(ctx: CheckContext) -> Iterator[Issue]:

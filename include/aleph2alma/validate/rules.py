@@ -365,8 +365,10 @@ _DEFAULT_RULES: tuple[Rule, ...] = (
         REJECT_SHARE,
         """
        The item's holdings link (Z30_HOL_DOC_NUMBER_X) names a HOL record that does not
-       exist, so the item has no holdings or bib in Alma and is not delivered. In Aleph's
-       item form, link the item to the right holdings record, or delete the item.""",
+       exist, or is blank and the item's ADM record has no link (Z103) to an existing bib,
+       so the item has no holdings or bib in Alma and is not delivered. In Aleph's item
+       form, link the item to the right holdings record (or its ADM record to its bib),
+       or delete the item.""",
     ),
     _r(
         "unmapped_location",
