@@ -165,6 +165,9 @@ def _room_data(store: ArtifactStore) -> None:
         "items": {"source": 300, "delivered": 299, "rejected": 1, "in_alma": 297},
     }
     put(tl.report_prefix() + "run_summary.json", _json({"reconciliation": {"entities": entities}}))
+    tl_transform = RunScope("demo", "migration_transform", "tl1__transform")
+    tl_rules = {"missing_title": {"severity": "FIX", "count": 55}}
+    put(tl_transform.report_prefix() + "validation/report.json", _json({"rules": tl_rules}))
     for i, (run, missing, fixed) in enumerate((("fc1", 40, 0), ("fc2", 12, 28)), start=1):
         transform = RunScope("demo", "migration_transform", f"{run}__transform")
         rules = {
@@ -219,8 +222,8 @@ def test_the_status_view_puts_the_plan_against_what_the_runs_recorded(store: Art
         ("bibs", 100, 98, 2, 98),
         ("items", 300, 299, 1, 297),
     ]
-    assert room.fix_trend.iterations == ["1", "2"]
-    assert room.fix_trend.rules == {"missing_title": ("FIX", [40, 12])}  # INFO rules left out
+    assert room.fix_trend.iterations == ["0", "1", "2"]  # 0: the test load the fix cycles start from
+    assert room.fix_trend.rules == {"missing_title": ("FIX", [55, 40, 12])}  # INFO rules left out
     effort = {e.role: (e.gates_answered, e.issues_fixed) for e in room.effort}
     assert effort["systems_librarian"] == (1, 0) and effort["cataloguing"] == (0, 28)
 

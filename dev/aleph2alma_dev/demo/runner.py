@@ -408,7 +408,7 @@ def _demo(args: argparse.Namespace, extra_env: dict[str, str]) -> int:
         f"the packages 'Ex Libris' loaded to {args.out / 'delivery'}/"
     )
     last = runs[-1]
-    status = args.out / "reports" / last["dag_id"] / last["run_id"] / "status" / "status.en.html"
+    status = args.out / "reports" / last["dag_id"] / "status" / "status.en.html"
     print(
         f"Status report for the project lead: {status} (and .zh.html, .png)\n"
         f"The control room: `make airflow` loads the {saved} objects kept in {args.out / BUCKET_SNAPSHOT}/ "

@@ -18,6 +18,7 @@ import matplotlib
 from matplotlib import font_manager
 from matplotlib.dates import DateFormatter, date2num
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from aleph2alma.plan.labels import t
 from aleph2alma.plan.status import ControlRoom
@@ -178,6 +179,7 @@ def fix_trend(room: ControlRoom, lang: str, fig: Figure | None = None) -> Figure
             alpha=0.85,
             label=f"{rule} ({severity})",
         )
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(t("iteration", lang))
     ax.set_ylabel(t("issues", lang))
     ax.set_title(t("fix_trend", lang), loc="left", fontsize=11)

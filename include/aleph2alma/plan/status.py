@@ -23,8 +23,8 @@ from aleph2alma.runs import (
     FIX_CYCLE_DAG,
     NIGHTLY_DELTA_DAG,
     TEST_LOAD_DAG,
-    TRANSFORM_DAG,
     ChildStep,
+    RunRef,
 )
 from aleph2alma.storage import ArtifactStore, RunScope
 
@@ -274,14 +274,16 @@ def _fix_runs(ended: list[RunEnded]) -> list[RunEnded]:
 
 
 def _fix_trend(store: ArtifactStore, migration_id: str, ended: list[RunEnded]) -> FixTrend:
+    """Per FIX / REVIEW rule, its issues in each iteration's transform, from iteration 0: the last
+    test load before the first iteration (where the fix cycles start from)."""
     labels: list[str] = []
     per_rule: dict[str, tuple[str, dict[int, int]]] = {}
-    for i, run in enumerate(_fix_runs(ended)):
-        transform = RunScope(migration_id, TRANSFORM_DAG, f"{run.run_id}__{ChildStep.TRANSFORM.value}")
+    for label, run in _iterations(ended):
+        transform = RunRef(run.dag_id, run.run_id).child(ChildStep.TRANSFORM).scope(migration_id)
         key = transform.report_prefix() + "validation/report.json"
         if not store.exists(key):
             continue
-        labels.append(str(run.params.get("iteration") or i + 1))
+        labels.append(label)
         for rule, found in (json.loads(store.get_bytes(key)).get("rules") or {}).items():
             severity = str(found.get("severity") or "")
             if severity in TREND_SEVERITIES:
@@ -291,7 +293,16 @@ def _fix_trend(store: ArtifactStore, migration_id: str, ended: list[RunEnded]) -
         for rule, (severity, counts) in sorted(per_rule.items())
         if any(counts.values())
     }
-    return FixTrend(labels, rules)
+    return FixTrend(labels if len(labels) > 1 or _fix_runs(ended) else [], rules)
+
+
+def _iterations(ended: list[RunEnded]) -> list[tuple[str, RunEnded]]:
+    fixes = _fix_runs(ended)
+    if not fixes:
+        return []
+    before = [r for r in ended if r.dag_id == TEST_LOAD_DAG and r.ended_at <= fixes[0].started_at]
+    start = [("0", before[-1])] if before else []
+    return start + [(str(r.params.get("iteration") or i + 1), r) for i, r in enumerate(fixes)]
 
 
 def _nights(store: ArtifactStore, migration_id: str) -> list[Night]:
