@@ -260,6 +260,7 @@ def test_the_page_shows_live_runs_and_open_gates_with_their_role(store: Artifact
     assert "/tasks/technical_services_freeze/required_actions" in zh
     en = render(room, "en", plan, links)
     assert "Migration control room" in en and "<svg" in en and "Technical-services freeze in effect?" in en
+    assert 'id="slipped"' in en and "Test environment received (+3)" in en
 
 
 def test_a_phase_run_leaves_its_end_and_a_status_report(store: ArtifactStore) -> None:

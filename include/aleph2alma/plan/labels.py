@@ -60,7 +60,7 @@ LABELS: dict[str, Text] = {
         "This migration has no plan.yaml: add one to see the timeline and the gate owners.",
         "此迁移没有 plan.yaml：添加后可查看时间线与审批角色。",
     ),
-    "slipped": Text("Slipped key nodes", "延误的关键节点"),
+    "slipped": Text("Slipped key nodes (days)", "延误的关键节点（天）"),
     "none": Text("none", "无"),
     "language": Text("中文", "English"),
     "migration": Text("Migration", "迁移项目"),

@@ -9,6 +9,7 @@ status report a phase run writes has no Airflow view: it shows what S3 holds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 from aleph2alma import state
 from aleph2alma.alerts import check_timezone
 from aleph2alma.plan.actuals import NodeActual, RunEnded, node_actuals, reached_at, runs_ended
-from aleph2alma.plan.catalog import KEY_NODES, PHASES, Text, gate_spec
+from aleph2alma.plan.catalog import KEY_NODES, PHASES, PhaseSpec, Text, gate_spec
 from aleph2alma.plan.model import Plan, Window
 from aleph2alma.runs import (
     CUTOVER_DAG,
@@ -29,6 +30,8 @@ from aleph2alma.runs import (
 from aleph2alma.storage import ArtifactStore, RunScope
 
 TREND_SEVERITIES = ("FIX", "REVIEW")
+LocalDay = Callable[[datetime | None], date | None]
+"""A UTC time → the plan's calendar day (its time zone)."""
 NIGHTS_SHOWN = 30
 
 
@@ -204,13 +207,13 @@ def build(
 
 
 def _phase_row(
-    spec: Any,
+    spec: PhaseSpec,
     plan: Plan | None,
     actuals: list[NodeActual],
     ended: list[RunEnded],
     live: list[RunInfo],
     today: date,
-    local: Any,
+    local: LocalDay,
 ) -> PhaseRow:
     mine = [r for r in ended if r.dag_id == spec.dag_id]
     starts = [r.started_at for r in mine] + [r.started_at for r in live if r.started_at]
