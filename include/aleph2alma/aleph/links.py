@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aleph2alma.storage import RunScope
 from aleph2alma.validate.columns import Column, KeySet, trimmed
 
 ADM_LINK_TYPE = "ADM"
@@ -28,6 +29,14 @@ DOC_WIDTH = 9
 Z103_COLUMNS = ["Z103_REC_KEY", "Z103_LKR_TYPE", "Z103_REC_KEY_1"]
 ADM_LINKS_SCHEMA = pa.schema([("adm", pa.string()), ("bib_library", pa.string()), ("bib_sysno", pa.string())])
 """ADM doc number → its bib (BIB library code, 9-digit system number)."""
+
+
+def adm_links_key(scope: RunScope) -> str:
+    """Where a transform run's validation leaves the ADM → BIB links of the items with no HOL link,
+    for its items transform (with ``bib_rejected``: ``with_bib_rejected``)."""
+    return scope.prefix("validate") + "adm_links.parquet"
+
+
 BATCH_ROWS = 262_144
 
 

@@ -272,9 +272,9 @@ def transform_items_part(
 
 def _adm_links(ctx: PhaseContext, tmp: Path) -> pa.Table | None:
     """The ADM → BIB links validation found for items with no HOL link (None: there are none)."""
-    from aleph2alma.phases.validation import adm_links_key
+    from aleph2alma.aleph.links import adm_links_key
 
-    key = adm_links_key(ctx)
+    key = adm_links_key(ctx.scope)
     if not ctx.store.exists(key):
         return None
     return pq.read_table(ctx.store.download(key, tmp / "adm_links.parquet"))

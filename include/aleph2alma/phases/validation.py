@@ -90,12 +90,6 @@ def validate_tables(
     )
 
 
-def adm_links_key(ctx: PhaseContext) -> str:
-    """Where validation leaves the ADM → BIB links (Z103) of the items with no HOL link, for
-    the items transform of the same run (``aleph.links``, with ``bib_rejected``)."""
-    return ctx.scope.prefix("validate") + "adm_links.parquet"
-
-
 def _adm_links(ctx: PhaseContext, extract: RunRef, z30: Any, tmp: Path) -> Any:
     """The ADM → BIB links of the extract's items with no HOL link (none when Z103 was not extracted)."""
     from aleph2alma.aleph.links import ADM_LINKS_SCHEMA, adms_without_holdings, read_adm_bib_links
@@ -112,9 +106,11 @@ def _adm_links(ctx: PhaseContext, extract: RunRef, z30: Any, tmp: Path) -> Any:
 def _put_adm_links(ctx: PhaseContext, links: Any, tmp: Path) -> None:
     import pyarrow.parquet as pq
 
+    from aleph2alma.aleph.links import adm_links_key
+
     path = tmp / "adm_links.parquet"
     pq.write_table(links, path)
-    ctx.store.put_file(adm_links_key(ctx), path, records=links.num_rows, source="Z103", kind="index")
+    ctx.store.put_file(adm_links_key(ctx.scope), path, records=links.num_rows, source="Z103", kind="index")
 
 
 def write_p2e(ctx: PhaseContext, bibs: Committed, holdings: Committed) -> Committed:
