@@ -393,19 +393,19 @@ def test_the_control_room_shows_the_migration_in_english_and_chinese(
     expect(received).to_contain_text(ADMIN_USER)  # who approved the session's gate
     expect(room.locator("#timeline-chart svg")).to_be_visible()
     expect(room.locator("#counts-chart svg")).to_be_visible()
-    page.screenshot(path=shots / "30_control_room_in_the_ui.png")
+    page.screenshot(path=shots / "80_control_room_in_the_ui.png")
 
     room.locator("#language-switch").click()
     expect(room.locator("#title")).to_contain_text("迁移控制台 — 示范大学图书馆")
     expect(room.locator('tr.phase[data-phase="cutover"]')).to_contain_text("正式切换")
     expect(room.locator('tr.key-node[data-node="test_environment_received"]')).to_contain_text("测试环境交付")
-    page.screenshot(path=shots / "31_control_room_zh_in_the_ui.png")
+    page.screenshot(path=shots / "81_control_room_zh_in_the_ui.png")
 
     # The page on its own (the frame's source, same login cookie), whole: the README's screenshot.
     page.goto(f"{airflow_stack.api_url}/aleph2alma/control-room?migration=demo&lang=en")
     expect(page.locator("#title")).to_contain_text("Migration control room")
     expect(page.locator("#timeline-chart svg")).to_be_visible()
-    page.screenshot(path=shots / "32_control_room.png", full_page=True)
+    page.screenshot(path=shots / "82_control_room.png", full_page=True)
 
 
 def test_the_control_room_refuses_an_anonymous_request(airflow_stack: EmbeddedStack) -> None:
