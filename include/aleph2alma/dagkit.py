@@ -14,7 +14,7 @@ from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRu
 from aleph2alma.aleph.ztables import table_entities
 from aleph2alma.alerts import Kind
 from aleph2alma.notify import AlertNotifier, record_error
-from aleph2alma.runs import ChildStep
+from aleph2alma.runs import DEFAULT_MIGRATION_ID, ChildStep
 
 if TYPE_CHECKING:
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -90,7 +90,7 @@ def dag_failure_alert() -> list[AlertNotifier]:
 
 def migration_id_param() -> Param:
     return Param(
-        "demo",
+        DEFAULT_MIGRATION_ID,
         type="string",
         pattern=r"^[A-Za-z0-9_-]+$",
         title="Migration id",
@@ -262,9 +262,9 @@ def phase_run_ended(ctx: PhaseContext) -> dict[str, str]:
 
     if is_child_run(ctx.scope.run_id):
         return {}
-    run = get_current_context()["dag_run"]
-    started = run.start_date or datetime.now(UTC)
-    params = {k: v for k, v in dict(get_current_context()["params"]).items() if k in ("iteration",)}
+    context = get_current_context()
+    started = context["dag_run"].start_date or datetime.now(UTC)
+    params = {k: v for k, v in dict(context["params"]).items() if k in ("iteration",)}
     return record(ctx.store, ctx.scope, started, datetime.now(UTC), params)
 
 

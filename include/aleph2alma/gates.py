@@ -62,9 +62,10 @@ class ApprovalGate(ApprovalOperator):
         from aleph2alma.notify import load_settings
         from aleph2alma.plan.catalog import gate_spec
         from aleph2alma.plan.gate_owners import gate_brief
+        from aleph2alma.plan.model import plan_of_run
 
         settings = load_settings()
-        plan, gate = _plan_of(context), gate_spec(self.dag_id, self.task_id)
+        plan, gate = plan_of_run(context.get("params")), gate_spec(self.dag_id, self.task_id)
         if not self.assigned_users:
             owners = plan.gate_assignees(self.dag_id, self.task_id) if plan and gate else []
             users = [a.hitl_user() for a in owners or settings.assignees(self.dag_id, self.task_id)]
@@ -92,14 +93,6 @@ class ApprovalGate(ApprovalOperator):
         answer = super().execute_complete(context, event)
         _record_answered(context, answer)
         return answer
-
-
-def _plan_of(context: Any) -> Any:
-    """The run's migration plan (None without one): a broken plan fails the gate, naming the key."""
-    from aleph2alma.plan.model import load_plan
-
-    migration_id = str((context.get("params") or {}).get("migration_id") or "")
-    return load_plan(migration_id) if migration_id else None
 
 
 def _record_opened(context: Any, gate: Any) -> None:

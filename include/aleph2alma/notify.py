@@ -211,10 +211,9 @@ def _local_time(when: datetime, timezone: str) -> str:
 
 def planned_assignees(context: Any, ti: Any) -> list[Assignee]:
     """The users the migration's plan assigns the gate to ([] without a plan)."""
-    from aleph2alma.plan.model import load_plan
+    from aleph2alma.plan.model import plan_of_run
 
-    migration_id = str((context.get("params") or {}).get("migration_id") or "")
-    plan = load_plan(migration_id) if migration_id else None
+    plan = plan_of_run(context.get("params"))
     return plan.gate_assignees(ti.dag_id, ti.task_id) if plan else []
 
 

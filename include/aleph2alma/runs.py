@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from aleph2alma.storage import RunScope
 
+DEFAULT_MIGRATION_ID = "demo"
+"""The trigger forms' default migration: what a run triggered without ``migration_id`` works on."""
 EXTRACT_DAG = "migration_extract"
 TRANSFORM_DAG = "migration_transform"
 TEST_LOAD_DAG = "migration_test_load"

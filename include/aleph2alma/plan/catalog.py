@@ -186,10 +186,6 @@ ROLE_TITLES: dict[str, Text] = {
 """Titles of the usual roles; a plan may name others (and give their titles)."""
 
 
-def phase_spec(phase: Phase | str) -> PhaseSpec:
-    return next(p for p in PHASES if p.phase == phase)
-
-
 def node_spec(node: KeyNode | str) -> KeyNodeSpec:
     return next(n for n in KEY_NODES if n.node == node)
 

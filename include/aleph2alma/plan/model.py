@@ -173,6 +173,17 @@ def plan_path(migration_id: str, root: Path | None = None) -> Path:
     return (root or CONFIG_ROOT) / migration_id / PLAN_FILE
 
 
+def zone_name(plan: Plan | None) -> str:
+    """The IANA zone of the plan's calendar days; UTC without a plan."""
+    return plan.timezone if plan else "UTC"
+
+
+def plan_of_run(params: Any) -> Plan | None:
+    """The plan of the migration a run works on (its ``migration_id`` param); None without one."""
+    migration_id = str((params or {}).get("migration_id") or "")
+    return load_plan(migration_id) if migration_id else None
+
+
 def load_plan(migration_id: str, root: Path | None = None) -> Plan | None:
     """The migration's checked plan; None when it has no ``plan.yaml``."""
     path = plan_path(migration_id, root)

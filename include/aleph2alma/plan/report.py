@@ -15,7 +15,7 @@ from aleph2alma.alerts import check_timezone
 from aleph2alma.plan import charts
 from aleph2alma.plan.actuals import RunEnded, record_run_end
 from aleph2alma.plan.labels import LANGUAGES, t
-from aleph2alma.plan.model import Plan, load_plan
+from aleph2alma.plan.model import Plan, load_plan, zone_name
 from aleph2alma.plan.status import ControlRoom, build
 from aleph2alma.storage import ArtifactStore, RunScope
 
@@ -100,5 +100,5 @@ def phase_run_ended(
     plan = load_plan(scope.migration_id)
     ended = RunEnded(scope.dag_id, scope.run_id, started_at, ended_at, "success", params)
     recorded = record_run_end(store, scope.migration_id, ended)
-    today = ended_at.astimezone(check_timezone(plan.timezone if plan else "UTC")).date()
+    today = ended_at.astimezone(check_timezone(zone_name(plan))).date()
     return {"run_record": recorded, **write_status_report(store, scope, plan, today)}

@@ -18,7 +18,7 @@ from aleph2alma import state
 from aleph2alma.alerts import check_timezone
 from aleph2alma.plan.actuals import NodeActual, RunEnded, node_actuals, reached_at, runs_ended
 from aleph2alma.plan.catalog import KEY_NODES, PHASES, PhaseSpec, Text, gate_spec
-from aleph2alma.plan.model import Plan, Window
+from aleph2alma.plan.model import Plan, Window, zone_name
 from aleph2alma.runs import (
     CUTOVER_DAG,
     FIX_CYCLE_DAG,
@@ -168,7 +168,7 @@ def build(
     today: date,
     airflow: AirflowView | None = None,
 ) -> ControlRoom:
-    zone = plan.timezone if plan else "UTC"
+    zone = zone_name(plan)
     tz = check_timezone(zone)
 
     def local(when: datetime | None) -> date | None:
@@ -296,7 +296,7 @@ def _fix_trend(store: ArtifactStore, migration_id: str, ended: list[RunEnded]) -
         for rule, (severity, counts) in sorted(per_rule.items())
         if any(counts.values())
     }
-    return FixTrend(labels if len(labels) > 1 or _fix_runs(ended) else [], rules)
+    return FixTrend(labels, rules)
 
 
 def _iterations(ended: list[RunEnded]) -> list[tuple[str, RunEnded]]:

@@ -20,12 +20,10 @@ from fastapi.responses import HTMLResponse
 
 from aleph2alma.alerts import check_timezone, gate_url, run_url
 from aleph2alma.plan.status import OpenGate, RunInfo
-from aleph2alma.runs import is_child_run
+from aleph2alma.runs import DEFAULT_MIGRATION_ID, is_child_run
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIGRATION_ID = "demo"
-"""What a run triggered without ``migration_id`` in its conf works on (the form's default)."""
 PAGE_PATH = "control-room"
 
 
@@ -37,14 +35,20 @@ def _when(value: Any) -> datetime | None:
 class RestAirflowView:
     """``status.AirflowView`` over Airflow's REST API (``/api/v2``), as the token's user."""
 
-    base_url: str
-    token: str
+    http: httpx.Client
+    """One client for the page's calls, on ``<base url>/api/v2`` with the user's token."""
     migration_id: str
-    timeout: float = 10.0
+
+    @classmethod
+    def client(cls, base_url: str, token: str, timeout: float = 10.0) -> httpx.Client:
+        return httpx.Client(
+            base_url=base_url.rstrip("/") + "/api/v2",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
 
     def _get(self, path: str, **params: Any) -> Any:
-        with httpx.Client(base_url=self.base_url.rstrip("/") + "/api/v2", timeout=self.timeout) as http:
-            response = http.get(path, params=params, headers={"Authorization": f"Bearer {self.token}"})
+        response = self.http.get(path, params=params)
         response.raise_for_status()
         return response.json()
 
@@ -162,7 +166,7 @@ def page(path: str, token: str, migration: str, lang: str) -> str:
     """The page's HTML for ``migration`` (default: ``demo``, else the first) in ``lang``."""
     from aleph2alma import wiring
     from aleph2alma.plan.labels import lang_of
-    from aleph2alma.plan.model import load_plan
+    from aleph2alma.plan.model import load_plan, zone_name
     from aleph2alma.plan.report import PageLinks, render
     from aleph2alma.plan.status import build
 
@@ -175,8 +179,9 @@ def page(path: str, token: str, migration: str, lang: str) -> str:
     language = lang_of(lang)
     plan = load_plan(chosen)
     base = airflow_base_url()
-    today = datetime.now(check_timezone(plan.timezone if plan else "UTC")).date()
-    room = build(wiring.artifact_store(), chosen, plan, today, RestAirflowView(base, token, chosen))
+    today = datetime.now(check_timezone(zone_name(plan))).date()
+    with RestAirflowView.client(base, token) as http:
+        room = build(wiring.artifact_store(), chosen, plan, today, RestAirflowView(http, chosen))
 
     def url(**change: str) -> str:
         query = {"migration": chosen, "lang": language, **change}
