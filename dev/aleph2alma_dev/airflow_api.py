@@ -101,8 +101,19 @@ class AirflowClient:
         return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        data = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        return list(data["task_instances"])
+        """Every task instance of the run, page by page (the API caps a page at
+        ``[api] maximum_page_limit``, 100 by default: a bnu-sized run has more mapped tasks)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            data = self._call(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(found), "order_by": "id"},
+            )
+            page = list(data["task_instances"])
+            found += page
+            if not page or len(found) >= data["total_entries"]:
+                return found
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         """A task's return value as plain JSON (Airflow's serde envelopes of typed values unwrapped).
