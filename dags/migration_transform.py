@@ -133,15 +133,13 @@ def migration_transform() -> None:
     with TaskGroup("items", tooltip="Z30 → Alma item rows, per part"):
 
         @task(max_active_tis_per_dagrun=PARTS, execution_timeout=LONG_TASK_TIMEOUT)
-        def transform(part: PartRef, validated: TableValidation, holdings: Committed) -> PartResult:
+        def transform(part: PartRef, validated: TableValidation) -> PartResult:
             from aleph2alma.phases.transform import transform_items_part
 
-            return transform_items_part(phase_context(), part, validated.excluded_key, holdings)
+            return transform_items_part(phase_context(), part, validated.excluded_key)
 
         plan = plan_parts(extract, "items", "Z30")
-        items = commit(
-            "items", plan, transform.partial(validated=validated, holdings=holdings).expand(part=plan)
-        )
+        items = commit("items", plan, transform.partial(validated=validated).expand(part=plan))
 
     with TaskGroup("bibs_with_items", tooltip="Bibs with one field per item (items_in_bib_field)"):
 

@@ -56,7 +56,7 @@ def transform_and_validate(ctx: PhaseContext, extract_run: RunRef, scrub_emails:
     stages["items"] = commit_alma(
         ctx,
         "items",
-        [transform.transform_items_part(ctx, p, validated.excluded_key, stages["holdings"]) for p in plan],
+        [transform.transform_items_part(ctx, p, validated.excluded_key) for p in plan],
         planned=plan,
     )
     if ctx.settings.items_in_bib_field:

@@ -18,6 +18,7 @@ from aleph2alma.alma.items import (
     ITEMS_BY_BIB_KEYS,
     item_barcodes,
     items_by_bib,
+    part_hol_links,
     read_z30,
     transform_items,
     write_items_csv,
@@ -300,6 +301,27 @@ def test_items_with_no_hol_link_reach_their_bib_through_their_adm_record() -> No
     assert (stats.linked_through_adm, stats.unlinked_to_bib) == (1, 1)
     [reject] = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert (reject["record_id"], reject["reason"]) == ("000000005000010", "bib_not_delivered")
+
+
+def test_a_parts_own_hol_links_give_the_items_the_whole_index_gives() -> None:
+    whole = pa.table(
+        {
+            "sysno": ["000000777", "000000778", *(f"{n:09d}" for n in range(1000, 1010))],
+            "bib_library": ["BNU01", "BNU02", *["BNU01"] * 10],
+            "bib_sysno": ["4242", "000000005", *(f"{n:09d}" for n in range(1000, 1010))],
+        }
+    )
+    rows = [
+        FULL_ROW | {"Z30_HOL_DOC_NUMBER_X": "777      "},  # unpadded and blank-padded, as Oracle gives it
+        FULL_ROW | {"Z30_REC_KEY": "000000002000010", "Z30_HOL_DOC_NUMBER_X": "000000778"},
+        FULL_ROW | {"Z30_REC_KEY": "000000003000010", "Z30_HOL_DOC_NUMBER_X": "000000999"},  # not delivered
+        FULL_ROW | {"Z30_REC_KEY": "000000004000010", "Z30_HOL_DOC_NUMBER_X": ""},
+    ]
+    own = part_hol_links(whole, ztable(Z30, rows).column("Z30_HOL_DOC_NUMBER_X"))
+    assert own["sysno"].to_pylist() == ["000000777", "000000778"]
+    with_own, with_whole = run(rows, hol_links=own), run(rows, hol_links=whole)
+    assert with_own[0] == with_whole[0] and with_own[1] == with_whole[1]
+    assert with_own[3].getvalue() == with_whole[3].getvalue()
 
 
 def test_without_hol_links_bib_fields_are_empty() -> None:

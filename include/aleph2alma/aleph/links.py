@@ -37,6 +37,12 @@ def adm_links_key(scope: RunScope) -> str:
     return scope.prefix("validate") + "adm_links.parquet"
 
 
+def hol_links_key(scope: RunScope, part_index: int) -> str:
+    """Where a transform run's validation leaves the HOL → BIB links one Z30 part's items name, for
+    that part's items task (``alma.items.part_hol_links``)."""
+    return scope.prefix("validate", "hol_links") + f"{part_index:05d}.parquet"
+
+
 BATCH_ROWS = 262_144
 
 

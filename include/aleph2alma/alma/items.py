@@ -277,7 +277,8 @@ ADM_LINK_COLUMNS = ["adm", "bib_library", "bib_sysno"]
 HOL_LINK_COLUMNS = ["sysno", "bib_library", "bib_sysno"]
 HOL_LINK_DICTIONARY = ["bib_library"]
 """The holdings index columns ``transform_items`` needs (its ``hol_links``), and those best read
-dictionary-encoded: a task reads the whole index (1.6M links at bnu) for each Z30 part."""
+dictionary-encoded. Validation cuts them per Z30 part (``part_hol_links``): each items task reads
+only its own part's links, not the library's 1.6M at bnu."""
 MAX_NO_LOANS = 999
 
 ITEMS_BY_BIB_KEYS = (
@@ -478,6 +479,13 @@ def _mapped_codes(z30: pa.Table, form: FormLookups, cols: dict[str, pa.Array]) -
         code_column(z30, "Z30_ITEM_PROCESS_STATUS"), process_type, ""
     )
     return fell_back
+
+
+def part_hol_links(hol_links: pa.Table, z30_holdings: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The ``hol_links`` rows named by a Z30 part's ``Z30_HOL_DOC_NUMBER_X`` column: all that
+    ``transform_items`` needs of the holdings index for that part."""
+    holding = _sysno(_stripped(z30_holdings))
+    return hol_links.filter(pc.is_in(hol_links.column("sysno"), value_set=pc.unique(holding)))
 
 
 def _bib_links(holding: pa.Array, hol_links: pa.Table | None) -> tuple[pa.Array, pa.Array, pa.Array]:

@@ -234,30 +234,23 @@ def excluded_records(store: ArtifactStore, key: str) -> dict[str, dict[str, str]
     return dict(json.loads(store.get_bytes(key)))
 
 
-def transform_items_part(
-    ctx: PhaseContext, part: PartRef, excluded_key: str, holdings: Committed
-) -> PartResult:
+def transform_items_part(ctx: PhaseContext, part: PartRef, excluded_key: str) -> PartResult:
+    """One Z30 part → Alma item rows (CSV and index), linked to their bibs through the holdings
+    links validation cut for this part (``aleph.links.hol_links_key``) or, failing those, Z103."""
+    from aleph2alma.aleph.links import hol_links_key
     from aleph2alma.alma.items import (
-        HOL_LINK_COLUMNS,
         HOL_LINK_DICTIONARY,
         read_z30,
         transform_items,
         write_items_csv,
         write_items_parquet,
     )
-    from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         out = PartOutput(Path(tmp_dir), "items", "Z30", part.index)
         z30 = read_z30(ctx.store.download(part.key, out.tmp / "z30.parquet", part.sha256))
-        links = index_table(
-            ctx.store,
-            holdings,
-            out.tmp,
-            HOLDINGS_INDEX_SCHEMA,
-            columns=HOL_LINK_COLUMNS,
-            read_dictionary=HOL_LINK_DICTIONARY,
-        )
+        links_file = ctx.store.download(hol_links_key(ctx.scope, part.index), out.tmp / "hol_links.parquet")
+        links = pq.read_table(links_file, read_dictionary=HOL_LINK_DICTIONARY)
         excluded = excluded_records(ctx.store, excluded_key).get("items", {})
         adm_links = _adm_links(ctx, out.tmp)
         with open(out.path("rejects", "jsonl"), "w") as rej:
@@ -281,12 +274,14 @@ def _adm_links(ctx: PhaseContext, tmp: Path) -> pa.Table | None:
 
 
 def transform_patrons(ctx: PhaseContext, extract: RunRef, excluded_key: str, scrub_emails: bool) -> Committed:
-    from aleph2alma.alma.users import UserOptions, write_users_xml
+    from aleph2alma.alma.users import USER_COLUMNS, UserOptions, write_users_xml
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         out = PartOutput(tmp, "patrons", "users", 0)
-        tables = {t: raw_table(ctx, extract, "patrons", t, tmp) for t in ("Z303", "Z304", "Z305", "Z308")}
+        tables = {
+            t: raw_table(ctx, extract, "patrons", t, tmp, columns) for t, columns in USER_COLUMNS.items()
+        }
         excluded = excluded_records(ctx.store, excluded_key).get("patrons", {})
         with open(out.path("out", "xml"), "wb") as xml, open(out.path("rejects", "jsonl"), "w") as rej:
             rejects = RejectLog(rej)

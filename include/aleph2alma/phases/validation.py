@@ -28,6 +28,7 @@ def validate_tables(
 ) -> TableValidation:
     """Cross-record rules over the raw Z-tables and the MARC indexes → issues + records to exclude."""
     from aleph2alma.aleph.links import with_bib_rejected
+    from aleph2alma.alma.items import HOL_LINK_COLUMNS, HOL_LINK_DICTIONARY
     from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
     from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
     from aleph2alma.validate.checks import TableInputs, check_tables, read_parts, rejected_ids
@@ -36,13 +37,33 @@ def validate_tables(
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
 
+        def copies(entity: str, name: str) -> list[Path]:
+            manifest = store.stage_manifest(ctx.scope_of(extract), "raw", entity)
+            return store.local_copies(manifest.parts(name), tmp / name)
+
         def table(entity: str, name: str) -> Any:
             # Only the needed columns, code columns dictionary-encoded: the largest task's memory.
-            manifest = store.stage_manifest(ctx.scope_of(extract), "raw", entity)
-            return read_parts(store.local_copies(manifest.parts(name), tmp / name), name)
+            return read_parts(copies(entity, name), name)
 
-        z30 = table("items", "Z30")
-        bib_index = index_table(store, bibs, tmp / "bibs", BIB_INDEX_SCHEMA)
+        z30_parts = copies("items", "Z30")
+        z30 = read_parts(z30_parts, "Z30")
+        bib_index = index_table(
+            store,
+            bibs,
+            tmp / "bibs",
+            BIB_INDEX_SCHEMA,
+            columns=BIB_INDEX_COLUMNS,
+            read_dictionary=["library"],
+        )
+        holdings_links = index_table(
+            store,
+            holdings,
+            tmp / "holdings",
+            HOLDINGS_INDEX_SCHEMA,
+            columns=HOL_LINK_COLUMNS,
+            read_dictionary=HOL_LINK_DICTIONARY,
+        )
+        _put_hol_links(ctx, holdings_links, z30_parts, tmp)
         adm_links = _adm_links(ctx, extract, z30, tmp)
         inputs = TableInputs(
             z30=z30,
@@ -52,7 +73,7 @@ def validate_tables(
             z37=table("requests", "Z37"),
             z31=table("fines", "Z31"),
             bib_index=bib_index,
-            holdings_index=index_table(store, holdings, tmp / "holdings", HOLDINGS_INDEX_SCHEMA),
+            holdings_index=holdings_links,
             withheld_holdings=tuple(rejected_sysnos(store, holdings, "bib_rejected")),
             adm_links=adm_links,
         )
@@ -88,6 +109,27 @@ def validate_tables(
         excluded_key=excluded_key,
         by_rule=dict(log.counts),
     )
+
+
+BIB_INDEX_COLUMNS = ["library", "sysno", "rejected"]
+"""What the checks and the ADM → BIB links read of the bib index."""
+
+
+def _put_hol_links(ctx: PhaseContext, links: Any, z30_parts: list[Path], tmp: Path) -> None:
+    """Per Z30 part (numbered as the items tasks number them), the holdings links its items name."""
+    import pyarrow.parquet as pq
+
+    from aleph2alma.aleph.links import hol_links_key
+    from aleph2alma.alma.items import part_hol_links
+
+    for index, part in enumerate(z30_parts):
+        holdings = pq.read_table(part, columns=["Z30_HOL_DOC_NUMBER_X"]).column(0)
+        own = part_hol_links(links, holdings)
+        path = tmp / "hol_links.parquet"
+        pq.write_table(own, path)
+        ctx.store.put_file(
+            hol_links_key(ctx.scope, index), path, records=own.num_rows, source="holdings", kind="index"
+        )
 
 
 def _adm_links(ctx: PhaseContext, extract: RunRef, z30: Any, tmp: Path) -> Any:
