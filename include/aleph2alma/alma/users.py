@@ -62,6 +62,24 @@ from aleph2alma.rejects import Reject, RejectLog
 
 ENTITY = "patrons"
 KEY_WIDTH = 12  # Z303_REC_KEY: the patron id inside the Z304/Z305 keys
+USER_COLUMNS: dict[str, list[str]] = {
+    "Z303": ["Z303_REC_KEY", "Z303_PRIMARY_ID", "Z303_NAME", "Z303_BIRTH_DATE", "Z303_DELINQ_N_1"],
+    "Z304": [
+        "Z304_REC_KEY",
+        "Z304_ADDRESS_0",
+        "Z304_ADDRESS_1",
+        "Z304_ADDRESS_2",
+        "Z304_ZIP",
+        "Z304_EMAIL_ADDRESS",
+        "Z304_TELEPHONE",
+        "Z304_DATE_FROM",
+        "Z304_DATE_TO",
+        "Z304_ADDRESS_TYPE",
+    ],
+    "Z305": ["Z305_REC_KEY", "Z305_BOR_TYPE", "Z305_BOR_STATUS", "Z305_EXPIRY_DATE"],
+    "Z308": ["Z308_REC_KEY", "Z308_ID"],
+}
+"""The only Z303–Z308 columns ``write_users_xml`` reads: the patrons task reads no others."""
 CHUNK_USERS = 20_000  # users assembled at a time: bounds memory and keeps string arrays far below 2 GB
 
 DEFAULT_IDENTIFIER_TYPES = {"01": "BARCODE", "02": "UNIV_ID"}
@@ -453,27 +471,8 @@ def write_users_xml(
     a blank key or primary id, or repeating a primary id already written are rejected.
     Rejects carry the patron id only: no names or addresses leave for reports.
     """
-    require_columns(
-        z303, ["Z303_REC_KEY", "Z303_PRIMARY_ID", "Z303_NAME", "Z303_BIRTH_DATE", "Z303_DELINQ_N_1"], "Z303"
-    )
-    require_columns(
-        z304,
-        [
-            "Z304_REC_KEY",
-            "Z304_ADDRESS_0",
-            "Z304_ADDRESS_1",
-            "Z304_ADDRESS_2",
-            "Z304_ZIP",
-            "Z304_EMAIL_ADDRESS",
-            "Z304_TELEPHONE",
-            "Z304_DATE_FROM",
-            "Z304_DATE_TO",
-            "Z304_ADDRESS_TYPE",
-        ],
-        "Z304",
-    )
-    require_columns(z305, ["Z305_REC_KEY", "Z305_BOR_TYPE", "Z305_BOR_STATUS", "Z305_EXPIRY_DATE"], "Z305")
-    require_columns(z308, ["Z308_REC_KEY", "Z308_ID"], "Z308")
+    for name, table in (("Z303", z303), ("Z304", z304), ("Z305", z305), ("Z308", z308)):
+        require_columns(table, USER_COLUMNS[name], name)
     stats = UserStats(records_in=z303.num_rows)
     patrons = pa.table(
         {
