@@ -198,9 +198,10 @@ def baseline_pymarc(ctx: Ctx, entity: str) -> dict[str, Any]:
     return {"records": records}
 
 
-def stage_items(ctx: Ctx) -> dict[str, Any]:
-    """Each Z30 part, as ``transform_items_part``: read it and the full holdings links, write
-    CSV + Parquet."""
+def stage_items(ctx: Ctx, whole_index: bool = False) -> dict[str, Any]:
+    """Each Z30 part, as ``transform_items_part``: read it and its own holdings links (cut by
+    ``validate_tables``), write CSV + Parquet. ``whole_index``: as before, every part reads the
+    whole holdings-link index."""
     from aleph2alma.alma.form import form_dir, load_form
     from aleph2alma.alma.items import (
         HOL_LINK_COLUMNS,
@@ -217,9 +218,15 @@ def stage_items(ctx: Ctx) -> dict[str, Any]:
 
     def one(part: Path) -> tuple[int, int]:  # a function, so that a part is freed before the next is read
         z30 = read_z30(part)
-        links = ctx.index(
-            "holdings", HOLDINGS_INDEX_SCHEMA, columns=HOL_LINK_COLUMNS, read_dictionary=HOL_LINK_DICTIONARY
-        )
+        if whole_index:
+            links = ctx.index(
+                "holdings",
+                HOLDINGS_INDEX_SCHEMA,
+                columns=HOL_LINK_COLUMNS,
+                read_dictionary=HOL_LINK_DICTIONARY,
+            )
+        else:
+            links = pq.read_table(ctx.work("hol_links") / part.name, read_dictionary=HOL_LINK_DICTIONARY)
         items, stats = transform_items(z30, form, {}, RejectLog(), hol_links=links)
         write_items_csv(items, ctx.work("items") / f"{part.stem}.csv")
         write_items_parquet(items, ctx.work("items") / part.name)
@@ -245,16 +252,22 @@ def baseline_pyarrow(ctx: Ctx, tables: tuple[str, ...]) -> dict[str, Any]:
     return {"records": rows[tables[0]]}
 
 
-def stage_patrons(ctx: Ctx) -> dict[str, Any]:
-    """Z303/Z304/Z305/Z308 → users XML, as ``transform_patrons``; records = patrons (Z303 rows)."""
+def stage_patrons(ctx: Ctx, all_columns: bool = False) -> dict[str, Any]:
+    """Z303/Z304/Z305/Z308 → users XML, as ``transform_patrons``: only the columns the users XML
+    needs (``USER_COLUMNS``; ``all_columns``: every column, as before); records = patrons."""
     from aleph2alma.alma.form import form_dir, load_form
-    from aleph2alma.alma.users import UserOptions, write_users_xml
+    from aleph2alma.alma.users import USER_COLUMNS, UserOptions, write_users_xml
     from aleph2alma.rejects import RejectLog
 
     form, as_of = load_form(form_dir(MIGRATION)), ctx.as_of()
     with ctx.meter:
         z = {
-            t: pa.concat_tables([pq.read_table(p) for p in sorted(ctx.parts.glob(f"{t}-*.parquet"))])
+            t: pa.concat_tables(
+                [
+                    pq.read_table(p, columns=None if all_columns else USER_COLUMNS[t])
+                    for p in sorted(ctx.parts.glob(f"{t}-*.parquet"))
+                ]
+            )
             for t in PATRON_TABLES
         }
         with open(ctx.work("patrons") / "users.xml", "wb") as xml:
@@ -276,11 +289,15 @@ def stage_patrons(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def stage_validate(ctx: Ctx) -> dict[str, Any]:
-    """``check_tables`` over the needed Z-table columns (``read_parts``) and both indexes."""
+def stage_validate(ctx: Ctx, whole_indexes: bool = False) -> dict[str, Any]:
+    """As ``validate_tables``: ``check_tables`` over the needed Z-table columns (``read_parts``)
+    and the needed index columns, and each Z30 part's holdings links cut for its items task.
+    ``whole_indexes``: every index column, no links cut (as before)."""
     from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.alma.items import HOL_LINK_COLUMNS, HOL_LINK_DICTIONARY, part_hol_links
     from aleph2alma.marc.bibs import BIB_INDEX_SCHEMA
     from aleph2alma.marc.holdings import HOLDINGS_INDEX_SCHEMA
+    from aleph2alma.phases.validation import BIB_INDEX_COLUMNS
     from aleph2alma.validate.checks import NEEDED_COLUMNS, TableInputs, check_tables, read_parts
     from aleph2alma.validate.issues import IssueLog
     from aleph2alma.validate.rules import rules_for_migration
@@ -288,6 +305,17 @@ def stage_validate(ctx: Ctx) -> dict[str, Any]:
     form, rules, as_of = load_form(form_dir(MIGRATION)), rules_for_migration(MIGRATION), ctx.as_of()
     with ctx.meter:
         z = {t: read_parts(sorted(ctx.parts.glob(f"{t}-*.parquet")), t) for t in NEEDED_COLUMNS}
+        if whole_indexes:
+            bib_index = ctx.index("bibs", BIB_INDEX_SCHEMA)
+            holdings_index = ctx.index("holdings", HOLDINGS_INDEX_SCHEMA)
+        else:
+            bib_index = ctx.index("bibs", BIB_INDEX_SCHEMA, BIB_INDEX_COLUMNS, ["library"])
+            holdings_index = ctx.index(
+                "holdings", HOLDINGS_INDEX_SCHEMA, HOL_LINK_COLUMNS, HOL_LINK_DICTIONARY
+            )
+            for part in sorted(ctx.parts.glob("Z30-*.parquet")):
+                hol = pq.read_table(part, columns=["Z30_HOL_DOC_NUMBER_X"]).column(0)
+                pq.write_table(part_hol_links(holdings_index, hol), ctx.work("hol_links") / part.name)
         inputs = TableInputs(
             z30=z["Z30"],
             z303=z["Z303"],
@@ -295,8 +323,8 @@ def stage_validate(ctx: Ctx) -> dict[str, Any]:
             z36=z["Z36"],
             z37=z["Z37"],
             z31=z["Z31"],
-            bib_index=ctx.index("bibs", BIB_INDEX_SCHEMA),
-            holdings_index=ctx.index("holdings", HOLDINGS_INDEX_SCHEMA),
+            bib_index=bib_index,
+            holdings_index=holdings_index,
         )
         with open(ctx.work("validate") / "tables.jsonl", "w", encoding="utf-8") as sink:
             log = IssueLog(sink)
@@ -310,10 +338,13 @@ CHILDREN: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "holdings": lambda ctx: stage_marc(ctx, "holdings"),
     "pymarc-holdings": lambda ctx: baseline_pymarc(ctx, "holdings"),
     "items": stage_items,
+    "items-before": lambda ctx: stage_items(ctx, whole_index=True),
     "pyarrow-z30": lambda ctx: baseline_pyarrow(ctx, ("Z30",)),
     "patrons": stage_patrons,
+    "patrons-before": lambda ctx: stage_patrons(ctx, all_columns=True),
     "pyarrow-z303-z308": lambda ctx: baseline_pyarrow(ctx, PATRON_TABLES),
     "validate_tables": stage_validate,
+    "validate_tables-before": lambda ctx: stage_validate(ctx, whole_indexes=True),
 }
 
 
@@ -347,14 +378,16 @@ class Row:
     baseline: str | None = None
     min_ratio: float | None = None  # of the baseline's CPU rate
     min_rate: float | None = None  # records per CPU second
+    before: str | None = None  # the stage as it was before its last speed change, measured alongside
 
 
+# validate_tables before items: it cuts each Z30 part's holdings links, as in the DAG.
 PLAN = (
     Row("bibs", "pymarc-bibs", min_ratio=0.5),
     Row("holdings", "pymarc-holdings"),
-    Row("items", "pyarrow-z30", min_rate=500_000),
-    Row("patrons", "pyarrow-z303-z308", min_rate=500_000),
-    Row("validate_tables"),
+    Row("validate_tables", before="validate_tables-before"),
+    Row("items", "pyarrow-z30", min_rate=500_000, before="items-before"),
+    Row("patrons", "pyarrow-z303-z308", min_rate=500_000, before="patrons-before"),
 )
 
 
@@ -397,7 +430,7 @@ def measure(lib: Path, repeat: int, scale: str) -> dict[str, dict[str, Any]]:
     runs: dict[str, list[dict[str, Any]]] = {}
     for row in PLAN:
         for _ in range(repeat):
-            for name in filter(None, (row.stage, row.baseline)):
+            for name in filter(None, (row.before, row.stage, row.baseline)):
                 runs.setdefault(name, []).append(run_child(name, lib))
                 print(f"  {scale}: {json.dumps(runs[name][-1])}", file=sys.stderr, flush=True)
     return {name: best(r) for name, r in runs.items()}
@@ -405,6 +438,7 @@ def measure(lib: Path, repeat: int, scale: str) -> dict[str, dict[str, Any]]:
 
 def table_row(row: Row, results: dict[str, dict[str, Any]]) -> list[str]:
     r, b = results[row.stage], results.get(row.baseline or "")
+    was = results.get(row.before or "")
     ratio = rate(r, "cpu") / rate(b, "cpu") if b else None
     targets, misses = [f"RSS < {RSS_LIMIT_MB:.0f} MB"], ["RSS"] if r["rss_mb"] >= RSS_LIMIT_MB else []
     if row.min_ratio is not None and ratio is not None:
@@ -419,6 +453,8 @@ def table_row(row: Row, results: dict[str, dict[str, Any]]) -> list[str]:
         fmt(rate(r, "cpu")),
         fmt(rate(r, "wall")),
         f"{r['rss_mb']:.0f}",
+        f"{fmt(rate(was, 'cpu'))}, {was['rss_mb']:.0f} MB" if was else "—",
+        f"{rate(r, 'cpu') / rate(was, 'cpu'):.2f}×" if was else "—",
         row.baseline or "—",
         fmt(rate(b, "cpu")) if b else "—",
         f"{ratio:.2f}" if ratio is not None else "—",
@@ -444,6 +480,8 @@ def report(scale: str, lib: Path, repeat: int) -> None:
             "rec/s (CPU)",
             "rec/s (wall)",
             "peak RSS MB",
+            "before: rec/s (CPU), RSS",
+            "speed-up",
             "baseline",
             "baseline rec/s (CPU)",
             "ratio",
