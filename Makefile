@@ -12,7 +12,7 @@ RUNTIME_VENV := .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
 LOCK_COMPILE := uv pip compile --quiet --python-version 3.11 --no-header
 
-.PHONY: demo test airflow airflow-distributed venv clean bench lock browser audit $(RUNTIME_VENV)
+.PHONY: demo test distributed-test airflow airflow-distributed venv clean bench lock browser audit $(RUNTIME_VENV)
 
 # The dev venv: runtime + dev set (requirements-dev.lock) and the project (aleph2alma, aleph2alma_dev) editable.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -66,6 +66,11 @@ test: $(STAMP) $(RUNTIME_STAMP) browser
 	$(BIN)/mypy
 	$(BIN)/python scripts/audit_requirements.py
 	$(BIN)/python -m pytest
+
+# The distributed mode alone (also part of `make test`): two Celery workers, one killed mid-run, the
+# scheduler restarted mid-run, and the clean-up of what a killed stack leaves in PostgreSQL and Redis.
+distributed-test: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e/test_distributed.py tests/e2e/test_stack_cleanup.py $(ARGS)
 
 # Known vulnerabilities in the pinned requirements (pip-audit; accepted ones: supply-chain-accepted.toml).
 audit: $(STAMP)

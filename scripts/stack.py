@@ -1,8 +1,9 @@
 """`make airflow`: the embedded stack with the Airflow UI on localhost:8080, until Ctrl-C or SIGTERM.
 
 `make airflow-distributed` (``--executor celery``): the same, in docker-compose.yaml's shape:
-CeleryExecutor with one worker, a throw-away PostgreSQL metadata database (dropped on Ctrl-C)
-and a Redis database as broker, each Airflow component its own process, logs in ``.stack/``.
+CeleryExecutor with ``--workers`` Celery workers (one by default), a throw-away PostgreSQL metadata
+database (dropped on Ctrl-C) and a Redis database as broker, each Airflow component its own process,
+logs in ``.stack/``.
 """
 
 import argparse
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redis-url", default=REDIS_URL, help="celery: the Redis server (an empty DB is used)"
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="celery: the worker's concurrency")
+    parser.add_argument("--concurrency", type=int, default=2, help="celery: each worker's concurrency")
+    parser.add_argument("--workers", type=int, default=1, help="celery: how many Celery workers to start")
     parser.add_argument(
         "--state-dir", type=Path, default=PROJECT_ROOT / ".stack", help="where the stack keeps its state"
     )
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             pg_admin_url=args.pg_admin_url,
             redis_url=args.redis_url,
             worker_concurrency=args.concurrency,
+            workers=args.workers,
         )
     data = args.data
     if not (data / "replica.sqlite").exists():
@@ -99,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Loaded {restored} objects of the last `make demo` ({args.demo_output}/bucket/) into S3:")
             print(f"  its runs, plan actuals and reports: {stack.api_url}/plugin/migration-control-room")
         if stack.distributed:
-            print(
-                f"Executor: CeleryExecutor, worker {stack.worker_name}@<host> "
-                f"(concurrency {stack.worker_concurrency})"
-            )
+            nodes = ", ".join(f"{stack.worker_node(i)}@<host>" for i in range(stack.workers))
+            print(f"Executor: CeleryExecutor, workers {nodes} (concurrency {stack.worker_concurrency} each)")
             print(f"Metadata DB + result backend: {stack.sql_alchemy_conn} (dropped on stop)")
             print(f"Broker: {stack.broker_url} (flushed on stop)   logs: {stack.state_dir}/*.log")
         signal.pause()

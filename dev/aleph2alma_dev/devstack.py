@@ -8,11 +8,17 @@ is used by DAGs or tasks; production differs only in the connections' contents.
 ``executor="celery"`` runs the distributed mode of docker-compose.yaml instead: a throw-away
 PostgreSQL database as metadata DB and Celery result backend, a dedicated Redis database as
 broker, and api-server, scheduler, dag-processor, triggerer and ``airflow celery worker`` as
-separate processes (each its own process group and log in the state dir).
+separate processes (each its own process group and log in the state dir), ``workers`` Celery
+workers among them.
+
+A stack killed outright (no ``stop()``) leaves its database and Redis claim behind: each records
+its owner (host, pid, the state dir's lock file), and the next distributed start drops those
+whose owner is gone (``reap_stale_backends``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,25 +116,114 @@ def distributed_problems(pg_admin_url: str = PG_ADMIN_URL, redis_url: str = REDI
     return problems
 
 
-def create_database(pg_admin_url: str, prefix: str = "aleph2alma_af_") -> tuple[str, str]:
-    """A new, empty PostgreSQL database: its name and SQLAlchemy URL (psycopg 3 driver)."""
+@dataclass(frozen=True)
+class Owner:
+    """The process that provisioned a stack's throw-away backends, recorded with them (a PostgreSQL
+    database's comment, the Redis claim's value) so a later start can tell a dead stack's leftovers.
+
+    ``lock`` is a file the owner holds an exclusive ``flock`` on while it lives: a pid alone may
+    have been reused by another process since the owner died."""
+
+    host: str
+    pid: int
+    lock: str
+
+    def to_json(self) -> str:
+        return json.dumps({"host": self.host, "pid": self.pid, "lock": self.lock}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> Owner | None:
+        """The recorded owner; None for anything else (an older stack's plain marker, no record)."""
+        try:
+            data = json.loads(text or "")
+            return cls(str(data["host"]), int(data["pid"]), str(data["lock"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def alive(self) -> bool:
+        """False only when the owner is surely gone: its pid is, or the pid lives but does not
+        hold the lock (reused since). Another host's owner, or one whose lock file is gone (its
+        state dir removed under it), counts as alive."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        held = _lock_held(Path(self.lock))
+        return True if held is None else held
+
+
+def _lock_held(path: Path) -> bool | None:
+    """Whether a process holds ``path``'s flock; None when there is no such file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock this call took
+    return False
+
+
+def create_database(pg_admin_url: str, owner: Owner, prefix: str = "aleph2alma_af_") -> tuple[str, str]:
+    """A new, empty PostgreSQL database, ``owner`` as its comment: its name and SQLAlchemy URL
+    (psycopg 3 driver)."""
     import psycopg
+    from psycopg import sql
 
     name = f"{prefix}{secrets.token_hex(5)}"
     with psycopg.connect(pg_admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(owner.to_json()))
+        )
     url = make_url(pg_admin_url).set(drivername="postgresql+psycopg", database=name)
     return name, url.render_as_string(hide_password=False)
 
 
 def drop_database(pg_admin_url: str, name: str) -> None:
     import psycopg
+    from psycopg import sql
 
     with psycopg.connect(pg_admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def claim_redis_db(redis_url: str, owner: str) -> str:
+def stack_databases(pg_admin_url: str, prefix: str = "aleph2alma_af_") -> dict[str, Owner | None]:
+    """The stacks' databases on the server and their recorded owners."""
+    import psycopg
+
+    with psycopg.connect(pg_admin_url, autocommit=True, connect_timeout=5) as admin:
+        rows = admin.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+            " WHERE starts_with(datname, %s)",
+            (prefix,),
+        ).fetchall()
+    return {name: Owner.from_json(comment) for name, comment in rows}
+
+
+def drop_stale_databases(pg_admin_url: str, prefix: str = "aleph2alma_af_") -> list[str]:
+    """Drops the stacks' databases whose recorded owner is gone; returns their names.
+
+    One without a record (an older stack's, or one being created this instant) is kept: its
+    owner cannot be told alive or dead."""
+    stale = [
+        name
+        for name, owner in stack_databases(pg_admin_url, prefix).items()
+        if owner is not None and not owner.alive()
+    ]
+    for name in stale:
+        drop_database(pg_admin_url, name)
+    return stale
+
+
+def claim_redis_db(redis_url: str, owner: Owner) -> str:
     """The URL of an empty Redis database (1-15; 0 is left to others), claimed for ``owner``."""
     import redis
 
@@ -135,28 +231,75 @@ def claim_redis_db(redis_url: str, owner: str) -> str:
     for db in range(15, 0, -1):
         client = redis.Redis.from_url(f"{base}/{db}", socket_connect_timeout=3)
         # Two stacks starting at once may both see the database empty: only one sets the claim.
-        if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, owner, nx=True):
+        if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, owner.to_json(), nx=True):
             return f"{base}/{db}"
     raise StackError(f"no empty Redis database (1-15) at {redis_url} for the Celery broker")
 
 
-def release_redis_db(url: str, owner: str) -> None:
+# Flushes the database only if the claim still holds the owner the caller read: a claim taken
+# anew between the read and the flush is not someone else's to wipe.
+_RELEASE_IF_OWNED = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('FLUSHDB')
+  return 1
+end
+return 0
+"""
+
+
+def release_redis_db(url: str, owner: Owner | bytes | str) -> bool:
+    """Flushes the database at ``url`` if ``owner`` (or that exact claim value) holds it."""
     import redis
 
+    value = owner.to_json() if isinstance(owner, Owner) else owner
     client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    if client.get(REDIS_CLAIM_KEY) == owner.encode():
-        client.flushdb()
+    return bool(client.eval(_RELEASE_IF_OWNED, 1, REDIS_CLAIM_KEY, value))
 
 
-def _wait_log(log: Path, marker: str, what: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def release_stale_redis_claims(redis_url: str) -> list[str]:
+    """Flushes the Redis databases (1-15) claimed by a stack that is gone; returns their URLs.
+
+    A claim that names no owner (an older stack's plain marker) is kept, as an unclaimed
+    database is (it may be someone else's)."""
+    import redis
+
+    base = redis_url.rstrip("/")
+    released = []
+    for db in range(1, 16):
+        url = f"{base}/{db}"
+        claim = redis.Redis.from_url(url, socket_connect_timeout=3).get(REDIS_CLAIM_KEY)
+        owner = Owner.from_json(claim)
+        if claim is not None and owner is not None and not owner.alive():
+            if release_redis_db(url, claim):
+                released.append(url)
+    return released
+
+
+def reap_stale_backends(pg_admin_url: str, redis_url: str) -> tuple[list[str], list[str]]:
+    """What killed stacks left behind, cleaned: the dropped databases, the released Redis URLs."""
+    return drop_stale_databases(pg_admin_url), release_stale_redis_claims(redis_url)
+
+
+def _wait_log(
+    log: Path, marker: str, what: str, timeout: float, proc: subprocess.Popen[bytes], since: int = 0
+) -> None:
+    """Until ``marker`` is in ``log`` past its first ``since`` bytes (an earlier process's lines)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
-        if log.exists() and marker in log.read_text(errors="replace"):
+        if log.exists() and marker.encode() in log.read_bytes()[since:]:
             return
         time.sleep(0.5)
     raise StackError(f"{what} did not log {marker!r} within {timeout:.0f} s; see {log}")
+
+
+def _heartbeat_after(health: dict[str, Any], after: float) -> bool:
+    """Whether the health report's latest scheduler heartbeat is past ``after`` (Unix time)."""
+    if not after:
+        return True
+    beat = health.get("scheduler", {}).get("latest_scheduler_heartbeat")
+    return bool(beat) and datetime.fromisoformat(str(beat).replace("Z", "+00:00")).timestamp() > after
 
 
 @dataclass
@@ -167,7 +310,8 @@ class EmbeddedStack:
     With ``executor="celery"``, empty ``sql_alchemy_conn``/``broker_url``/``result_backend``
     mean: a throw-away database ``aleph2alma_af_<random>`` created through ``pg_admin_url``
     (dropped on stop), an empty Redis database at ``redis_url`` (flushed on stop), and that
-    PostgreSQL database as result backend. Given ones are used as they are and kept.
+    PostgreSQL database as result backend. Given ones are used as they are and kept. ``workers``
+    Celery workers run, worker ``i`` as ``worker_node(i)`` logging to ``worker_log(i)``.
     """
 
     state_dir: Path = PROJECT_ROOT / ".stack"
@@ -186,6 +330,7 @@ class EmbeddedStack:
     pg_admin_url: str = PG_ADMIN_URL
     redis_url: str = REDIS_URL
     worker_concurrency: int = 2
+    workers: int = 1
     # The stack's credentials: the demo's by default; tests set distinctive ones and search every
     # output for them (tests/e2e/test_secrets_in_outputs.py). The Alma emulator accepts only
     # ``alma_api_key``; an empty ``initial_admin_password`` lets the simple auth manager generate one.
@@ -193,6 +338,9 @@ class EmbeddedStack:
     alma_api_key: str = "demo-api-key"
     initial_admin_password: str = ""
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _components: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
+    _worker_procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _lock_fd: int = -1
     _created_db: str = ""
     _claimed_broker: str = ""
     _log_ports: tuple[int, int] = (0, 0)
@@ -200,6 +348,8 @@ class EmbeddedStack:
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, not {self.executor!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, not {self.workers}")
 
     @property
     def distributed(self) -> bool:
@@ -207,8 +357,20 @@ class EmbeddedStack:
 
     @property
     def worker_name(self) -> str:
-        """The Celery worker's node name prefix (``<worker_name>@<host>``)."""
+        """The first Celery worker's node name prefix (``<worker_name>@<host>``)."""
         return f"aleph2alma-{self.api_port}"
+
+    def worker_node(self, i: int) -> str:
+        """Worker ``i``'s node name prefix: ``worker_name``, then ``worker_name-1``, ``-2``, ..."""
+        return self.worker_name if i == 0 else f"{self.worker_name}-{i}"
+
+    def worker_log(self, i: int) -> Path:
+        return self.state_dir / ("celery-worker.log" if i == 0 else f"celery-worker-{i}.log")
+
+    @property
+    def owner(self) -> Owner:
+        """This stack's owner, as recorded with its throw-away database and Redis claim."""
+        return Owner(socket.gethostname(), os.getpid(), str(self.state_dir / "stack.lock"))
 
     @property
     def airflow_home(self) -> Path:
@@ -383,14 +545,30 @@ class EmbeddedStack:
         proc, log = self._spawn([airflow, "standalone"], "airflow.log")
         _wait_http(f"{self.api_url}/api/v2/monitor/health", "Airflow (api-server)", log, timeout, proc)
 
-    def _provision_backends(self) -> None:
-        """The throw-away metadata database and the dedicated broker database, unless given."""
+    def provision_backends(self) -> None:
+        """The throw-away metadata database and the dedicated broker database, unless given; first,
+        what killed stacks left on the same servers is cleaned."""
+        self._hold_owner_lock()
+        reap_stale_backends(self.pg_admin_url, self.redis_url)
         if not self.sql_alchemy_conn:
-            self._created_db, self.sql_alchemy_conn = create_database(self.pg_admin_url)
+            self._created_db, self.sql_alchemy_conn = create_database(self.pg_admin_url, self.owner)
         if not self.broker_url:
-            self.broker_url = self._claimed_broker = claim_redis_db(self.redis_url, self.worker_name)
+            self.broker_url = self._claimed_broker = claim_redis_db(self.redis_url, self.owner)
         if not self.result_backend:
             self.result_backend = f"db+{self.sql_alchemy_conn}"
+
+    def _hold_owner_lock(self) -> None:
+        """The lock that tells others this stack's owner lives (see ``Owner``), held until stop."""
+        if self._lock_fd >= 0:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.owner.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise StackError(f"another stack runs in {self.state_dir} (it holds {self.owner.lock})") from exc
+        self._lock_fd = fd
 
     def _run_once(self, args: list[str], log_name: str, what: str, timeout: float) -> None:
         log = self.state_dir / log_name
@@ -413,7 +591,7 @@ class EmbeddedStack:
     def _start_distributed(self, timeout: float) -> None:
         """What ``airflow standalone`` does, one process per component, with Celery workers."""
         deadline = time.monotonic() + timeout
-        self._provision_backends()
+        self.provision_backends()
         bin_dir = Path(sys.executable).parent
         airflow = str(bin_dir / "airflow")
         self._run_once([airflow, "db", "migrate"], "db-migrate.log", "airflow db migrate", timeout)
@@ -433,31 +611,75 @@ class EmbeddedStack:
             [airflow, "api-server", "--host", self.listen_host, "--port", str(self.api_port)],
             "api-server.log",
         )
-        components = {
-            name: self._spawn([airflow, name], f"{name}.log")
-            for name in ("scheduler", "dag-processor", "triggerer")
-        }
-        worker, worker_log = self._spawn(
-            [
-                airflow,
-                "celery",
-                "worker",
-                "--concurrency",
-                str(self.worker_concurrency),
-                "--celery-hostname",
-                f"{self.worker_name}@%h",
-            ],
-            "celery-worker.log",
-        )
+        for name in ("scheduler", "dag-processor", "triggerer"):
+            self._components[name] = self._spawn([airflow, name], f"{name}.log")
+        since = {i: self._spawn_worker(i) for i in range(self.workers)}
         remaining = max(deadline - time.monotonic(), 30)
         _wait_http(f"{self.api_url}/api/v2/monitor/health", "Airflow (api-server)", api_log, remaining, api)
-        _wait_log(worker_log, " ready.", "the Celery worker", max(deadline - time.monotonic(), 30), worker)
-        self._wait_healthy(max(deadline - time.monotonic(), 30), components)
+        for i, offset in since.items():
+            self._wait_worker_ready(i, offset, max(deadline - time.monotonic(), 30))
+        self._wait_healthy(max(deadline - time.monotonic(), 30), self._components)
+
+    def _spawn_worker(self, i: int) -> int:
+        """Starts Celery worker ``i``; returns its log's size before (where its own lines begin)."""
+        log = self.worker_log(i)
+        since = log.stat().st_size if log.exists() else 0
+        args = [
+            str(Path(sys.executable).parent / "airflow"),
+            "celery",
+            "worker",
+            "--concurrency",
+            str(self.worker_concurrency),
+            "--celery-hostname",
+            f"{self.worker_node(i)}@%h",
+        ]
+        if i:
+            # One log server per host and port: the first worker's serves every worker's task
+            # logs, which all land in the same AIRFLOW_HOME/logs on this machine.
+            args.append("--skip-serve-logs")
+        self._worker_procs[i], _ = self._spawn(args, log.name)
+        return since
+
+    def _wait_worker_ready(self, i: int, since: int, timeout: float) -> None:
+        what = f"Celery worker {i} ({self.worker_node(i)})"
+        _wait_log(self.worker_log(i), " ready.", what, timeout, self._worker_procs[i], since)
+
+    def worker_pid(self, i: int) -> int:
+        """Worker ``i``'s main process (its process group's leader)."""
+        return self._worker_procs[i].pid
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL to worker ``i``'s whole process group, as a machine failure would: the pool's
+        processes and their task runners die with it, nothing is acknowledged or handed back."""
+        proc = self._worker_procs[i]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_group_gone(proc, timeout=30)
+
+    def restart_scheduler(self, timeout: float = 180) -> None:
+        """Stops the scheduler (SIGTERM, as a deployment does), starts a new one and waits until it
+        heartbeats: the new scheduler adopts the running tasks the old one queued."""
+        proc, _ = self._components["scheduler"]
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait_group_gone(proc, timeout=60)
+        started = time.time()
+        airflow = str(Path(sys.executable).parent / "airflow")
+        self._components["scheduler"] = self._spawn([airflow, "scheduler"], "scheduler.log")
+        self._wait_healthy(timeout, self._components, heartbeat_after=started)
 
     def _wait_healthy(
-        self, timeout: float, components: dict[str, tuple[subprocess.Popen[bytes], Path]]
+        self,
+        timeout: float,
+        components: dict[str, tuple[subprocess.Popen[bytes], Path]],
+        heartbeat_after: float = 0,
     ) -> None:
-        """Until /monitor/health reports the scheduler, triggerer and dag-processor heartbeating."""
+        """Until /monitor/health reports the scheduler, triggerer and dag-processor heartbeating
+        (the scheduler since ``heartbeat_after``, a Unix time, when given: a new scheduler)."""
         deadline = time.monotonic() + timeout
         health: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -471,13 +693,17 @@ class EmbeddedStack:
             if all(
                 health.get(part, {}).get("status") == "healthy"
                 for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-            ):
+            ) and _heartbeat_after(health, heartbeat_after):
                 return
             time.sleep(1)
         raise StackError(
             f"Airflow components not healthy within {timeout:.0f} s: {health}; "
             f"see the logs in {self.state_dir}"
         )
+
+    def component_pid(self, name: str) -> int:
+        """The pid of a distributed stack's component (``scheduler``, ``dag-processor``, ``triggerer``)."""
+        return self._components[name][0].pid
 
     def start(self) -> EmbeddedStack:
         self.start_s3()
@@ -524,6 +750,8 @@ class EmbeddedStack:
         for proc in self._procs:
             _wait_group_gone(proc, timeout=30)
         self._procs.clear()
+        self._components.clear()
+        self._worker_procs.clear()
         try:
             if self._created_db:
                 drop_database(self.pg_admin_url, self._created_db)
@@ -532,8 +760,11 @@ class EmbeddedStack:
                 self._created_db = self.sql_alchemy_conn = ""
         finally:
             if self._claimed_broker:
-                release_redis_db(self._claimed_broker, self.worker_name)
+                release_redis_db(self._claimed_broker, self.owner)
                 self._claimed_broker = self.broker_url = ""
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def __enter__(self) -> EmbeddedStack:
         try:

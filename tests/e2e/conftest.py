@@ -29,11 +29,23 @@ from aleph2alma_dev.devstack import EmbeddedStack, free_port
 E2E_TEST_TIMEOUT = 1800
 
 
+# Modules that start stacks of their own (Celery workers, PostgreSQL, Redis): they run before any
+# test asks for the session's stack, so that two stacks never share the 2 cores.
+OWN_STACK_MODULES = ("test_distributed.py", "test_stack_cleanup.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(item.path).parents:
             item.add_marker(pytest.mark.timeout(E2E_TEST_TIMEOUT))
+
+    def rank(item: pytest.Item) -> int:  # the rest first, then the own-stack modules, then the session's
+        if here not in Path(item.path).parents:
+            return 0
+        return 1 if item.path.name in OWN_STACK_MODULES else 2
+
+    items.sort(key=rank)  # stable: each module's order and the modules' order otherwise kept
 
 
 @pytest.fixture(scope="session")
