@@ -1,6 +1,9 @@
-"""AirflowClient.wait: gates are answered once settled, and again when Airflow asks again."""
+"""AirflowClient: gates are answered once settled, and again when Airflow asks again; task instances
+are read page by page."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 import pytest
@@ -24,19 +27,37 @@ class FakeAirflow:
             return httpx.Response(201, json={"access_token": "t"})
         if path.endswith("/taskInstances"):
             _, gates = self.steps[self.at]
-            return httpx.Response(
-                200,
-                json={
-                    "task_instances": [
-                        {"task_id": task, "map_index": -1, "try_number": tries, "state": "awaiting_input"}
-                        for task, tries in gates
-                    ]
-                },
-            )
+            tis = [
+                {"task_id": task, "map_index": -1, "try_number": tries, "state": "awaiting_input"}
+                for task, tries in gates
+            ]
+            return httpx.Response(200, json=page_of(request, tis))
         if "/dagRuns/" in path:
             self.at = min(self.at + 1, len(self.steps) - 1)
             return httpx.Response(200, json={"state": self.steps[self.at][0]})
         return httpx.Response(404, json={"detail": path})
+
+
+def page_of(request: httpx.Request, tis: list[dict[str, Any]]) -> dict[str, Any]:
+    """One page as Airflow 3's REST API serves it: ``limit`` capped at ``[api] maximum_page_limit``
+    (100 by default), from ``offset``, with the collection's ``total_entries``."""
+    limit = min(int(request.url.params.get("limit", 50)), 100)
+    offset = int(request.url.params.get("offset", 0))
+    return {"task_instances": tis[offset : offset + limit], "total_entries": len(tis)}
+
+
+def test_every_task_instance_is_read_page_by_page() -> None:
+    tis = [{"task_id": "extract_part", "map_index": i, "state": "success"} for i in range(250)]
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        return httpx.Response(200, json=page_of(request, tis))
+
+    found = AirflowClient(
+        "http://airflow", "admin", "pw", transport=httpx.MockTransport(serve)
+    ).task_instances("d", "r")
+    assert [t["map_index"] for t in found] == list(range(250))
 
 
 def client(fake: FakeAirflow) -> AirflowClient:
