@@ -16,14 +16,16 @@ from aleph2alma.aleph.alephseq import (
     AlephSeqRecord,
     check_line,
     control_field,
+    grouped_lines,
     is_local_tag,
     iter_raw_records,
+    parse_subfields,
     read_alephseq,
     record_lines,
     split_ranges,
     write_alephseq,
 )
-from aleph2alma.rejects import RejectLog
+from aleph2alma.rejects import Reject, RejectLog
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alephseq"
 SAMPLES = Path(
@@ -391,3 +393,106 @@ def test_raw_and_parsed_counts_agree_on_generated_file(tmp_path: Path) -> None:
     with open(path, "rb") as fh:
         assert sum(1 for _ in iter_raw_records(fh)) == len(list(read_alephseq(path, rejects=log))) == 300
     assert log.counts == {"bad_tag": 18}
+
+
+# --- the reader's fast paths ----------------------------------------------------------------
+
+
+def _scan_subfields(data: str) -> list[Subfield]:
+    """The reference split at ``$$`` + code (the reader's general path, kept here as the spec)."""
+    subfields: list[Subfield] = []
+    pos = data.find("$$")
+    if pos == -1:
+        return [Subfield("", data)] if data else []
+    if pos > 0:
+        subfields.append(Subfield("", data[:pos]))
+    while pos != -1:
+        if pos + 2 == len(data):
+            subfields.append(Subfield("", "$$"))
+            break
+        nxt = data.find("$$", pos + 3)
+        subfields.append(Subfield(data[pos + 2], data[pos + 3 : len(data) if nxt == -1 else nxt]))
+        pos = nxt
+    return subfields
+
+
+def test_parse_subfields_splits_as_the_scan() -> None:
+    rng = random.Random(7)
+    alphabet = ["$", "$", "$", "a", "b", " ", "中", "^", "\x1b"]
+    cases = ["", "$$", "$$$", "$$$$a", "$$a$$$b", "x$$", "$$a", "abc", "$$a1$$b2$$", "pre$$ax$$$$b"]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(20_000)]
+    for data in cases:
+        got = parse_subfields(data)
+        assert got == _scan_subfields(data), data
+        assert all(type(sub) is Subfield for sub in got)
+
+
+def test_fields_read_are_the_fields_pymarc_builds() -> None:
+    """The reader sets pymarc's Field attributes directly (``Field.__init__`` is slow): the
+    result must be what ``Field(...)`` and ``control_field(...)`` build."""
+    text = (
+        "000000001 FMT   L BK\n"
+        "000000001 LDR   L 00000nam^^2200000^a^4500\n"
+        "000000001 001   L 000000001\n"
+        "000000001 008   L 850101s1985^^^^xx\n"
+        "000000001 24510 L $$aTitle$$bsub\n"
+        "000000001 500   L raw text$$anote\n"
+        "000000001 650 0 L $$a中文$$x\n"
+        "000000001 CAT   L $$aCAT$$b00\n"
+        "000000001 Z30-1 L $$bBARCODE\n"
+    ).encode()
+    [rec] = read_alephseq(io.BytesIO(text))
+    expected = [
+        control_field("FMT", "BK"),
+        Field("001", data="000000001"),
+        Field("008", data="850101s1985    xx"),
+        Field("245", Indicators("1", "0"), [Subfield("a", "Title"), Subfield("b", "sub")]),
+        Field("500", Indicators(" ", " "), [Subfield("", "raw text"), Subfield("a", "note")]),
+        Field("650", Indicators(" ", "0"), [Subfield("a", "中文"), Subfield("x", "")]),
+        Field("CAT", Indicators(" ", " "), [Subfield("a", "CAT"), Subfield("b", "00")]),
+        Field("Z30", Indicators("-", "1"), [Subfield("b", "BARCODE")]),
+    ]
+    slots = ("tag", "data", "_indicators", "subfields", "control_field")
+    assert [[getattr(f, s) for s in slots] for f in rec.record.fields] == [
+        [getattr(f, s) for s in slots] for f in expected
+    ]
+    assert all(type(f) is Field for f in rec.record.fields)
+    assert all(type(f.indicators) is Indicators for f in rec.record.fields if not f.control_field)
+    assert str(rec.record.leader) == "00000nam  2200000 a 4500"
+    assert rec.items == [{"b": "BARCODE"}]
+
+
+def test_reader_groups_and_rejects_lines_as_grouped_lines() -> None:
+    """read_alephseq's fused line loop: the same records and the same malformed lines, in the
+    same order, as grouped_lines (CRLF, blank, malformed, over-long, invalid UTF-8 lines, an
+    FMT that restarts a system number, a control field with indicators)."""
+    lines = [
+        b"000000001 FMT   L BK\r\n",
+        b"000000001 24510 L $$aOne\r\n",
+        b"\n",
+        b"garbage line\n",
+        b"000000001 00110 L 1\n",  # control field with indicators: malformed
+        b"000000001 500   L $$a\xff\xfeinvalid\n",
+        b"000000001 FMT   L BK\n",  # a new record, same system number
+        b"000000001 245   L $$aTwo\n",
+        b"x" * 300 + b"\n",
+        b"000000002 245   L $$aThree\n",
+        b"00000000X 245   L $$abad sysno\n",
+        b"000000002 650 7 L $$aFour\n",
+    ]
+    data = b"".join(lines)
+    seen: list[tuple[int, str]] = []
+    groups = [
+        (sysno, [line.line_no for line in group])
+        for sysno, group in grouped_lines(
+            io.BytesIO(data), lambda line, _sysno: seen.append((line.line_no, line.reason or ""))
+        )
+    ]
+    rejects: list[Reject] = []
+    records = list(read_alephseq(io.BytesIO(data), malformed=rejects.append))
+    assert [(r.sysno, r.line_no) for r in records] == [(sysno, nos[0]) for sysno, nos in groups]
+    assert [(r.line_no, r.reason) for r in rejects] == [(no, why) for no, why in seen if why != "blank"]
+    assert [len(r.record.fields) for r in records] == [3, 2, 2]  # FMT 245 500 / FMT 245 / 245 650
+    assert records[0].record.fields[1].subfields == [Subfield("a", "One")]  # CRLF gone
+    assert records[0].encoding_errors == [(6, "500")]
+    assert records[1].encoding_errors == records[2].encoding_errors == []

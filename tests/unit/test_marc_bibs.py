@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -18,7 +19,9 @@ from aleph2alma.marc.bibs import (
     BIB_INDEX_SCHEMA,
     BibOptions,
     embed_items,
+    iso2709,
     leader_faults,
+    marc_bytes,
     transform_bib,
     transform_bibs,
 )
@@ -507,3 +510,69 @@ def test_marcxml_leader_of_wrong_length_is_reported_by_the_transform(tmp_path: P
     assert rec.sysno == "42" and not rec.has_leader
     assert transform_bib(rec, BibOptions("X", "MARC21")).reject.reason == "invalid_leader"  # type: ignore[union-attr]
     assert json.loads(sink.getvalue())["reason"] == "xml_syntax_error"
+
+
+# --- the ISO 2709 writer: pymarc's bytes ------------------------------------------------------
+
+
+def _records_to_write() -> list[pymarc.Record]:
+    records = []
+    for name in ("clean_marc21.seq", "clean_cnmarc.seq", "gbk_title.seq", "nfd_title.seq", "electronic.seq"):
+        for rec in read_alephseq(FIXTURES / name):
+            result = transform_bib(rec, CNMARC if "cnmarc" in name else MARC21)
+            if result.record is not None:
+                records.append(result.record)
+    odd = pymarc.Record(leader="00000cam  2200000 a 4500")
+    odd.add_field(
+        Field("001", data="x1"),
+        Field("005", data=None),  # pymarc writes "None"
+        Field("245", Indicators("1", "0"), [Subfield("a", "Ünïcödé 中文 ")]),
+        Field("500", Indicators(" ", " "), []),  # indicators only
+        Field("CAT", Indicators(" ", " "), [Subfield("a", "local")]),
+    )
+    records.append(odd)
+    cnmarc = pymarc.Record(leader="00000nam0 2200000   450 ", to_unicode=False, force_utf8=True)
+    cnmarc.add_field(Field("200", Indicators("1", " "), [Subfield("a", "现代")]))
+    records.append(cnmarc)
+    return records
+
+
+def test_iso2709_writes_the_bytes_pymarc_writes_and_reads_back() -> None:
+    """``iso2709`` stands in for ``Record.as_marc()``: the same bytes, which pymarc reads back
+    to the same leader and fields."""
+    for record in _records_to_write():
+        expected = copy.deepcopy(record).as_marc()
+        data = iso2709(record)
+        assert data == expected
+        assert data[-1:] == b"\x1d" and int(data[:5]) == len(data)
+        [back] = pymarc.MARCReader(data, to_unicode=True, force_utf8=True)
+        assert back is not None
+        assert str(back.leader) == data[:24].decode()
+        assert [f.tag for f in back.fields] == [f.tag for f in record.fields]
+        for read, written in zip(back.fields, record.fields, strict=True):
+            if written.control_field:
+                assert read.data == f"{written.data}"
+            else:
+                assert (read.indicators, read.subfields) == (written.indicators, written.subfields)
+
+
+def test_iso2709_leaves_to_pymarc_what_it_does_not_cover() -> None:
+    """Not UTF-8, a tag pymarc rewrites, a value that is not text: pymarc's own bytes; text
+    that does not encode: pymarc's own error, as the same ``unwritable_record`` reject."""
+    latin = pymarc.Record(leader="00000cam  2200000   4500", to_unicode=False)
+    latin.add_field(Field("245", Indicators("0", "0"), [Subfield("a", "café")]))
+    short_tag = pymarc.Record(leader="00000cam  2200000 a 4500")
+    short_tag.add_field(Field("AB", Indicators(" ", " "), [Subfield("a", "x")]))
+    not_text = pymarc.Record(leader="00000cam  2200000 a 4500")
+    not_text.add_field(Field("500", Indicators(" ", " "), [Subfield("a", None)]))  # type: ignore[arg-type]
+    for record in (latin, short_tag, not_text):
+        assert iso2709(record) == copy.deepcopy(record).as_marc()
+    surrogate = pymarc.Record(leader="00000cam  2200000 a 4500")
+    surrogate.add_field(Field("245", Indicators("0", "0"), [Subfield("a", "bad \udcff byte")]))
+    with pytest.raises(UnicodeEncodeError) as pymarc_error:
+        copy.deepcopy(surrogate).as_marc()
+    assert marc_bytes(surrogate) == (
+        b"",
+        "unwritable_record",
+        f"UnicodeEncodeError: {pymarc_error.value}",
+    )

@@ -139,6 +139,8 @@ def is_local_tag(tag: str) -> bool:
 
 
 _WELL_FORMED = re.compile(rb"[0-9]{9} [0-9A-Za-z]{3}[\x20-\x7e]{2} L ")
+_CONTROL_TAGS = frozenset({b"FMT", b"LDR", *(b"00%d" % i for i in range(10))})
+"""The tags of :func:`_is_control_tag`, as bytes: FMT, LDR, 000-009."""
 
 
 def check_line(line: bytes) -> str | None:
@@ -260,6 +262,53 @@ def grouped_lines(
         yield sysno, lines
 
 
+def _valid_groups(
+    fh: BinaryIO, on_invalid: Callable[[RawLine, str], None]
+) -> Iterator[tuple[str, list[tuple[int, bytes]], RawLine]]:
+    """:func:`grouped_lines` with ``on_invalid``, fused with :func:`scan_lines` for
+    :func:`read_alephseq`: the same records at the same points of the stream, the same calls
+    to ``on_invalid`` in the same order, the same :class:`AlephSeqError`; but a valid line is
+    kept as ``(line_no, bytes)`` and only the last line of a record as a :class:`RawLine`.
+    Lines the fast test (:data:`_WELL_FORMED`, and blank indicators or a tag that is not a
+    control tag) does not pass go through :func:`check_line` as in :func:`scan_lines`."""
+    readline, well_formed = fh.readline, _WELL_FORMED.match
+    limit = MAX_LINE + 1
+    sysno = b""
+    lines: list[tuple[int, bytes]] = []
+    size = line_no = offset = last_no = last_offset = 0
+    while line := readline(limit):
+        line_no += 1
+        length = len(line)
+        if length > MAX_LINE:
+            head = line[:EXCERPT]
+            while not line.endswith(b"\n") and (line := readline(CHUNK)):
+                length += len(line)
+            on_invalid(RawLine(line_no, offset, head, "line_too_long", length), sysno.decode("ascii"))
+            offset += length
+            continue
+        if not (well_formed(line) and (line[13:15] == b"  " or line[10:13] not in _CONTROL_TAGS)):
+            reason = check_line(line) if line.strip() else "blank"
+            if reason is not None:
+                on_invalid(RawLine(line_no, offset, line, reason, length), sysno.decode("ascii"))
+                offset += length
+                continue
+        key = line[:9]
+        if sysno and (key != sysno or line[10:13] == b"FMT"):
+            end = lines[-1][1]
+            yield sysno.decode("ascii"), lines, RawLine(last_no, last_offset, end, None, len(end))
+            lines, size = [], 0
+        sysno = key
+        lines.append((line_no, line))
+        size += length
+        if size > MAX_RECORD_BYTES:
+            raise _too_large(sysno.decode("ascii"), RawLine(line_no, offset, line, None, length))
+        last_no, last_offset = line_no, offset
+        offset += length
+    if lines:
+        end = lines[-1][1]
+        yield sysno.decode("ascii"), lines, RawLine(last_no, last_offset, end, None, len(end))
+
+
 def iter_raw_records(fh: BinaryIO) -> Iterator[tuple[str, int, bytes]]:
     """(sysno, first line_no, raw bytes incl. newlines) per record, without parsing fields.
 
@@ -275,12 +324,29 @@ def iter_raw_records(fh: BinaryIO) -> Iterator[tuple[str, int, bytes]]:
 # --- fields -----------------------------------------------------------------------------
 
 
+_new_tuple = tuple.__new__
+"""``_new_tuple(Subfield, (code, value))`` is ``Subfield(code, value)`` without the named
+tuple's Python-level ``__new__`` (the reader makes one per subfield of the whole export)."""
+
+
 def parse_subfields(data: str) -> list[Subfield]:
     """Split data-field text at ``$$`` + code; text that no code introduces gets :data:`RAW_CODE`."""
-    subfields: list[Subfield] = []
+    if "$$$" not in data:
+        # No run of three ``$``: the ``$$`` are disjoint, so ``str.split`` finds the same
+        # delimiters as the scan below, at C speed. An empty piece can then only be the last
+        # (a dangling ``$$``).
+        pieces = data.split(DELIMITER)
+        head = pieces[0]
+        if pieces[-1] or len(pieces) == 1:
+            subfields = [_new_tuple(Subfield, (piece[0], piece[1:])) for piece in pieces[1:]]
+        else:
+            subfields = [_new_tuple(Subfield, (piece[0], piece[1:])) for piece in pieces[1:-1]]
+            subfields.append(_new_tuple(Subfield, (RAW_CODE, DELIMITER)))
+        if head:
+            subfields.insert(0, _new_tuple(Subfield, (RAW_CODE, head)))
+        return subfields
+    subfields = []
     pos = data.find(DELIMITER)
-    if pos == -1:
-        return [Subfield(RAW_CODE, data)] if data else []
     if pos > 0:
         subfields.append(Subfield(RAW_CODE, data[:pos]))
     while pos != -1:
@@ -307,6 +373,14 @@ def control_field(tag: str, data: str) -> Field:
     return result
 
 
+_new_field = Field.__new__
+"""The reader makes its fields with ``_new_field(Field)`` and sets pymarc's own attributes
+(``tag``, ``data``, ``_indicators``, ``subfields``, ``control_field``) to what
+``Field(tag, indicators, subfields)`` or :func:`control_field` would: for the 3-character
+ASCII tags of ALEPHSEQ lines, ``Field.__init__`` only normalises and checks its arguments,
+which cost more than the rest of reading a line (tested equal in ``tests/unit/test_alephseq.py``)."""
+
+
 def _item(subfields: list[Subfield]) -> dict[str, str]:
     item: dict[str, str] = {}
     for code, value in subfields:
@@ -317,40 +391,87 @@ def _item(subfields: list[Subfield]) -> dict[str, str]:
 # --- reader -----------------------------------------------------------------------------
 
 
-def _decode(data: bytes) -> tuple[str, bool]:
-    """(text, ok): invalid UTF-8 keeps its bytes as surrogates for a later GBK attempt."""
+@dataclass(frozen=True)
+class _TagInfo:
+    tag: str
+    control: bool
+    caret: bool
+    local: bool
+
+
+_TAG_INFO: dict[str, _TagInfo] = {}
+_INDICATORS: dict[str, Indicators] = {}
+
+
+def _tag_info(tag: str) -> _TagInfo:
+    info = _TAG_INFO.get(tag)
+    if info is None:
+        info = _TAG_INFO[tag] = _TagInfo(tag, _is_control_tag(tag), _uses_caret(tag), is_local_tag(tag))
+    return info
+
+
+def _indicators(text: str) -> Indicators:
+    ind = _INDICATORS.get(text)
+    if ind is None:
+        ind = _INDICATORS[text] = Indicators(text[0], text[1])
+    return ind
+
+
+def _line_texts(lines: list[tuple[int, bytes]], encoding_errors: list[tuple[int, str]]) -> list[str]:
+    """The lines as text, without their ``\\n``. Decoded all at once when the record is valid
+    UTF-8 (the line ends are ASCII, so it is exactly when every line is); else line by line,
+    invalid UTF-8 kept as surrogates (``surrogateescape``) for a later GBK attempt and listed
+    in ``encoding_errors`` as ``(line_no, tag)``. Columns 0-17 are ASCII (:func:`check_line`):
+    a line is valid UTF-8 exactly when its data is."""
     try:
-        return data.decode("utf-8"), True
+        return b"".join([line for _, line in lines]).decode("utf-8").split("\n")
     except UnicodeDecodeError:
-        return data.decode("utf-8", "surrogateescape"), False
+        pass
+    texts = []
+    for line_no, line in lines:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line.decode("utf-8", "surrogateescape")
+            encoding_errors.append((line_no, text[10:13]))
+        texts.append(text[:-1] if text.endswith("\n") else text)
+    return texts
 
 
-class _RecordBuilder:
-    def __init__(self, sysno: str, source: str, line_no: int, keep_local: bool) -> None:
-        self.result = AlephSeqRecord(sysno, pymarc.Record(), [], source, line_no, [], has_leader=False)
-        self.keep_local = keep_local
-        self.at_head = True  # no field but FMT yet: an LDR here is the record's leader
-
-    def add(self, line_no: int, body: bytes) -> None:
-        tag, ind = body[10:13].decode("ascii"), Indicators(chr(body[13]), chr(body[14]))
-        data, ok = _decode(body[MIN_LINE:])
-        if not ok:
-            self.result.encoding_errors.append((line_no, tag))
-        if _uses_caret(tag):
-            data = data.replace("^", " ")
-        if tag == "LDR" and self.at_head and not self.result.has_leader and len(data) == 24:
-            self.result.record.leader = pymarc.Leader(data)
-            self.result.has_leader = True
-            return
-        self.at_head = self.at_head and tag == "FMT"
-        if _is_control_tag(tag):
-            new = control_field(tag, data)
+def _build_record(
+    sysno: str, source: str, lines: list[tuple[int, bytes]], keep_local: bool
+) -> AlephSeqRecord:
+    """One record from its valid lines ``(line_no, line with its line end)``."""
+    result = AlephSeqRecord(sysno, pymarc.Record(), [], source, lines[0][0], [], has_leader=False)
+    fields = result.record.fields
+    at_head = True  # no field but FMT yet: an LDR here is the record's leader
+    texts = _line_texts(lines, result.encoding_errors)
+    for (_, line), text in zip(lines, texts, strict=False):  # texts: one more ("") after a last line end
+        if text[-1:] == "\r" and line.endswith(b"\r\n"):
+            text = text[:-1]  # CRLF
+        info = _TAG_INFO.get(text[10:13]) or _tag_info(text[10:13])
+        tag, data = info.tag, text[MIN_LINE:]
+        if info.control:
+            if info.caret:
+                data = data.replace("^", " ")
+            if tag == "LDR" and at_head and not result.has_leader and len(data) == 24:
+                result.record.leader = pymarc.Leader(data)
+                result.has_leader = True
+                continue
+            at_head = at_head and tag == "FMT"
+            new = _new_field(Field)  # = control_field(tag, data)
+            new.tag, new.data, new._indicators, new.subfields, new.control_field = tag, data, None, [], True
         else:
-            new = Field(tag, ind, parse_subfields(data))
+            at_head = False
+            ind = _INDICATORS.get(text[13:15]) or _indicators(text[13:15])
+            new = _new_field(Field)  # = Field(tag, ind, parse_subfields(data))
+            new.tag, new.data, new._indicators, new.subfields = tag, None, ind, parse_subfields(data)
+            new.control_field = False
             if tag == ITEM_TAG and ind == ITEM_INDICATORS:
-                self.result.items.append(_item(new.subfields))
-        if self.keep_local or not is_local_tag(tag):
-            self.result.record.add_field(new)
+                result.items.append(_item(new.subfields))
+        if keep_local or not info.local:
+            fields.append(new)
+    return result
 
 
 def excerpt(data: bytes) -> str:
@@ -471,15 +592,13 @@ def read_alephseq(
     pending: AlephSeqRecord | None = None
     with ExitStack() as stack:
         fh = stack.enter_context(open(source, "rb")) if isinstance(source, str | os.PathLike) else source
-        for sysno, lines in grouped_lines(fh, on_invalid):
-            builder = _RecordBuilder(sysno, label, lines[0].line_no, keep_local)
-            for line in lines:
-                builder.add(line.line_no, _strip_eol(line.data))
+        for sysno, lines, last_line in _valid_groups(fh, on_invalid):
+            record = _build_record(sysno, label, lines, keep_local)
             if pending is not None:
                 yield pending
-            pending = builder.result
-            if not last or last[0].line_no < lines[-1].line_no:
-                last[:] = [lines[-1]]
+            pending = record
+            if not last or last[0].line_no < last_line.line_no:
+                last[:] = [last_line]
     if bad is not None:
         bad.close()
     if pending is not None and _cut(last[0] if last else None):

@@ -23,20 +23,21 @@ def cnmarc_shape(has_200: bool, a100: str) -> bool:
     return has_200 and len(a100) >= 9 and a100[:8].isascii() and a100[:8].isdigit()
 
 
-def _first_100a(record: pymarc.Record) -> str:
-    for fld in record.get_fields("100"):
-        if not fld.control_field:
-            for code, value in fld.subfields:
-                if code == "a":
-                    return value
-    return ""
-
-
 def record_flavour(record: pymarc.Record) -> Flavour | None:
     """``CNMARC`` or ``MARC21`` when the record's shape says so, else None."""
-    has_200 = any(not f.control_field for f in record.get_fields("200"))
-    has_245 = any(not f.control_field for f in record.get_fields("245"))
-    cnmarc = cnmarc_shape(has_200, _first_100a(record))
+    has_200 = has_245 = False
+    a100: str | None = None  # the first $a of the first 100 data field that has one
+    for fld in record.fields:  # one pass (the transform asks this of every record)
+        tag = fld.tag
+        if fld.control_field or tag[:1] != "2" and tag != "100":
+            continue
+        if tag == "200":
+            has_200 = True
+        elif tag == "245":
+            has_245 = True
+        elif tag == "100" and a100 is None:
+            a100 = next((value for code, value in fld.subfields if code == "a"), None)
+    cnmarc = cnmarc_shape(has_200, a100 or "")
     if cnmarc and not has_245:
         return "CNMARC"
     if has_245 and not cnmarc:
