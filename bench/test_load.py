@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -336,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-parts", action="store_true", help="the demo's small part sizes")
     parser.add_argument("--json", type=Path, help="also write the measures here")
     args = parser.parse_args(argv)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the stack's processes are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     m = measure(args)
     print(table(m, args), flush=True)
     if args.json:
