@@ -14,7 +14,7 @@ import pytest
 
 from aleph2alma.aleph.links import ADM_LINKS_SCHEMA, adm_bib_links, adms_without_holdings
 from aleph2alma.aleph.ztables import Z_TABLES
-from aleph2alma.validate import attachment
+from aleph2alma.validate import attachment, columns
 from aleph2alma.validate.checks import (
     CHECKS,
     NEEDED_COLUMNS,
@@ -628,3 +628,13 @@ def test_demo_thresholds_let_the_tiny_library_through(tiny_library: Path) -> Non
     assert [
         b.rule for b in evaluate(counts, inputs.totals(), RULES) if b.blocking
     ]  # the defaults would block
+
+
+def test_keys_are_imaged_slice_by_slice_as_they_would_be_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = pa.chunked_array(
+        [["000000001", "", "12", "0012"], ["A-1", "99999999999999999999", "7", "000000001"]]
+    )
+    whole = columns.int_image(keys)
+    monkeypatch.setattr(columns, "INT_IMAGE_ROWS", 3)  # slices across the chunk boundary
+    assert columns.int_image(keys).tolist() == whole.tolist()
+    assert whole[1] == -1 and whole[4] == whole[5] == -2 and whole[2] != whole[3] and whole[0] == whole[7]
