@@ -237,6 +237,72 @@ def stage_items(ctx: Ctx, whole_index: bool = False) -> dict[str, Any]:
     return {"records": sum(c[0] for c in counts), "rejected": sum(c[1] for c in counts)}
 
 
+def stage_extract_seq(ctx: Ctx, line_by_line: bool = False) -> dict[str, Any]:
+    """Every ALEPHSEQ part counted and its malformed lines rejected, as ``extract_alephseq_part``
+    (``count_records``; ``line_by_line``: ``grouped_lines``, every line through ``check_line``,
+    as before); records = records counted."""
+    import io
+
+    from aleph2alma.aleph.alephseq import LineRejects, RawLine, count_records, grouped_lines
+    from aleph2alma.rejects import RejectLog
+
+    def one(part: Path) -> int:
+        bad = LineRejects(RejectLog(io.StringIO()).add, "bibs", part.name)
+
+        def on_invalid(line: RawLine, sysno: str) -> None:
+            if line.reason != "blank":
+                bad.reject(line, sysno or "?")
+
+        with open(part, "rb") as fh:
+            if line_by_line:
+                return sum(1 for _ in grouped_lines(fh, on_invalid))
+            return count_records(fh, on_invalid)
+
+    with ctx.meter:
+        records = sum(one(part) for part in sorted(ctx.parts.glob("*.seq")))
+    return {"records": records}
+
+
+def stage_fulfillment(ctx: Ctx, every_barcode: bool = False) -> dict[str, Any]:
+    """Z36/Z37/Z31 → JSON lines, as ``transform_fulfillment``, with the items stage's index for
+    the barcodes: only the items circulation names (``item_barcodes``; ``every_barcode``: a dict of
+    every delivered item, as before); records = loans + requests + fines in."""
+    from aleph2alma.alma import fulfillment
+    from aleph2alma.alma.form import form_dir, load_form
+    from aleph2alma.alma.users import patron_primary_ids
+    from aleph2alma.rejects import RejectLog
+
+    form = load_form(form_dir(MIGRATION))
+
+    def raw(name: str, columns: list[str] | None = None) -> pa.Table:
+        return pa.concat_tables(
+            pq.read_table(p, columns=columns) for p in sorted(ctx.parts.glob(f"{name}-*.parquet"))
+        )
+
+    records = 0
+    with ctx.meter:
+        patron_ids = patron_primary_ids(raw("Z303", ["Z303_REC_KEY", "Z303_PRIMARY_ID"]))
+        z36, z37, z31 = raw("Z36"), raw("Z37"), raw("Z31")
+        delivered = pa.concat_tables(
+            pq.read_table(p, columns=["aleph_item_key", "barcode"])
+            for p in sorted(ctx.work("items").glob("*.parquet"))
+        )
+        if every_barcode:
+            keys, codes = delivered["aleph_item_key"].to_pylist(), delivered["barcode"].to_pylist()
+            barcodes = dict(zip(keys, codes, strict=True))
+        else:
+            barcodes = fulfillment.item_barcodes(delivered, z36, z37, z31)
+        del delivered
+        with open(ctx.work("fulfillment") / "out.jsonl", "w") as out:
+            for stats in (
+                fulfillment.transform_loans(z36, patron_ids, barcodes, form, {}, RejectLog(), out),
+                fulfillment.transform_requests(z37, patron_ids, barcodes, form, {}, RejectLog(), out),
+                fulfillment.transform_fines(z31, patron_ids, form, {}, RejectLog(), out, barcodes=barcodes),
+            ):
+                records += stats.records_in
+    return {"records": records}
+
+
 def baseline_pyarrow(ctx: Ctx, tables: tuple[str, ...]) -> dict[str, Any]:
     """pyarrow read + write of the Parquet parts of ``tables``; records = rows of the first table."""
 
@@ -345,6 +411,10 @@ CHILDREN: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "pyarrow-z303-z308": lambda ctx: baseline_pyarrow(ctx, PATRON_TABLES),
     "validate_tables": stage_validate,
     "validate_tables-before": lambda ctx: stage_validate(ctx, whole_indexes=True),
+    "extract_seq": stage_extract_seq,
+    "extract_seq-before": lambda ctx: stage_extract_seq(ctx, line_by_line=True),
+    "fulfillment": stage_fulfillment,
+    "fulfillment-before": lambda ctx: stage_fulfillment(ctx, every_barcode=True),
 }
 
 
@@ -381,13 +451,16 @@ class Row:
     before: str | None = None  # the stage as it was before its last speed change, measured alongside
 
 
-# validate_tables before items: it cuts each Z30 part's holdings links, as in the DAG.
+# validate_tables before items: it cuts each Z30 part's holdings links, as in the DAG; fulfillment
+# after items: it reads the items' index.
 PLAN = (
+    Row("extract_seq", before="extract_seq-before"),
     Row("bibs", "pymarc-bibs", min_ratio=0.5),
     Row("holdings", "pymarc-holdings"),
     Row("validate_tables", before="validate_tables-before"),
     Row("items", "pyarrow-z30", min_rate=500_000, before="items-before"),
     Row("patrons", "pyarrow-z303-z308", min_rate=500_000, before="patrons-before"),
+    Row("fulfillment", before="fulfillment-before"),
 )
 
 

@@ -16,6 +16,7 @@ from aleph2alma.aleph.alephseq import (
     AlephSeqRecord,
     check_line,
     control_field,
+    count_records,
     grouped_lines,
     is_local_tag,
     iter_raw_records,
@@ -496,3 +497,18 @@ def test_reader_groups_and_rejects_lines_as_grouped_lines() -> None:
     assert records[0].record.fields[1].subfields == [Subfield("a", "One")]  # CRLF gone
     assert records[0].encoding_errors == [(6, "500")]
     assert records[1].encoding_errors == records[2].encoding_errors == []
+    grouped: list[tuple[int, int, str]] = []
+    counted: list[tuple[int, int, str]] = []
+    for _ in grouped_lines(
+        io.BytesIO(data), lambda line, sysno: grouped.append((line.line_no, line.offset, sysno)), offset=1000
+    ):
+        pass
+    assert (
+        count_records(
+            io.BytesIO(data),
+            lambda line, sysno: counted.append((line.line_no, line.offset, sysno)),
+            offset=1000,
+        )
+        == 3
+    )
+    assert counted == grouped  # blank lines too, at the same byte offsets, after the same record

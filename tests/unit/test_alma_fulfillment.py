@@ -19,6 +19,7 @@ from aleph2alma.alma.fulfillment import (
     REQUEST_KEYS,
     Stats,
     fine_amount,
+    item_barcodes,
     transform_fines,
     transform_loans,
     transform_requests,
@@ -375,3 +376,28 @@ def test_fine_currency_from_the_form_and_date_from_the_key() -> None:
 def test_padding_is_stripped_and_nulls_tolerated() -> None:
     (fine,), _, _ = fines([FINE | {"Z31_DESCRIPTION": None, "Z31_SUB_LIBRARY": None}])
     assert (fine["comment"], fine["owner"], fine["aleph_key"]) == (None, "MAIN", FINE_KEY)
+
+
+# --- barcodes of the items circulation names ------------------------------------------------
+
+
+def test_item_barcodes_keeps_only_the_items_loans_requests_and_fines_name() -> None:
+    """Every delivered item would be a GB-sized dict at BNU: only the named ones are kept, keyed as
+    the transforms look them up (a request's item key sliced from its padded key)."""
+    delivered = pa.table(
+        {
+            "aleph_item_key": ["000000001000010", "000000002000010", "000000003000010", "000000004000010"],
+            "barcode": ["B1", "B2", "", "B4"],
+        }
+    )
+    z36 = ztable(Z36, [LOAN | {"Z36_REC_KEY": "000000001000010"}])
+    z37 = ztable(Z37, [REQUEST | {"Z37_REC_KEY": "000000003000010" + "0001"}])
+    z31 = ztable(Z31, [FINE | {"Z31_REC_KEY_ITEM": "000000009000010"}, FINE | {"Z31_REC_KEY_ITEM": ""}])
+    assert item_barcodes(delivered, z36, z37, z31) == {"000000001000010": "B1", "000000003000010": ""}
+
+
+def test_item_barcodes_names_a_missing_key_column() -> None:
+    delivered = pa.table({"aleph_item_key": ["000000001000010"], "barcode": ["B1"]})
+    z37 = ztable(Z37, [REQUEST]).drop_columns(["Z37_REC_KEY"])
+    with pytest.raises(ValueError, match="Z37: missing column"):
+        item_barcodes(delivered, ztable(Z36, [LOAN]), z37, ztable(Z31, [FINE]))

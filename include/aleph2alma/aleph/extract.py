@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from aleph2alma.aleph.alephseq import AlephSeqError, LineRejects, RawLine, grouped_lines, split_ranges
+from aleph2alma.aleph.alephseq import AlephSeqError, LineRejects, RawLine, count_records, split_ranges
 from aleph2alma.aleph.landing import Landing
 from aleph2alma.aleph.ztables import Z_TABLES, ZTable, table_entities
 from aleph2alma.rejects import RejectLog
@@ -239,7 +239,7 @@ def extract_table_part(
 def extract_alephseq_part(landing: Landing, spec: PartSpec, out: Path, rejects_out: Path) -> PartResult:
     """Copy one byte range of an ALEPHSEQ export; count its records, report malformed lines.
 
-    Lines are read in bounded memory (``alephseq.scan_lines``): an over-long line is one
+    Lines are read in bounded memory (``alephseq.count_records``): an over-long line is one
     ``line_too_long`` reject with an excerpt, and past ``alephseq.MAX_LINE_REJECTS`` malformed
     lines the rest are counted in one reject, so the rejects file stays small whatever the
     input. ``malformed_lines`` is the number of rejects written. A record counts when it has
@@ -253,7 +253,6 @@ def extract_alephseq_part(landing: Landing, spec: PartSpec, out: Path, rejects_o
             f"{spec.file}: expected {spec.end - spec.start} bytes at offset {spec.start}, "
             f"got {out.stat().st_size}; was the export replaced during extraction?"
         )
-    records = 0
     with open(out, "rb") as fh, open(rejects_out, "w", encoding="utf-8") as rej:
         bad = LineRejects(RejectLog(rej).add, spec.entity, spec.file)
 
@@ -262,8 +261,7 @@ def extract_alephseq_part(landing: Landing, spec: PartSpec, out: Path, rejects_o
                 bad.reject(line, f"{spec.source}:{sysno or '?'}", detail=f"byte offset {line.offset:,}")
 
         try:
-            for _ in grouped_lines(fh, on_invalid, offset=spec.start):
-                records += 1
+            records = count_records(fh, on_invalid, offset=spec.start)
         except AlephSeqError as exc:
             raise ExtractError(f"{spec.file}: {exc}") from exc
         bad.close()

@@ -69,6 +69,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from aleph2alma.accounting import Tally
 from aleph2alma.alma.fee_types import UNMAPPED_FEE_TYPE
@@ -179,6 +180,31 @@ def _iso(value: date | None) -> str | None:
 
 def _library(form: FormLookups, sub_library: str, default: str) -> str:
     return (form.library_for(sub_library) if sub_library else None) or default
+
+
+def item_barcodes(delivered: pa.Table, z36: pa.Table, z37: pa.Table, z31: pa.Table) -> dict[str, str]:
+    """Delivered item key → barcode, for the items the loans, requests and fines name only.
+
+    ``delivered`` holds ``aleph_item_key`` and ``barcode`` of every delivered item (4.8M at BNU):
+    as a Python dict that is over a GB, where the few hundred thousand items circulation names
+    take tens of MB. The keys are read as the transforms below read them."""
+    require_columns(delivered, ["aleph_item_key", "barcode"], "delivered items")
+    for table, name, column in (
+        (z36, "Z36", "Z36_REC_KEY"),
+        (z37, "Z37", "Z37_REC_KEY"),
+        (z31, "Z31", "Z31_REC_KEY_ITEM"),
+    ):
+        require_columns(table, [column], name)
+    wanted = pa.chunked_array(
+        [
+            text_column(z36, "Z36_REC_KEY"),
+            key_prefix(z37, "Z37_REC_KEY", ITEM_KEY_WIDTH),
+            text_column(z31, "Z31_REC_KEY_ITEM"),
+        ],
+        type=pa.string(),
+    ).unique()
+    named = delivered.filter(pc.is_in(delivered["aleph_item_key"], value_set=wanted))
+    return dict(zip(named["aleph_item_key"].to_pylist(), named["barcode"].to_pylist(), strict=True))
 
 
 def _item_barcode(item_key: str, barcodes: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -331,12 +331,14 @@ def transform_fulfillment(
         tmp = Path(tmp_dir)
         z303 = raw_table(ctx, extract, "patrons", "Z303", tmp, ["Z303_REC_KEY", "Z303_PRIMARY_ID"])
         patron_ids = patron_primary_ids(z303, excluded.get("patrons", {}))
+        raw = {
+            entity: raw_table(ctx, extract, entity, table, tmp)
+            for entity, table in (("loans", "Z36"), ("requests", "Z37"), ("fines", "Z31"))
+        }
         delivered = index_table(ctx.store, items, tmp, ITEM_SCHEMA, columns=["aleph_item_key", "barcode"])
-        barcodes = dict(
-            zip(delivered["aleph_item_key"].to_pylist(), delivered["barcode"].to_pylist(), strict=True)
-        )
-        for entity, table in (("loans", "Z36"), ("requests", "Z37"), ("fines", "Z31")):
-            data = raw_table(ctx, extract, entity, table, tmp)
+        barcodes = fulfillment.item_barcodes(delivered, raw["loans"], raw["requests"], raw["fines"])
+        del delivered
+        for entity, data in raw.items():
             out = PartOutput(tmp / f"out-{entity}", entity, entity, 0)
             out.tmp.mkdir()
             with open(out.path("out", "jsonl"), "w") as dst, open(out.path("rejects", "jsonl"), "w") as rej:
