@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/test_load.py [--scale small|bnu] [--seed 1] [--no-cutover]
                                         [--executor local|celery] [--workers 2] [--demo-parts]
+                                        [--json out.json] [--same-as other-run.json]
 
 Against a real stack (Airflow + S3 endpoint + Alma API emulator, started here) and the demo
 library of that scale (generated once, cached under ``bench/out/<scale>-seed<N>/``):
@@ -18,6 +19,10 @@ The migration runs with the product's part sizes (``MigrationSettings``: 250,000
 reads the peak RSS (``VmHWM``) of every task process (``airflow worker -- <task instance id>``)
 twice a second. S3 bytes are the bucket's size after the run minus before it. The goals at
 ``bnu`` on 2 cores (issue 13): the test load within 30 minutes, no task above 1.5 GB.
+
+``--json`` also keeps every file the test load's extract and transform committed (records,
+rejected, sha256); ``--same-as`` compares this run's with such a file, so that a run on two
+Celery workers can be checked against one on the embedded stack (exit 1 if they differ).
 """
 
 from __future__ import annotations
@@ -106,6 +111,9 @@ class Measure:
     load: tuple[float, float] = (0.0, 0.0)  # mean and max of the 1-minute load average
     cutover: list[Stage] = field(default_factory=list)
     ts_window_s: float | None = None
+    committed: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    """Every file the test load's extract and transform committed: ``dag/stage/entity`` → file
+    name → [records, rejected, sha256]. Run ids are in keys only, so two runs compare as equal."""
 
 
 def when(value: str) -> datetime:
@@ -128,6 +136,35 @@ def stage_of(name: str, tis: list[dict[str, Any]], peaks: dict[str, float]) -> S
     ran = [t for t in tis if t.get("start_date")]
     sized = [(task_name(t), peaks[t["id"]]) for t in ran if t["id"] in peaks]
     return Stage(name, span(ran), len(ran), max(sized, key=lambda s: s[1], default=("—", 0.0)))
+
+
+def committed_files(store: Any, dag_id: str, run_id: str) -> dict[str, dict[str, list[Any]]]:
+    from aleph2alma.storage import MANIFEST_NAME
+
+    prefix = f"{MIGRATION}/runs/{dag_id}/{run_id}/"
+    found = {}
+    for key in store.list_keys(prefix):
+        if key.endswith("/" + MANIFEST_NAME):
+            manifest = store.manifest(key)
+            stage = key.removeprefix(prefix).removesuffix("/" + MANIFEST_NAME)
+            found[f"{dag_id}/{stage}"] = {
+                f.key.rsplit("/", 1)[-1]: [f.records, f.rejected, f.sha256] for f in manifest.files
+            }
+    return found
+
+
+def compare_committed(mine: dict[str, Any], other: dict[str, Any], name: str) -> tuple[bool, str]:
+    """Whether the two runs committed the same files (counts and sha256), and a line saying so."""
+    files = sum(len(f) for f in mine.values())
+    differ = sorted(
+        f"{stage}/{file}"
+        for stage in set(mine) | set(other)
+        for file in set(mine.get(stage, {})) | set(other.get(stage, {}))
+        if mine.get(stage, {}).get(file) != other.get(stage, {}).get(file)
+    )
+    if not differ:
+        return True, f"committed files: {len(mine)} stages, {files:,} files, same counts and sha256 as {name}"
+    return False, f"committed files DIFFER from {name} in {len(differ)}: " + ", ".join(differ[:10])
 
 
 def bucket_bytes(stack: Any) -> int:
@@ -191,6 +228,8 @@ def test_load(
     own = client.task_instances(TEST_LOAD_DAG, run["run_id"])
     if not any(t["task_id"] == "deliver" and t["state"] == "success" for t in own):
         raise SystemExit(f"the test load did not deliver: {run.get('failed_tasks')}")
+    for ref in (extract, transform):
+        m.committed |= committed_files(store, ref.dag_id, ref.run_id)
     m.stages.append(stage_of("extract", client.task_instances(extract.dag_id, extract.run_id), sampler.peaks))
     tis = client.task_instances(transform.dag_id, transform.run_id)
     m.stages.append(stage_of("transform + validate", tis, sampler.peaks))
@@ -320,6 +359,7 @@ def table(m: Measure, args: argparse.Namespace) -> str:
         + ")",
         f"S3 bytes written by the test load: {m.s3_bytes:,} ({m.s3_bytes / 2**30:.2f} GiB)",
     ]
+
     if m.ts_window_s is not None:
         lines += ["", "cutover, technical-services freeze → inventory delivered:", "", head, rule]
         lines += [row(s) for s in m.cutover]
@@ -335,21 +375,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default="local", choices=["local", "celery"])
     parser.add_argument("--workers", type=int, default=2, help="Celery workers (--executor celery)")
     parser.add_argument("--demo-parts", action="store_true", help="the demo's small part sizes")
-    parser.add_argument("--json", type=Path, help="also write the measures here")
+    parser.add_argument("--json", type=Path, help="also write the measures here (and the committed files)")
+    parser.add_argument(
+        "--same-as",
+        type=Path,
+        help="another run's --json: say whether this run committed the same files (counts, sha256)",
+    )
     args = parser.parse_args(argv)
     # SIGTERM (timeout, kill) unwinds like Ctrl-C: the stack's processes are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     m = measure(args)
     print(table(m, args), flush=True)
+    same = True
+    if args.same_as:
+        same, verdict = compare_committed(
+            m.committed, json.loads(args.same_as.read_text())["committed"], str(args.same_as)
+        )
+        print(verdict, flush=True)
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"args": vars(args) | {"json": str(args.json)}, **m.__dict__},
+                {
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    **m.__dict__,
+                },
                 default=lambda o: o.__dict__,
                 indent=2,
             )
         )
-    return 0
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
