@@ -359,7 +359,6 @@ def table(m: Measure, args: argparse.Namespace) -> str:
         + ")",
         f"S3 bytes written by the test load: {m.s3_bytes:,} ({m.s3_bytes / 2**30:.2f} GiB)",
     ]
-
     if m.ts_window_s is not None:
         lines += ["", "cutover, technical-services freeze → inventory delivered:", "", head, rule]
         lines += [row(s) for s in m.cutover]
